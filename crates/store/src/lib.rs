@@ -81,7 +81,8 @@ pub struct RangeRequest {
     pub start: Option<String>,
     /// At most this many keys; 0 means no limit.
     pub limit: usize,
-    /// Read the store as it was at this revision; `None` reads the newest state.
+    /// Read the store as it was at this revision; `None` (or a revision of 0 or less, as on
+    /// etcd) reads the newest state.
     pub revision: Option<Revision>,
 }
 
@@ -136,8 +137,9 @@ pub trait Backend: Send + Sync + 'static {
     async fn current_revision(&self) -> Result<Revision>;
 
     /// Forgets history below `revision`: afterwards reads at a revision below it and watches
-    /// starting below it fail with [`StoreError::Compacted`]. The newest value of every key is
-    /// kept.
+    /// starting below it fail with [`StoreError::Compacted`]. Reads at `revision` or later, and
+    /// watches from `revision` on, stay complete (on etcd a deletion at exactly `revision` is
+    /// forgotten too, so replay it from `revision`, not from the one before).
     async fn compact(&self, revision: Revision) -> Result<()>;
 }
 
