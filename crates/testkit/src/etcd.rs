@@ -37,10 +37,19 @@ impl EtcdServer {
         Err(last_error.unwrap())
     }
 
+    /// Starts etcd serving clients on a given port (for tests that need to know it beforehand).
+    pub fn start_at(parent: &Path, client_port: u16) -> anyhow::Result<EtcdServer> {
+        Self::try_start_on(parent, client_port)
+    }
+
     fn try_start(parent: &Path) -> anyhow::Result<EtcdServer> {
+        Self::try_start_on(parent, free_port()?)
+    }
+
+    fn try_start_on(parent: &Path, client_port: u16) -> anyhow::Result<EtcdServer> {
         let binary = std::env::var("STYRMAN_ETCD").unwrap_or_else(|_| "etcd".to_string());
         let dir = tempfile::Builder::new().prefix("styrman-etcd-").tempdir_in(parent)?;
-        let client_url = format!("http://127.0.0.1:{}", free_port()?);
+        let client_url = format!("http://127.0.0.1:{client_port}");
         let peer_url = format!("http://127.0.0.1:{}", free_port()?);
         let log = dir.path().join("etcd.log");
         let log_file = std::fs::File::create(&log)?;

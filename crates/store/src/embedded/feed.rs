@@ -19,7 +19,12 @@ use redb::ReadableDatabase;
 /// Log entries read per blocking call while catching up.
 const CATCH_UP_CHUNK: usize = 1024;
 
-pub(crate) fn watch(shared: Arc<Shared>, prefix: String, after: Revision) -> Result<WatchStream> {
+pub(crate) fn watch(
+    shared: Arc<Shared>,
+    live: broadcast::Receiver<Arc<Committed>>,
+    prefix: String,
+    after: Revision,
+) -> Result<WatchStream> {
     if after < 0 {
         return Err(StoreError::Invalid(format!("cannot watch after negative revision {after}")));
     }
@@ -27,8 +32,7 @@ pub(crate) fn watch(shared: Arc<Shared>, prefix: String, after: Revision) -> Res
     if after + 1 < compacted {
         return Err(StoreError::Compacted { requested: after, compacted });
     }
-    // Subscribe before reading the log, so nothing committed in between is missed.
-    let live = shared.feed.subscribe();
+    // `live` was subscribed before the log is read, so nothing committed in between is missed.
     let (tx, stream) = WatchStream::channel();
     tokio::spawn(Follower { shared, prefix, last: after, tx, live }.run());
     Ok(stream)

@@ -64,12 +64,16 @@ pub(crate) struct Shared {
     revision: AtomicI64,
     /// The compaction horizon: revisions below it are gone.
     compacted: AtomicI64,
-    feed: broadcast::Sender<Arc<Committed>>,
 }
 
 pub struct EmbeddedStore {
     shared: Arc<Shared>,
-    requests: mpsc::Sender<Request>,
+    /// `None` only while dropping: closing it stops the writer.
+    requests: Option<mpsc::Sender<Request>>,
+    writer: Option<std::thread::JoinHandle<()>>,
+    /// Watches subscribe here. The writer holds the other sender; once both are gone, every
+    /// watch task sees the feed close and ends.
+    feed: broadcast::Sender<Arc<Committed>>,
 }
 
 impl EmbeddedStore {
@@ -94,11 +98,10 @@ impl EmbeddedStore {
             path,
             revision: AtomicI64::new(revision),
             compacted: AtomicI64::new(compacted),
-            feed,
         });
-        let requests = writer::spawn(shared.clone())?;
+        let (requests, writer) = writer::spawn(shared.clone(), feed.clone())?;
         tracing::info!(path = %shared.path.display(), revision, "embedded store open");
-        Ok(EmbeddedStore { shared, requests })
+        Ok(EmbeddedStore { shared, requests: Some(requests), writer: Some(writer), feed })
     }
 
     /// The path of the redb file.
@@ -108,7 +111,8 @@ impl EmbeddedStore {
 
     async fn write(&self, op: WriteOp) -> Result<WriteOutcome> {
         let (reply, answer) = oneshot::channel();
-        self.requests
+        let requests = self.requests.as_ref().expect("requests are only taken on drop");
+        requests
             .send(Request { op, reply })
             .await
             .map_err(|_| StoreError::Internal("the store's writer has stopped".into()))?;
@@ -124,6 +128,17 @@ impl EmbeddedStore {
         tokio::task::spawn_blocking(move || f(&shared))
             .await
             .map_err(|e| StoreError::Internal(format!("read task failed: {e}")))?
+    }
+}
+
+impl Drop for EmbeddedStore {
+    /// Stops the writer after it has answered everything queued, so that the file is closed
+    /// (and can be opened again) once the last reader is done.
+    fn drop(&mut self) {
+        self.requests.take();
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
     }
 }
 
@@ -356,7 +371,7 @@ impl Backend for EmbeddedStore {
     }
 
     async fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream> {
-        feed::watch(self.shared.clone(), prefix.to_string(), after)
+        feed::watch(self.shared.clone(), self.feed.subscribe(), prefix.to_string(), after)
     }
 
     async fn current_revision(&self) -> Result<Revision> {

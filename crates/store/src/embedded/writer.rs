@@ -12,7 +12,9 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use redb::{ReadableTable, Table, WriteTransaction};
-use tokio::sync::{mpsc, oneshot};
+use std::thread::JoinHandle;
+
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::codec::LogEntry;
 use super::{COMPACTED_KEY, Committed, LOG, META, OBJECTS, REVISION_KEY, Shared, db_err, load};
@@ -41,16 +43,19 @@ pub(crate) struct WriteOutcome {
     pub prev: Option<KeyValue>,
 }
 
-pub(crate) fn spawn(shared: Arc<Shared>) -> Result<mpsc::Sender<Request>> {
+/// The live feed of committed batches, for watches.
+type Feed = broadcast::Sender<Arc<Committed>>;
+
+pub(crate) fn spawn(shared: Arc<Shared>, feed: Feed) -> Result<(mpsc::Sender<Request>, JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel(QUEUE);
-    std::thread::Builder::new()
+    let handle = std::thread::Builder::new()
         .name("store-writer".into())
-        .spawn(move || run(shared, rx))
+        .spawn(move || run(shared, feed, rx))
         .map_err(|e| StoreError::Internal(format!("cannot start the store writer: {e}")))?;
-    Ok(tx)
+    Ok((tx, handle))
 }
 
-fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Request>) {
+fn run(shared: Arc<Shared>, feed: Feed, mut rx: mpsc::Receiver<Request>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
@@ -60,12 +65,12 @@ fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Request>) {
                 Err(_) => break,
             }
         }
-        commit_batch(&shared, &mut batch);
+        commit_batch(&shared, &feed, &mut batch);
     }
     tracing::debug!("store writer stopped: every handle was dropped");
 }
 
-fn commit_batch(shared: &Shared, batch: &mut Vec<Request>) {
+fn commit_batch(shared: &Shared, feed: &Feed, batch: &mut Vec<Request>) {
     let start = shared.revision.load(Ordering::Acquire);
     let mut results: Vec<Result<WriteOutcome>> = Vec::with_capacity(batch.len());
     let mut events = Vec::new();
@@ -110,7 +115,7 @@ fn commit_batch(shared: &Shared, batch: &mut Vec<Request>) {
             if !events.is_empty() {
                 let committed = Committed { first: start + 1, last: revision, events: events.into() };
                 // No receiver is fine: nobody is watching.
-                let _ = shared.feed.send(Arc::new(committed));
+                let _ = feed.send(Arc::new(committed));
             }
             for (request, result) in batch.drain(..).zip(results) {
                 let _ = request.reply.send(result);
