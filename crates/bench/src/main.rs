@@ -1,1 +1,27 @@
-fn main() {}
+//! `styrman-bench`: the benchmarks behind `scripts/bench`. Each measures styrman beside its
+//! anchor in the same run, on the same machine, with the same workload, and prints both.
+
+mod store;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "styrman-bench", about = "styrman's benchmarks (run them through scripts/bench)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The embedded store against a real etcd: durable writes and watch fan-out
+    Store(store::Options),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match cli.command {
+        Command::Store(options) => runtime.block_on(store::run(options)),
+    }
+}

@@ -1,1 +1,88 @@
-fn main() {}
+//! `styrman`: the one binary. Each control-plane and node component is a subcommand, so
+//! `styrman server` can run every component as its own child process of the same executable.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// The Kubernetes API version styrman serves. kubectl's dispatcher picks `kubectl.1.<minor>`
+/// from it, and the k8s-openapi types are built for the same minor (feature `v1_33`).
+pub const KUBERNETES_VERSION: &str = "v1.33.0";
+
+#[derive(Parser)]
+#[command(
+    name = "styrman",
+    version,
+    about = "A Kubernetes-compatible cluster orchestrator in one binary",
+    long_about = "A Kubernetes-compatible cluster orchestrator in one binary.\n\n\
+        Point the real kubectl and your existing client libraries and YAML at it."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the whole control plane, each component as a supervised child process
+    Server,
+    /// Run the API server: the Kubernetes REST API in front of the store
+    Apiserver,
+    /// Run the scheduler: place pods on nodes
+    Scheduler,
+    /// Run the controller manager: turn desired state into running pods
+    ControllerManager,
+    /// Run the node agent: register the node and run its pods through containerd
+    Kubelet,
+    /// Run the service proxy: program Services into nftables
+    Proxy,
+    /// Simulate many nodes in one process, for scale tests
+    HollowNodes,
+    /// Print styrman's version and the Kubernetes API version it serves
+    Version,
+}
+
+impl Command {
+    /// The issue that brings a component that is not in this build yet.
+    fn pending_issue(&self) -> Option<(&'static str, u32)> {
+        match self {
+            Command::Server => Some(("server", 3)),
+            Command::Apiserver => Some(("apiserver", 3)),
+            Command::Scheduler => Some(("scheduler", 5)),
+            Command::HollowNodes => Some(("hollow-nodes", 5)),
+            Command::ControllerManager => Some(("controller-manager", 6)),
+            Command::Kubelet => Some(("kubelet", 0)),
+            Command::Proxy => Some(("proxy", 0)),
+            Command::Version => None,
+        }
+    }
+}
+
+fn version_text() -> String {
+    format!("styrman version: v{}\nKubernetes API version: {KUBERNETES_VERSION}\n", env!("CARGO_PKG_VERSION"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some((name, issue)) = cli.command.pending_issue() {
+        let tracked = if issue > 0 { format!(" (issue {issue})") } else { String::new() };
+        eprintln!("styrman {name}: this component is not in this build of styrman yet{tracked}");
+        return ExitCode::from(2);
+    }
+    match cli.command {
+        Command::Version => print!("{}", version_text()),
+        _ => unreachable!("every other command is pending"),
+    }
+    ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}
