@@ -94,14 +94,14 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         embedded_runs.push(run);
     }
 
-    if !options.etcd {
-        return Ok(());
-    }
-
     // etcd: one connection per 16 writers, as a client pool would use.
-    let etcd = EtcdServer::start_in(&parent).context("start etcd (install Debian's etcd-server)")?;
+    let etcd = match options.etcd {
+        true => Some(EtcdServer::start_in(&parent).context("start etcd (install Debian's etcd-server)")?),
+        false => None,
+    };
     let mut etcd_runs = Vec::new();
-    for &writers in &options.writers {
+    for &writers in options.writers.iter().filter(|_| etcd.is_some()) {
+        let etcd = etcd.as_ref().unwrap();
         let connections = writers.div_ceil(16).max(1);
         let mut stores: Vec<Store> = Vec::new();
         for _ in 0..connections {
@@ -122,9 +122,12 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         let embedded_fanout =
             fan_out(&[embedded.clone()], options.watchers, options.fanout_writers, &value, options.seconds).await?;
         print_fanout("embedded", &embedded_fanout);
-        let etcd_store: Store = Arc::new(EtcdStore::connect(&[etcd.url().to_string()]).await?);
-        let etcd_fanout = fan_out(&[etcd_store], options.watchers, options.fanout_writers, &value, options.seconds).await?;
-        print_fanout("etcd", &etcd_fanout);
+        if let Some(etcd) = &etcd {
+            let etcd_store: Store = Arc::new(EtcdStore::connect(&[etcd.url().to_string()]).await?);
+            let etcd_fanout =
+                fan_out(&[etcd_store], options.watchers, options.fanout_writers, &value, options.seconds).await?;
+            print_fanout("etcd", &etcd_fanout);
+        }
         fanouts.push(embedded_fanout);
     }
 
@@ -203,6 +206,7 @@ async fn fan_out(stores: &[Store], watchers: usize, writers: usize, value: &Byte
             loop {
                 let target = *stop_rx.borrow();
                 if seen >= target {
+                    received.fetch_add(seen, Ordering::Relaxed);
                     done_at.lock().unwrap().push(Instant::now());
                     return anyhow::Ok(());
                 }
@@ -210,7 +214,6 @@ async fn fan_out(stores: &[Store], watchers: usize, writers: usize, value: &Byte
                     batch = stream.next_batch() => {
                         let batch = batch.ok_or_else(|| anyhow::anyhow!("watch ended"))??;
                         seen += batch.len() as u64;
-                        received.fetch_add(batch.len() as u64, Ordering::Relaxed);
                     }
                     _ = stop_rx.changed() => {}
                 }

@@ -250,34 +250,31 @@ impl Backend for EtcdStore {
         if first.canceled() {
             return Err(watch_canceled(&first, after));
         }
-        let (tx, stream) = WatchStream::channel();
         let endpoints = self.endpoints.clone();
-        tokio::spawn(async move {
-            // Keep the sender half alive: dropping it cancels the watch.
-            let _keep = &etcd_stream;
-            let mut pending = Some(first);
-            loop {
-                let response = match pending.take() {
-                    Some(r) => Ok(Some(r)),
-                    None => tokio::select! {
-                        _ = tx.closed() => return,
-                        r = etcd_stream.message() => r,
-                    },
-                };
-                let item: Result<EventBatch> = match response {
-                    Ok(Some(r)) if r.canceled() => Err(watch_canceled(&r, after)),
-                    Ok(Some(r)) if r.events().is_empty() => continue,
-                    Ok(Some(r)) => r.events().iter().map(convert_event).collect::<Result<Vec<_>>>().map(Into::into),
-                    Ok(None) => Err(StoreError::Unavailable("etcd closed the watch stream".into())),
-                    Err(e) => Err(map_error(&endpoints, e)),
-                };
-                let failed = item.is_err();
-                if tx.send(item).await.is_err() || failed {
-                    return;
+        // The etcd stream stays in the state: dropping the WatchStream drops it, which cancels
+        // the watch on the server.
+        let state = (etcd_stream, Some(first));
+        let stream = futures::stream::unfold(state, move |(mut etcd_stream, mut pending)| {
+            let endpoints = endpoints.clone();
+            async move {
+                loop {
+                    let response = match pending.take() {
+                        Some(r) => Ok(Some(r)),
+                        None => etcd_stream.message().await,
+                    };
+                    let item: Result<EventBatch> = match response {
+                        Ok(Some(r)) if r.canceled() => Err(watch_canceled(&r, after)),
+                        // Progress notifications and the creation answer carry no events.
+                        Ok(Some(r)) if r.events().is_empty() => continue,
+                        Ok(Some(r)) => r.events().iter().map(convert_event).collect::<Result<Vec<_>>>().map(Into::into),
+                        Ok(None) => Err(StoreError::Unavailable("etcd closed the watch stream".into())),
+                        Err(e) => Err(map_error(&endpoints, e)),
+                    };
+                    return Some((item, (etcd_stream, None)));
                 }
             }
         });
-        Ok(stream)
+        Ok(WatchStream::new(stream))
     }
 
     async fn current_revision(&self) -> Result<Revision> {

@@ -2,7 +2,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use tokio::sync::mpsc;
+use futures::stream::{BoxStream, Stream, StreamExt};
 
 use crate::{Event, Result};
 
@@ -10,35 +10,37 @@ use crate::{Event, Result};
 /// order. Shared, not copied, between the watchers that see the whole batch.
 pub type EventBatch = Arc<[Event]>;
 
-/// How many batches a watch buffers for a consumer before the producer waits. A consumer that
-/// stops reading holds at most this much; the embedded backend then drops its live feed and
-/// catches up from the revision log once the consumer reads again.
-pub(crate) const WATCH_BUFFER: usize = 64;
-
-/// The changes a watch delivers, as a [`futures::Stream`] of batches. An `Err` item ends the
-/// stream (for example [`crate::StoreError::Compacted`] when a consumer fell behind history that
-/// was compacted meanwhile). Dropping the stream cancels the watch.
+/// The changes a watch delivers, as a [`futures::Stream`] of batches. An `Err` item is the last
+/// one (for example [`crate::StoreError::Compacted`] when history the watch still needed was
+/// compacted meanwhile). Dropping the stream cancels the watch.
 pub struct WatchStream {
-    rx: mpsc::Receiver<Result<EventBatch>>,
+    inner: BoxStream<'static, Result<EventBatch>>,
 }
 
 impl WatchStream {
-    /// A stream fed by a producer task through the returned sender.
-    pub(crate) fn channel() -> (mpsc::Sender<Result<EventBatch>>, WatchStream) {
-        let (tx, rx) = mpsc::channel(WATCH_BUFFER);
-        (tx, WatchStream { rx })
+    /// Wraps a backend's stream, ending it after its first error.
+    pub(crate) fn new(stream: impl Stream<Item = Result<EventBatch>> + Send + 'static) -> WatchStream {
+        let mut failed = false;
+        let inner = stream
+            .take_while(move |item| {
+                let go_on = !failed;
+                failed = item.is_err();
+                std::future::ready(go_on)
+            })
+            .boxed();
+        WatchStream { inner }
     }
 
     /// The next batch, or `None` once the watch has ended.
     pub async fn next_batch(&mut self) -> Option<Result<EventBatch>> {
-        self.rx.recv().await
+        self.inner.next().await
     }
 }
 
-impl futures::Stream for WatchStream {
+impl Stream for WatchStream {
     type Item = Result<EventBatch>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.rx.poll_recv(cx)
+        self.inner.poll_next_unpin(cx)
     }
 }

@@ -28,8 +28,16 @@ pub(crate) struct LogEntry<'a> {
 }
 
 impl<'a> LogEntry<'a> {
+    #[cfg(test)]
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(HEADER + self.key.len() + self.value.len());
+        self.encode_into(&mut out);
+        out
+    }
+
+    /// Appends the encoding to `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        out.reserve(HEADER + self.key.len() + self.value.len());
         out.push(match self.kind {
             EventKind::Put => PUT,
             EventKind::Delete => DELETE,
@@ -39,7 +47,6 @@ impl<'a> LogEntry<'a> {
         out.extend_from_slice(&(self.key.len() as u32).to_le_bytes());
         out.extend_from_slice(self.key.as_bytes());
         out.extend_from_slice(self.value);
-        out
     }
 
     /// `None` for bytes no writer of ours produced (a damaged file).

@@ -1,20 +1,20 @@
 //! Watches on the embedded store.
 //!
-//! Each watch is a task that first replays the revision log after the requested revision, then
-//! follows the live feed the writer broadcasts after every commit. The live feed is a bounded
-//! ring: a watcher that falls behind it (its consumer stopped reading, or the machine is busy)
-//! is told it lagged and goes back to the log, which holds everything since the compaction
-//! horizon. So no event is lost or repeated, and a slow consumer costs a bounded amount of memory.
+//! A watch first replays the revision log after the requested revision, then follows the live
+//! feed the writer broadcasts after every commit. The live feed is a bounded ring shared by all
+//! watches: one that falls behind it (its consumer stopped reading, or the machine is busy) is
+//! told it lagged and goes back to the log, which holds everything since the compaction horizon.
+//! So no event is lost or repeated, and a slow consumer costs no memory beyond the ring. A watch
+//! is a plain stream polled by its consumer, not a task of its own: one wake-up per batch.
 
 use std::sync::Arc;
 
+use redb::ReadableDatabase;
 use tokio::sync::broadcast::{self, error::RecvError};
-use tokio::sync::mpsc;
 
 use super::codec::LogEntry;
 use super::{COMPACTED_KEY, Committed, LOG, META, REVISION_KEY, Shared, db_err, load_prev};
 use crate::{Event, EventBatch, Result, Revision, StoreError, WatchStream};
-use redb::ReadableDatabase;
 
 /// Log entries read per blocking call while catching up.
 const CATCH_UP_CHUNK: usize = 1024;
@@ -33,59 +33,64 @@ pub(crate) fn watch(
         return Err(StoreError::Compacted { requested: after, compacted });
     }
     // `live` was subscribed before the log is read, so nothing committed in between is missed.
-    let (tx, stream) = WatchStream::channel();
-    tokio::spawn(Follower { shared, prefix, last: after, tx, live }.run());
-    Ok(stream)
+    let follower = Follower { shared, prefix, last: after, live, behind: true };
+    Ok(WatchStream::new(futures::stream::unfold(follower, |mut f| async move {
+        let item = f.next().await?;
+        Some((item, f))
+    })))
 }
-
-/// Why a watch task ends.
-enum Stop {
-    /// The consumer dropped its stream.
-    Closed,
-    Failed(StoreError),
-}
-
-type Step = std::result::Result<(), Stop>;
 
 struct Follower {
     shared: Arc<Shared>,
     prefix: String,
     /// The newest revision delivered (or known not to concern this watch).
     last: Revision,
-    tx: mpsc::Sender<Result<EventBatch>>,
     live: broadcast::Receiver<Arc<Committed>>,
+    /// The log holds revisions after `last` that the live feed will not deliver.
+    behind: bool,
 }
 
 impl Follower {
-    async fn run(mut self) {
-        let mut step = self.catch_up().await;
-        while step.is_ok() {
-            let next = tokio::select! {
-                _ = self.tx.closed() => return,
-                next = self.live.recv() => next,
-            };
-            step = match next {
-                Ok(batch) => self.forward(&batch).await,
-                Err(RecvError::Lagged(_)) => self.catch_up().await,
-                Err(RecvError::Closed) => return,
-            };
-        }
-        if let Err(Stop::Failed(e)) = step {
-            let _ = self.tx.send(Err(e)).await;
+    /// The next non-empty batch; `None` when the store has closed.
+    async fn next(&mut self) -> Option<Result<EventBatch>> {
+        loop {
+            if self.behind {
+                let chunk = match self.read_log_chunk().await {
+                    Ok(chunk) => chunk,
+                    Err(e) => return Some(Err(e)),
+                };
+                self.last = chunk.reached;
+                self.behind = !chunk.caught_up;
+                if !chunk.events.is_empty() {
+                    return Some(Ok(chunk.events.into()));
+                }
+                continue;
+            }
+            match self.live.recv().await {
+                Ok(batch) => {
+                    if let Some(events) = self.take(&batch) {
+                        return Some(Ok(events));
+                    }
+                }
+                Err(RecvError::Lagged(_)) => self.behind = true,
+                Err(RecvError::Closed) => return None,
+            }
         }
     }
 
-    async fn send(&self, events: EventBatch) -> Step {
-        self.tx.send(Ok(events)).await.map_err(|_| Stop::Closed)
-    }
-
-    async fn forward(&mut self, batch: &Committed) -> Step {
+    /// This watch's part of a live batch, if any.
+    fn take(&mut self, batch: &Committed) -> Option<EventBatch> {
         if batch.last <= self.last {
-            return Ok(());
+            return None;
         }
         if batch.first > self.last + 1 {
             // Batches in between were missed (subscribed mid-way): the log has them.
-            return self.catch_up().await;
+            self.behind = true;
+            return None;
+        }
+        if batch.first > self.last && batch.common_prefix.starts_with(&self.prefix) {
+            self.last = batch.last;
+            return Some(batch.events.clone());
         }
         let wanted = |e: &Event| e.revision() > self.last && e.kv.key.starts_with(&self.prefix);
         let matching = batch.events.iter().filter(|e| wanted(e)).count();
@@ -97,30 +102,16 @@ impl Follower {
             None
         };
         self.last = batch.last;
-        match events {
-            Some(events) => self.send(events).await,
-            None => Ok(()),
-        }
+        events
     }
 
-    /// Replays the log from `last` up to the newest committed revision.
-    async fn catch_up(&mut self) -> Step {
-        loop {
-            let shared = self.shared.clone();
-            let prefix = self.prefix.clone();
-            let after = self.last;
-            let chunk = tokio::task::spawn_blocking(move || read_log(&shared, &prefix, after))
-                .await
-                .map_err(|e| Stop::Failed(StoreError::Internal(format!("watch task failed: {e}"))))?
-                .map_err(Stop::Failed)?;
-            self.last = chunk.reached;
-            if !chunk.events.is_empty() {
-                self.send(chunk.events.into()).await?;
-            }
-            if chunk.caught_up {
-                return Ok(());
-            }
-        }
+    async fn read_log_chunk(&self) -> Result<Chunk> {
+        let shared = self.shared.clone();
+        let prefix = self.prefix.clone();
+        let after = self.last;
+        tokio::task::spawn_blocking(move || read_log(&shared, &prefix, after))
+            .await
+            .map_err(|e| StoreError::Internal(format!("watch read failed: {e}")))?
     }
 }
 

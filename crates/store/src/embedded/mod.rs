@@ -54,6 +54,24 @@ pub(crate) struct Committed {
     first: Revision,
     last: Revision,
     events: EventBatch,
+    /// The longest prefix every key in the batch shares: a watch whose prefix it starts with
+    /// takes the whole batch without looking at each key (the common case: many watchers of
+    /// one resource).
+    common_prefix: String,
+}
+
+impl Committed {
+    pub(crate) fn new(first: Revision, last: Revision, events: EventBatch) -> Committed {
+        let mut common: &str = events.first().map_or("", |e| e.kv.key.as_str());
+        for event in events.iter().skip(1) {
+            let shared = common.bytes().zip(event.kv.key.bytes()).take_while(|(a, b)| a == b).count();
+            // Cut on a character boundary.
+            let cut = (0..=shared).rev().find(|&i| common.is_char_boundary(i)).unwrap_or(0);
+            common = &common[..cut];
+        }
+        let common_prefix = common.to_string();
+        Committed { first, last, events, common_prefix }
+    }
 }
 
 /// What readers, the writer and the watch feeds share.

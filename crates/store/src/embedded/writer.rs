@@ -102,6 +102,7 @@ fn commit_batch(shared: &Shared, feed: &Feed, batch: &mut Vec<Request>) {
                 meta: txn.open_table(META).map_err(db_err)?,
                 objects: txn.open_table(OBJECTS).map_err(db_err)?,
                 log: txn.open_table(LOG).map_err(db_err)?,
+                buffer: Vec::new(),
             };
             for request in batch.iter() {
                 let result = tables.apply(&request.op, &mut revision, &mut events);
@@ -133,7 +134,7 @@ fn commit_batch(shared: &Shared, feed: &Feed, batch: &mut Vec<Request>) {
                 }
             }
             if !events.is_empty() {
-                let committed = Committed { first: start + 1, last: revision, events: events.into() };
+                let committed = Committed::new(start + 1, revision, events.into());
                 // No receiver is fine: nobody is watching.
                 let _ = feed.send(Arc::new(committed));
             }
@@ -154,18 +155,23 @@ struct Tables<'txn> {
     meta: Table<'txn, &'static str, i64>,
     objects: Table<'txn, &'static str, (i64, i64)>,
     log: Table<'txn, i64, &'static [u8]>,
+    /// Reused for encoding log entries.
+    buffer: Vec<u8>,
 }
 
 impl Tables<'_> {
     fn apply(&mut self, op: &WriteOp, revision: &mut Revision, events: &mut Vec<Event>) -> Result<WriteOutcome> {
         match op {
             WriteOp::Create { key, value } => {
-                if self.objects.get(key.as_str()).map_err(db_err)?.is_some() {
+                let rev = *revision + 1;
+                // Insert first and look at what was there: one tree walk instead of two in the
+                // common case; the rare clash puts the old entry back.
+                if let Some(old) = self.swap_object(key, (rev, rev))? {
+                    self.objects.insert(key.as_str(), old).map_err(db_err)?;
                     return Err(StoreError::AlreadyExists { key: key.clone() });
                 }
-                let rev = *revision + 1;
                 let entry = LogEntry { kind: EventKind::Put, create_revision: rev, prev_mod_revision: 0, key, value };
-                self.write(&entry, rev)?;
+                self.append(&entry, rev)?;
                 *revision = rev;
                 events.push(Event { kind: EventKind::Put, kv: kv(key, value.clone(), rev, rev), prev: None });
                 Ok(WriteOutcome { revision: rev, prev: None })
@@ -179,11 +185,12 @@ impl Tables<'_> {
                         current: Box::new(load(&self.log, current)?),
                     });
                 }
-                let prev = load(&self.log, current)?;
                 let rev = *revision + 1;
+                self.objects.insert(key.as_str(), (create, rev)).map_err(db_err)?;
+                let prev = load(&self.log, current)?;
                 let entry =
                     LogEntry { kind: EventKind::Put, create_revision: create, prev_mod_revision: current, key, value };
-                self.write(&entry, rev)?;
+                self.append(&entry, rev)?;
                 *revision = rev;
                 events.push(Event { kind: EventKind::Put, kv: kv(key, value.clone(), create, rev), prev: Some(prev) });
                 Ok(WriteOutcome { revision: rev, prev: None })
@@ -206,7 +213,7 @@ impl Tables<'_> {
                     key,
                     value: &[],
                 };
-                self.log.insert(rev, entry.encode().as_slice()).map_err(db_err)?;
+                self.append(&entry, rev)?;
                 self.objects.remove(key.as_str()).map_err(db_err)?;
                 *revision = rev;
                 events.push(Event {
@@ -232,9 +239,15 @@ impl Tables<'_> {
             .ok_or_else(|| StoreError::NotFound { key: key.to_string() })
     }
 
-    fn write(&mut self, entry: &LogEntry<'_>, rev: Revision) -> Result<()> {
-        self.log.insert(rev, entry.encode().as_slice()).map_err(db_err)?;
-        self.objects.insert(entry.key, (entry.create_revision, rev)).map_err(db_err)?;
+    /// Sets a key's (create, mod) revisions, returning what it had.
+    fn swap_object(&mut self, key: &str, revs: (Revision, Revision)) -> Result<Option<(Revision, Revision)>> {
+        Ok(self.objects.insert(key, revs).map_err(db_err)?.map(|old| old.value()))
+    }
+
+    fn append(&mut self, entry: &LogEntry<'_>, rev: Revision) -> Result<()> {
+        self.buffer.clear();
+        entry.encode_into(&mut self.buffer);
+        self.log.insert(rev, self.buffer.as_slice()).map_err(db_err)?;
         Ok(())
     }
 
