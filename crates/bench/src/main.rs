@@ -6,7 +6,10 @@ mod store;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "styrman-bench", about = "styrman's benchmarks (run them through scripts/bench)")]
+#[command(
+    name = "styrman-bench",
+    about = "styrman's benchmarks (run them through scripts/bench)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -20,7 +23,9 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     match cli.command {
         Command::Store(options) => runtime.block_on(store::run(options)),
     }

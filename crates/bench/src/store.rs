@@ -80,23 +80,39 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         .and_then(|s| s.lines().next().map(str::to_string))
         .unwrap_or_else(|| "etcd (version unknown)".into());
     println!("anchor: {etcd_version}, single member on loopback, default (fsync) settings\n");
-    println!("{:<9} {:>7} {:>11} {:>9} {:>9}", "backend", "writers", "writes/s", "p50 ms", "p99 ms");
+    println!(
+        "{:<9} {:>7} {:>11} {:>9} {:>9}",
+        "backend", "writers", "writes/s", "p50 ms", "p99 ms"
+    );
 
     // Embedded.
-    let embedded_dir = tempfile::Builder::new().prefix("styrman-bench-store-").tempdir_in(&parent)?;
-    let embedded: Store = styrman_store::open(&StoreConfig::Embedded { data_dir: embedded_dir.path().into() })
-        .await
-        .context("open the embedded store")?;
+    let embedded_dir = tempfile::Builder::new()
+        .prefix("styrman-bench-store-")
+        .tempdir_in(&parent)?;
+    let embedded: Store = styrman_store::open(&StoreConfig::Embedded {
+        data_dir: embedded_dir.path().into(),
+    })
+    .await
+    .context("open the embedded store")?;
     let mut embedded_runs = Vec::new();
     for &writers in &options.writers {
-        let run = write_run(&[embedded.clone()], writers, &value, options.seconds, &format!("e{writers}")).await?;
+        let run = write_run(
+            std::slice::from_ref(&embedded),
+            writers,
+            &value,
+            options.seconds,
+            &format!("e{writers}"),
+        )
+        .await?;
         print_run("embedded", &run);
         embedded_runs.push(run);
     }
 
     // etcd: one connection per 16 writers, as a client pool would use.
     let etcd = match options.etcd {
-        true => Some(EtcdServer::start_in(&parent).context("start etcd (install Debian's etcd-server)")?),
+        true => Some(
+            EtcdServer::start_in(&parent).context("start etcd (install Debian's etcd-server)")?,
+        ),
         false => None,
     };
     let mut etcd_runs = Vec::new();
@@ -105,9 +121,18 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         let connections = writers.div_ceil(16).max(1);
         let mut stores: Vec<Store> = Vec::new();
         for _ in 0..connections {
-            stores.push(Arc::new(EtcdStore::connect(&[etcd.url().to_string()]).await?));
+            stores.push(Arc::new(
+                EtcdStore::connect(&[etcd.url().to_string()]).await?,
+            ));
         }
-        let run = write_run(&stores, writers, &value, options.seconds, &format!("t{writers}")).await?;
+        let run = write_run(
+            &stores,
+            writers,
+            &value,
+            options.seconds,
+            &format!("t{writers}"),
+        )
+        .await?;
         print_run("etcd", &run);
         etcd_runs.push(run);
     }
@@ -118,14 +143,29 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
             "\nwatch fan-out: {} watchers of one prefix, {} writers for {} s",
             options.watchers, options.fanout_writers, options.seconds
         );
-        println!("{:<9} {:>11} {:>22} {:>18}", "backend", "writes/s", "all caught up after", "events/s delivered");
-        let embedded_fanout =
-            fan_out(&[embedded.clone()], options.watchers, options.fanout_writers, &value, options.seconds).await?;
+        println!(
+            "{:<9} {:>11} {:>22} {:>18}",
+            "backend", "writes/s", "all caught up after", "events/s delivered"
+        );
+        let embedded_fanout = fan_out(
+            std::slice::from_ref(&embedded),
+            options.watchers,
+            options.fanout_writers,
+            &value,
+            options.seconds,
+        )
+        .await?;
         print_fanout("embedded", &embedded_fanout);
         if let Some(etcd) = &etcd {
             let etcd_store: Store = Arc::new(EtcdStore::connect(&[etcd.url().to_string()]).await?);
-            let etcd_fanout =
-                fan_out(&[etcd_store], options.watchers, options.fanout_writers, &value, options.seconds).await?;
+            let etcd_fanout = fan_out(
+                &[etcd_store],
+                options.watchers,
+                options.fanout_writers,
+                &value,
+                options.seconds,
+            )
+            .await?;
             print_fanout("etcd", &etcd_fanout);
         }
         fanouts.push(embedded_fanout);
@@ -137,7 +177,9 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
 
 /// Pod-sized JSON-looking bytes (what the API server will store).
 fn json_like_value(size: usize) -> Vec<u8> {
-    let mut v = br#"{"kind":"Pod","apiVersion":"v1","metadata":{"name":"bench","annotations":{"pad":""#.to_vec();
+    let mut v =
+        br#"{"kind":"Pod","apiVersion":"v1","metadata":{"name":"bench","annotations":{"pad":""#
+            .to_vec();
     while v.len() + 4 < size {
         v.push(b'a' + (v.len() % 26) as u8);
     }
@@ -146,7 +188,13 @@ fn json_like_value(size: usize) -> Vec<u8> {
     v
 }
 
-async fn write_run(stores: &[Store], writers: usize, value: &Bytes, seconds: f64, tag: &str) -> anyhow::Result<WriteRun> {
+async fn write_run(
+    stores: &[Store],
+    writers: usize,
+    value: &Bytes,
+    seconds: f64,
+    tag: &str,
+) -> anyhow::Result<WriteRun> {
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -189,8 +237,17 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-async fn fan_out(stores: &[Store], watchers: usize, writers: usize, value: &Bytes, seconds: f64) -> anyhow::Result<FanOut> {
-    let prefix = format!("/registry/pods/fanout-{}/", std::process::id() ^ stores.len() as u32 ^ writers as u32);
+async fn fan_out(
+    stores: &[Store],
+    watchers: usize,
+    writers: usize,
+    value: &Bytes,
+    seconds: f64,
+) -> anyhow::Result<FanOut> {
+    let prefix = format!(
+        "/registry/pods/fanout-{}/",
+        std::process::id() ^ stores.len() as u32 ^ writers as u32
+    );
     let from = stores[0].current_revision().await?;
     let received = Arc::new(AtomicU64::new(0));
     let mut watch_tasks = Vec::new();
@@ -230,7 +287,9 @@ async fn fan_out(stores: &[Store], watchers: usize, writers: usize, value: &Byte
         write_tasks.push(tokio::spawn(async move {
             let mut n = 0u64;
             while Instant::now() < deadline {
-                store.create(&format!("{prefix}w{w}-{n}"), value.clone()).await?;
+                store
+                    .create(&format!("{prefix}w{w}-{n}"), value.clone())
+                    .await?;
                 written.fetch_add(1, Ordering::Relaxed);
                 n += 1;
             }
@@ -253,7 +312,13 @@ async fn fan_out(stores: &[Store], watchers: usize, writers: usize, value: &Byte
     let drain = match drained {
         Ok(result) => {
             result?;
-            let latest = done_at.lock().unwrap().iter().copied().max().unwrap_or(last_write);
+            let latest = done_at
+                .lock()
+                .unwrap()
+                .iter()
+                .copied()
+                .max()
+                .unwrap_or(last_write);
             Some(latest.saturating_duration_since(last_write))
         }
         Err(_) => None,
@@ -282,12 +347,19 @@ fn print_fanout(backend: &str, f: &FanOut) {
         Some(d) => format!("{:.0} ms", d.as_secs_f64() * 1e3),
         None => "not within 60 s".to_string(),
     };
-    println!("{:<9} {:>11.0} {:>22} {:>18.0}", backend, f.writes_per_sec, drain, f.delivered_per_sec);
+    println!(
+        "{:<9} {:>11.0} {:>22} {:>18.0}",
+        backend, f.writes_per_sec, drain, f.delivered_per_sec
+    );
 }
 
 fn summarise(options: &Options, embedded: &[WriteRun], etcd: &[WriteRun], fanout: Option<&FanOut>) {
     let top = options.writers.iter().copied().max().unwrap_or(0);
-    let pick = |runs: &[WriteRun]| runs.iter().find(|r| r.writers == top).map(|r| (r.rate(), r.p99));
+    let pick = |runs: &[WriteRun]| {
+        runs.iter()
+            .find(|r| r.writers == top)
+            .map(|r| (r.rate(), r.p99))
+    };
     let (Some((e_rate, e_p99)), Some((t_rate, t_p99))) = (pick(embedded), pick(etcd)) else {
         return;
     };
@@ -301,8 +373,13 @@ fn summarise(options: &Options, embedded: &[WriteRun], etcd: &[WriteRun], fanout
     if let Some(f) = fanout {
         // Keeping up: every watcher has everything within a second of the last write, while
         // the writers still ran at the goal rate.
-        let kept_up = f.drain.is_some_and(|d| d <= Duration::from_secs(1)) && f.writes_per_sec >= 20_000.0;
-        goals.push(format!("{}-watcher fan-out keeps up {}", options.watchers, verdict(kept_up)));
+        let kept_up =
+            f.drain.is_some_and(|d| d <= Duration::from_secs(1)) && f.writes_per_sec >= 20_000.0;
+        goals.push(format!(
+            "{}-watcher fan-out keeps up {}",
+            options.watchers,
+            verdict(kept_up)
+        ));
     }
     println!(
         "\nsummary: at {top} writers embedded {:.0} writes/s (p99 {:.2} ms) vs etcd {:.0} (p99 {:.2} ms) = {:.1}x; goals: {}",

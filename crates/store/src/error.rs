@@ -19,15 +19,25 @@ pub enum StoreError {
     /// A compare-and-swap lost: the key was modified since `expected`. `current` is its value
     /// now, so a retry loop needs no second read.
     #[error("key {key:?} was modified: expected revision {expected}, now {}", current.mod_revision)]
-    Conflict { key: String, expected: Revision, current: Box<KeyValue> },
+    Conflict {
+        key: String,
+        expected: Revision,
+        current: Box<KeyValue>,
+    },
 
     /// The requested revision is below the compaction horizon: history that old is gone.
     #[error("revision {requested} has been compacted (oldest available is {compacted})")]
-    Compacted { requested: Revision, compacted: Revision },
+    Compacted {
+        requested: Revision,
+        compacted: Revision,
+    },
 
     /// The requested revision is newer than anything committed.
     #[error("revision {requested} is in the future (current is {current})")]
-    FutureRevision { requested: Revision, current: Revision },
+    FutureRevision {
+        requested: Revision,
+        current: Revision,
+    },
 
     /// The data file exists but is not a store this program can trust. Never re-initialised:
     /// the operator decides what to do with it.

@@ -9,16 +9,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tonic::Code;
 use bytes::Bytes;
 use etcd_client::{
-    Client, Compare, CompareOp, CompactionOptions, ConnectOptions, DeleteOptions, EventType, GetOptions, Txn,
-    TxnOp, TxnOpResponse, WatchOptions,
+    Client, CompactionOptions, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType,
+    GetOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
 };
+use tonic::Code;
 
 use crate::{
-    Backend, DeleteResponse, Event, EventBatch, EventKind, KeyValue, RangeRequest, RangeResponse, Result,
-    Revision, StoreError, WatchStream, keys,
+    Backend, DeleteResponse, Event, EventBatch, EventKind, KeyValue, RangeRequest, RangeResponse,
+    Result, Revision, StoreError, WatchStream, keys,
 };
 
 /// How long one request may take before it fails as [`StoreError::Unavailable`].
@@ -41,10 +41,16 @@ impl EtcdStore {
             .with_connect_timeout(CONNECT_TIMEOUT)
             .with_timeout(REQUEST_TIMEOUT)
             .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
-        let unavailable =
-            |e: etcd_client::Error| StoreError::Unavailable(format!("etcd at {}: {e}", endpoints.join(",")));
-        let client = Client::connect(endpoints, Some(options)).await.map_err(unavailable)?;
-        let store = EtcdStore { client, endpoints: endpoints.into() };
+        let unavailable = |e: etcd_client::Error| {
+            StoreError::Unavailable(format!("etcd at {}: {e}", endpoints.join(",")))
+        };
+        let client = Client::connect(endpoints, Some(options))
+            .await
+            .map_err(unavailable)?;
+        let store = EtcdStore {
+            client,
+            endpoints: endpoints.into(),
+        };
         store.current_revision().await?;
         Ok(store)
     }
@@ -72,7 +78,11 @@ impl EtcdStore {
     async fn get_current(&self, key: &str) -> Result<Option<KeyValue>> {
         let mut kv = self.client.kv_client();
         let mut resp = kv.get(key, None).await.map_err(|e| self.map_err(e))?;
-        Ok(resp.take_kvs().into_iter().next().map(convert_kv).transpose()?)
+        resp.take_kvs()
+            .into_iter()
+            .next()
+            .map(convert_kv)
+            .transpose()
     }
 }
 
@@ -82,10 +92,16 @@ fn map_error(endpoints: &[String], e: etcd_client::Error) -> StoreError {
             let message = status.message();
             if message.contains("required revision has been compacted") {
                 // etcd does not say which revision is the horizon in this error.
-                return StoreError::Compacted { requested: 0, compacted: 0 };
+                return StoreError::Compacted {
+                    requested: 0,
+                    compacted: 0,
+                };
             }
             if message.contains("required revision is a future revision") {
-                return StoreError::FutureRevision { requested: 0, current: 0 };
+                return StoreError::FutureRevision {
+                    requested: 0,
+                    current: 0,
+                };
             }
             match status.code() {
                 Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => {
@@ -105,19 +121,32 @@ fn map_error(endpoints: &[String], e: etcd_client::Error) -> StoreError {
 fn convert_kv(kv: etcd_client::KeyValue) -> Result<KeyValue> {
     let (create_revision, mod_revision) = (kv.create_revision(), kv.mod_revision());
     let (key, value) = kv.into_key_value();
-    let key = String::from_utf8(key).map_err(|_| StoreError::Internal("etcd returned a non-UTF-8 key".into()))?;
-    Ok(KeyValue { key, value: Bytes::from(value), create_revision, mod_revision })
+    let key = String::from_utf8(key)
+        .map_err(|_| StoreError::Internal("etcd returned a non-UTF-8 key".into()))?;
+    Ok(KeyValue {
+        key,
+        value: Bytes::from(value),
+        create_revision,
+        mod_revision,
+    })
 }
 
 fn header_revision(header: Option<&etcd_client::ResponseHeader>) -> Result<Revision> {
-    header.map(|h| h.revision()).ok_or_else(|| StoreError::Internal("etcd response without a header".into()))
+    header
+        .map(|h| h.revision())
+        .ok_or_else(|| StoreError::Internal("etcd response without a header".into()))
 }
 
 /// The current value read in a failed transaction's else branch.
 fn else_value(responses: Vec<TxnOpResponse>) -> Result<Option<KeyValue>> {
     for response in responses {
         if let TxnOpResponse::Get(mut get) = response {
-            return get.take_kvs().into_iter().next().map(convert_kv).transpose();
+            return get
+                .take_kvs()
+                .into_iter()
+                .next()
+                .map(convert_kv)
+                .transpose();
         }
     }
     Ok(None)
@@ -147,31 +176,51 @@ impl Backend for EtcdStore {
             options = options.with_revision(revision);
         }
         let mut kv = self.client.kv_client();
-        let mut resp = kv.get(start, Some(options)).await.map_err(|e| match self.map_err(e) {
-            StoreError::Compacted { .. } => {
-                StoreError::Compacted { requested: request.revision.unwrap_or_default(), compacted: 0 }
-            }
-            StoreError::FutureRevision { .. } => {
-                StoreError::FutureRevision { requested: request.revision.unwrap_or_default(), current: 0 }
-            }
-            other => other,
-        })?;
+        let mut resp = kv
+            .get(start, Some(options))
+            .await
+            .map_err(|e| match self.map_err(e) {
+                StoreError::Compacted { .. } => StoreError::Compacted {
+                    requested: request.revision.unwrap_or_default(),
+                    compacted: 0,
+                },
+                StoreError::FutureRevision { .. } => StoreError::FutureRevision {
+                    requested: request.revision.unwrap_or_default(),
+                    current: 0,
+                },
+                other => other,
+            })?;
         let revision = match request.revision.filter(|&r| r > 0) {
             Some(r) => r,
             None => header_revision(resp.header())?,
         };
         let more = resp.more();
-        let kvs = resp.take_kvs().into_iter().map(convert_kv).collect::<Result<Vec<_>>>()?;
-        Ok(RangeResponse { kvs, more, revision })
+        let kvs = resp
+            .take_kvs()
+            .into_iter()
+            .map(convert_kv)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(RangeResponse {
+            kvs,
+            more,
+            revision,
+        })
     }
 
     async fn create(&self, key: &str, value: Bytes) -> Result<Revision> {
         let txn = Txn::new()
             .when([Compare::create_revision(key, CompareOp::Equal, 0)])
             .and_then([TxnOp::put(key, value.to_vec(), None)]);
-        let resp = self.client.kv_client().txn(txn).await.map_err(|e| self.map_err(e))?;
+        let resp = self
+            .client
+            .kv_client()
+            .txn(txn)
+            .await
+            .map_err(|e| self.map_err(e))?;
         if !resp.succeeded() {
-            return Err(StoreError::AlreadyExists { key: key.to_string() });
+            return Err(StoreError::AlreadyExists {
+                key: key.to_string(),
+            });
         }
         header_revision(resp.header())
     }
@@ -181,13 +230,24 @@ impl Backend for EtcdStore {
             .when([Compare::mod_revision(key, CompareOp::Equal, expected)])
             .and_then([TxnOp::put(key, value.to_vec(), None)])
             .or_else([TxnOp::get(key, None)]);
-        let resp = self.client.kv_client().txn(txn).await.map_err(|e| self.map_err(e))?;
+        let resp = self
+            .client
+            .kv_client()
+            .txn(txn)
+            .await
+            .map_err(|e| self.map_err(e))?;
         if resp.succeeded() && expected > 0 {
             return header_revision(resp.header());
         }
         match else_value(resp.op_responses())? {
-            Some(current) => Err(StoreError::Conflict { key: key.to_string(), expected, current: Box::new(current) }),
-            None => Err(StoreError::NotFound { key: key.to_string() }),
+            Some(current) => Err(StoreError::Conflict {
+                key: key.to_string(),
+                expected,
+                current: Box::new(current),
+            }),
+            None => Err(StoreError::NotFound {
+                key: key.to_string(),
+            }),
         }
     }
 
@@ -198,20 +258,33 @@ impl Backend for EtcdStore {
         };
         let txn = Txn::new()
             .when([guard])
-            .and_then([TxnOp::delete(key, Some(DeleteOptions::new().with_prev_key()))])
+            .and_then([TxnOp::delete(
+                key,
+                Some(DeleteOptions::new().with_prev_key()),
+            )])
             .or_else([TxnOp::get(key, None)]);
-        let resp = self.client.kv_client().txn(txn).await.map_err(|e| self.map_err(e))?;
+        let resp = self
+            .client
+            .kv_client()
+            .txn(txn)
+            .await
+            .map_err(|e| self.map_err(e))?;
         let revision = header_revision(resp.header())?;
         if resp.succeeded() {
             for op in resp.op_responses() {
                 if let TxnOpResponse::Delete(mut deleted) = op
                     && let Some(prev) = deleted.take_prev_kvs().into_iter().next()
                 {
-                    return Ok(DeleteResponse { revision, prev: convert_kv(prev)? });
+                    return Ok(DeleteResponse {
+                        revision,
+                        prev: convert_kv(prev)?,
+                    });
                 }
             }
             // The guard held, so the key existed; a missing prev_kv means etcd lost it.
-            return Err(StoreError::Internal(format!("etcd deleted {key:?} without returning it")));
+            return Err(StoreError::Internal(format!(
+                "etcd deleted {key:?} without returning it"
+            )));
         }
         match else_value(resp.op_responses())? {
             Some(current) => Err(StoreError::Conflict {
@@ -219,15 +292,22 @@ impl Backend for EtcdStore {
                 expected: expected.unwrap_or_default(),
                 current: Box::new(current),
             }),
-            None => Err(StoreError::NotFound { key: key.to_string() }),
+            None => Err(StoreError::NotFound {
+                key: key.to_string(),
+            }),
         }
     }
 
     async fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream> {
         if after < 0 {
-            return Err(StoreError::Invalid(format!("cannot watch after negative revision {after}")));
+            return Err(StoreError::Invalid(format!(
+                "cannot watch after negative revision {after}"
+            )));
         }
-        let mut options = WatchOptions::new().with_start_revision(after + 1).with_prev_key().with_progress_notify();
+        let mut options = WatchOptions::new()
+            .with_start_revision(after + 1)
+            .with_prev_key()
+            .with_progress_notify();
         options = match keys::prefix_end(prefix) {
             Some(end) => options.with_range(end),
             None => options.with_from_key(),
@@ -235,18 +315,31 @@ impl Backend for EtcdStore {
         // etcd accepts a watch below its compaction horizon and cancels it a moment later; ask
         // first, so that the common case fails at the call as it does on the embedded store.
         let probe = GetOptions::new().with_count_only().with_revision(after + 1);
-        match self.client.kv_client().get(prefix, Some(probe)).await.map_err(|e| self.map_err(e)) {
+        match self
+            .client
+            .kv_client()
+            .get(prefix, Some(probe))
+            .await
+            .map_err(|e| self.map_err(e))
+        {
             Err(StoreError::Compacted { .. }) => {
-                return Err(StoreError::Compacted { requested: after, compacted: 0 });
+                return Err(StoreError::Compacted {
+                    requested: after,
+                    compacted: 0,
+                });
             }
             Ok(_) | Err(StoreError::FutureRevision { .. }) => {}
             Err(other) => return Err(other),
         }
         let mut client = self.client.watch_client();
-        let mut etcd_stream = client.watch(prefix, Some(options)).await.map_err(|e| self.map_err(e))?;
+        let mut etcd_stream = client
+            .watch(prefix, Some(options))
+            .await
+            .map_err(|e| self.map_err(e))?;
         // The first response says whether the watch was created or refused (compacted).
         let first = etcd_stream.message().await.map_err(|e| self.map_err(e))?;
-        let first = first.ok_or_else(|| StoreError::Unavailable("etcd closed the watch stream".into()))?;
+        let first =
+            first.ok_or_else(|| StoreError::Unavailable("etcd closed the watch stream".into()))?;
         if first.canceled() {
             return Err(watch_canceled(&first, after));
         }
@@ -266,8 +359,15 @@ impl Backend for EtcdStore {
                         Ok(Some(r)) if r.canceled() => Err(watch_canceled(&r, after)),
                         // Progress notifications and the creation answer carry no events.
                         Ok(Some(r)) if r.events().is_empty() => continue,
-                        Ok(Some(r)) => r.events().iter().map(convert_event).collect::<Result<Vec<_>>>().map(Into::into),
-                        Ok(None) => Err(StoreError::Unavailable("etcd closed the watch stream".into())),
+                        Ok(Some(r)) => r
+                            .events()
+                            .iter()
+                            .map(convert_event)
+                            .collect::<Result<Vec<_>>>()
+                            .map(Into::into),
+                        Ok(None) => Err(StoreError::Unavailable(
+                            "etcd closed the watch stream".into(),
+                        )),
                         Err(e) => Err(map_error(&endpoints, e)),
                     };
                     return Some((item, (etcd_stream, None)));
@@ -292,8 +392,14 @@ impl Backend for EtcdStore {
             .compact(revision, Some(CompactionOptions::new().with_physical()))
             .await
             .map_err(|e| match self.map_err(e) {
-                StoreError::Compacted { .. } => StoreError::Compacted { requested: revision, compacted: 0 },
-                StoreError::FutureRevision { .. } => StoreError::FutureRevision { requested: revision, current: 0 },
+                StoreError::Compacted { .. } => StoreError::Compacted {
+                    requested: revision,
+                    compacted: 0,
+                },
+                StoreError::FutureRevision { .. } => StoreError::FutureRevision {
+                    requested: revision,
+                    current: 0,
+                },
                 other => other,
             })?;
         Ok(())
@@ -302,14 +408,22 @@ impl Backend for EtcdStore {
 
 fn watch_canceled(response: &etcd_client::WatchResponse, after: Revision) -> StoreError {
     if response.compact_revision() > 0 {
-        StoreError::Compacted { requested: after, compacted: response.compact_revision() }
+        StoreError::Compacted {
+            requested: after,
+            compacted: response.compact_revision(),
+        }
     } else {
-        StoreError::Unavailable(format!("etcd canceled the watch: {}", response.cancel_reason()))
+        StoreError::Unavailable(format!(
+            "etcd canceled the watch: {}",
+            response.cancel_reason()
+        ))
     }
 }
 
 fn convert_event(event: &etcd_client::Event) -> Result<Event> {
-    let kv = event.kv().ok_or_else(|| StoreError::Internal("etcd watch event without a key".into()))?;
+    let kv = event
+        .kv()
+        .ok_or_else(|| StoreError::Internal("etcd watch event without a key".into()))?;
     let prev = event.prev_kv().cloned().map(convert_kv).transpose()?;
     let kind = match event.event_type() {
         EventType::Put => EventKind::Put,

@@ -167,7 +167,9 @@ impl StoreConfig {
                     .filter(|s| !s.is_empty())
                     .collect(),
             },
-            None => StoreConfig::Embedded { data_dir: data_dir.to_path_buf() },
+            None => StoreConfig::Embedded {
+                data_dir: data_dir.to_path_buf(),
+            },
         }
     }
 }

@@ -28,10 +28,13 @@ fn storm_and_kill(dir: &std::path::Path) -> Acked {
         .unwrap();
     let stdout = child.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
-    let mut acked = Acked { created: HashMap::new(), counters: HashMap::new() };
+    let mut acked = Acked {
+        created: HashMap::new(),
+        counters: HashMap::new(),
+    };
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut seen = 0;
-    let mut record = |line: &str, acked: &mut Acked| {
+    let record = |line: &str, acked: &mut Acked| {
         let parts: Vec<&str> = line.split(' ').collect();
         match parts.as_slice() {
             ["created", key, rev] => {
@@ -67,32 +70,55 @@ async fn kill_9_loses_no_acknowledged_write() {
     let mut all_created = HashMap::new();
     for round in 0..3 {
         let acked = storm_and_kill(dir.path());
-        assert!(acked.created.len() >= ACKS_BEFORE_KILL / 3, "round {round}: too few writes acknowledged");
+        assert!(
+            acked.created.len() >= ACKS_BEFORE_KILL / 3,
+            "round {round}: too few writes acknowledged"
+        );
         all_created.extend(acked.created);
 
-        let store = EmbeddedStore::open(dir.path()).expect("the store must reopen after kill -9 without repair");
+        let store = EmbeddedStore::open(dir.path())
+            .expect("the store must reopen after kill -9 without repair");
         let max_acked = all_created.values().copied().max().unwrap();
         assert!(store.current_revision().await.unwrap() >= max_acked);
         let stored = store
-            .range(RangeRequest { prefix: "/registry/crash/objects/".into(), ..Default::default() })
+            .range(RangeRequest {
+                prefix: "/registry/crash/objects/".into(),
+                ..Default::default()
+            })
             .await
             .unwrap();
-        let stored: HashMap<_, _> = stored.kvs.into_iter().map(|kv| (kv.key.clone(), kv)).collect();
+        let stored: HashMap<_, _> = stored
+            .kvs
+            .into_iter()
+            .map(|kv| (kv.key.clone(), kv))
+            .collect();
         for (key, rev) in &all_created {
-            let kv = stored.get(key).unwrap_or_else(|| panic!("round {round}: acknowledged {key} (rev {rev}) is missing"));
+            let kv = stored.get(key).unwrap_or_else(|| {
+                panic!("round {round}: acknowledged {key} (rev {rev}) is missing")
+            });
             assert_eq!(kv.mod_revision, *rev, "{key}");
-            assert_eq!(kv.value, styrman_store_stress_value(key), "{key} is damaged");
+            assert_eq!(
+                kv.value,
+                styrman_store_stress_value(key),
+                "{key} is damaged"
+            );
         }
         for (key, (value, rev)) in &acked.counters {
             let kv = store.get(key).await.unwrap().unwrap();
             let now: u64 = std::str::from_utf8(&kv.value).unwrap().parse().unwrap();
             // The write after the last acknowledged one may have committed without its answer
             // reaching us; nothing acknowledged may be missing.
-            assert!(now == *value || now == value + 1, "{key}: acknowledged {value} at {rev}, found {now}");
+            assert!(
+                now == *value || now == value + 1,
+                "{key}: acknowledged {value} at {rev}, found {now}"
+            );
             assert!(kv.mod_revision >= *rev);
         }
         // The reopened store takes writes again.
-        store.create(&format!("/registry/crash/after/{round}"), "ok".into()).await.unwrap();
+        store
+            .create(&format!("/registry/crash/after/{round}"), "ok".into())
+            .await
+            .unwrap();
     }
 }
 

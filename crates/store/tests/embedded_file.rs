@@ -11,7 +11,10 @@ fn refused(dir: &Path) -> String {
         Ok(_) => panic!("the store opened a file it should have refused"),
         Err(e @ StoreError::Corrupt { .. }) => {
             let message = e.to_string();
-            assert!(message.contains(&dir.join(FILE_NAME).display().to_string()), "error must name the file: {message}");
+            assert!(
+                message.contains(&dir.join(FILE_NAME).display().to_string()),
+                "error must name the file: {message}"
+            );
             message
         }
         Err(other) => panic!("expected a Corrupt error, got {other}"),
@@ -23,13 +26,33 @@ async fn reopening_keeps_data_and_revision() {
     let dir = tempfile::tempdir().unwrap();
     let rev = {
         let store = EmbeddedStore::open(dir.path()).unwrap();
-        store.create("/registry/namespaces/default", "{}".into()).await.unwrap();
-        store.create("/registry/namespaces/kube-system", "{}".into()).await.unwrap()
+        store
+            .create("/registry/namespaces/default", "{}".into())
+            .await
+            .unwrap();
+        store
+            .create("/registry/namespaces/kube-system", "{}".into())
+            .await
+            .unwrap()
     };
     let store = EmbeddedStore::open(dir.path()).unwrap();
     assert_eq!(store.current_revision().await.unwrap(), rev);
-    assert_eq!(store.get("/registry/namespaces/kube-system").await.unwrap().unwrap().mod_revision, rev);
-    assert!(store.create("/registry/namespaces/x", "{}".into()).await.unwrap() > rev);
+    assert_eq!(
+        store
+            .get("/registry/namespaces/kube-system")
+            .await
+            .unwrap()
+            .unwrap()
+            .mod_revision,
+        rev
+    );
+    assert!(
+        store
+            .create("/registry/namespaces/x", "{}".into())
+            .await
+            .unwrap()
+            > rev
+    );
 }
 
 #[test]
@@ -40,7 +63,11 @@ fn a_foreign_file_is_refused_and_left_alone() {
     std::fs::write(&path, &junk).unwrap();
     let message = refused(dir.path());
     assert!(message.contains("not a readable store file"), "{message}");
-    assert_eq!(std::fs::read(&path).unwrap(), junk, "the file must not be touched");
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        junk,
+        "the file must not be touched"
+    );
 }
 
 #[test]
@@ -50,7 +77,13 @@ fn a_damaged_file_is_refused() {
     rt.block_on(async {
         let store = EmbeddedStore::open(dir.path()).unwrap();
         for i in 0..500 {
-            store.create(&format!("/registry/pods/default/p{i}"), vec![b'x'; 2000].into()).await.unwrap();
+            store
+                .create(
+                    &format!("/registry/pods/default/p{i}"),
+                    vec![b'x'; 2000].into(),
+                )
+                .await
+                .unwrap();
         }
     });
     // Scribble over the middle of the file: every page there now fails its checksum.
@@ -62,7 +95,11 @@ fn a_damaged_file_is_refused() {
     }
     std::fs::write(&path, &bytes).unwrap();
     refused(dir.path());
-    assert_eq!(std::fs::read(&path).unwrap(), bytes, "the file must not be re-initialised");
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        bytes,
+        "the file must not be re-initialised"
+    );
 }
 
 #[test]
@@ -72,7 +109,10 @@ fn a_redb_file_of_another_program_is_refused() {
     {
         let db = redb::Database::create(&path).unwrap();
         let txn = db.begin_write().unwrap();
-        txn.open_table(redb::TableDefinition::<&str, &str>::new("settings")).unwrap().insert("a", "b").unwrap();
+        txn.open_table(redb::TableDefinition::<&str, &str>::new("settings"))
+            .unwrap()
+            .insert("a", "b")
+            .unwrap();
         txn.commit().unwrap();
     }
     let message = refused(dir.path());

@@ -37,23 +37,53 @@ for_each_backend!(
 
 async fn create_then_get(store: Store) {
     let start = store.current_revision().await.unwrap();
-    assert!(store.get("/registry/pods/default/a").await.unwrap().is_none());
-    let rev = store.create("/registry/pods/default/a", value("one")).await.unwrap();
+    assert!(
+        store
+            .get("/registry/pods/default/a")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let rev = store
+        .create("/registry/pods/default/a", value("one"))
+        .await
+        .unwrap();
     assert!(rev > start);
     assert_eq!(store.current_revision().await.unwrap(), rev);
-    let kv = store.get("/registry/pods/default/a").await.unwrap().unwrap();
+    let kv = store
+        .get("/registry/pods/default/a")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(kv.key, "/registry/pods/default/a");
     assert_eq!(kv.value, value("one"));
     assert_eq!((kv.create_revision, kv.mod_revision), (rev, rev));
 }
 
 async fn create_of_existing_key_fails(store: Store) {
-    let rev = store.create("/registry/pods/default/a", value("one")).await.unwrap();
-    let err = store.create("/registry/pods/default/a", value("two")).await.unwrap_err();
-    assert!(matches!(err, StoreError::AlreadyExists { ref key } if key == "/registry/pods/default/a"), "{err}");
+    let rev = store
+        .create("/registry/pods/default/a", value("one"))
+        .await
+        .unwrap();
+    let err = store
+        .create("/registry/pods/default/a", value("two"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::AlreadyExists { ref key } if key == "/registry/pods/default/a"),
+        "{err}"
+    );
     // The failed write changed nothing and took no revision.
     assert_eq!(store.current_revision().await.unwrap(), rev);
-    assert_eq!(store.get("/registry/pods/default/a").await.unwrap().unwrap().value, value("one"));
+    assert_eq!(
+        store
+            .get("/registry/pods/default/a")
+            .await
+            .unwrap()
+            .unwrap()
+            .value,
+        value("one")
+    );
 }
 
 async fn update_is_compare_and_swap(store: Store) {
@@ -63,9 +93,14 @@ async fn update_is_compare_and_swap(store: Store) {
     assert!(updated > created);
 
     // A writer still holding the first revision loses, and learns the current value.
-    let err = store.update(key, value("stale"), created).await.unwrap_err();
+    let err = store
+        .update(key, value("stale"), created)
+        .await
+        .unwrap_err();
     match err {
-        StoreError::Conflict { expected, current, .. } => {
+        StoreError::Conflict {
+            expected, current, ..
+        } => {
             assert_eq!(expected, created);
             assert_eq!(current.mod_revision, updated);
             assert_eq!(current.value, value("v2"));
@@ -73,9 +108,15 @@ async fn update_is_compare_and_swap(store: Store) {
         other => panic!("expected a conflict, got {other}"),
     }
     let kv = store.get(key).await.unwrap().unwrap();
-    assert_eq!((kv.value, kv.create_revision, kv.mod_revision), (value("v2"), created, updated));
+    assert_eq!(
+        (kv.value, kv.create_revision, kv.mod_revision),
+        (value("v2"), created, updated)
+    );
 
-    let err = store.update("/registry/configmaps/default/missing", value("x"), updated).await.unwrap_err();
+    let err = store
+        .update("/registry/configmaps/default/missing", value("x"), updated)
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::NotFound { .. }), "{err}");
 }
 
@@ -84,7 +125,10 @@ async fn delete_is_guarded_and_returns_the_value(store: Store) {
     let created = store.create(key, value("secret")).await.unwrap();
     let err = store.delete(key, Some(created + 100)).await.unwrap_err();
     assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
-    assert!(store.get(key).await.unwrap().is_some(), "a failed delete must not delete");
+    assert!(
+        store.get(key).await.unwrap().is_some(),
+        "a failed delete must not delete"
+    );
 
     let deleted = store.delete(key, Some(created)).await.unwrap();
     assert!(deleted.revision > created);
@@ -104,15 +148,37 @@ async fn delete_is_guarded_and_returns_the_value(store: Store) {
 
 async fn range_pages_through_a_prefix(store: Store) {
     for i in 0..7 {
-        store.create(&keys::object_key("pods", Some("default"), &format!("p{i}")), value("x")).await.unwrap();
+        store
+            .create(
+                &keys::object_key("pods", Some("default"), &format!("p{i}")),
+                value("x"),
+            )
+            .await
+            .unwrap();
     }
     // Neighbours that must not show up: a longer namespace name and another resource.
-    store.create("/registry/pods/default2/p0", value("y")).await.unwrap();
-    store.create("/registry/podtemplates/default/p0", value("z")).await.unwrap();
+    store
+        .create("/registry/pods/default2/p0", value("y"))
+        .await
+        .unwrap();
+    store
+        .create("/registry/podtemplates/default/p0", value("z"))
+        .await
+        .unwrap();
 
     let prefix = keys::prefix("pods", Some("default"));
-    let all = store.range(RangeRequest { prefix: prefix.clone(), ..Default::default() }).await.unwrap();
-    let names: Vec<_> = all.kvs.iter().map(|kv| kv.key.rsplit('/').next().unwrap().to_string()).collect();
+    let all = store
+        .range(RangeRequest {
+            prefix: prefix.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let names: Vec<_> = all
+        .kvs
+        .iter()
+        .map(|kv| kv.key.rsplit('/').next().unwrap().to_string())
+        .collect();
     assert_eq!(names, ["p0", "p1", "p2", "p3", "p4", "p5", "p6"]);
     assert!(!all.more);
     assert_eq!(all.revision, store.current_revision().await.unwrap());
@@ -123,7 +189,12 @@ async fn range_pages_through_a_prefix(store: Store) {
     let mut at = None;
     loop {
         let page = store
-            .range(RangeRequest { prefix: prefix.clone(), start: start.clone(), limit: 3, revision: at })
+            .range(RangeRequest {
+                prefix: prefix.clone(),
+                start: start.clone(),
+                limit: 3,
+                revision: at,
+            })
             .await
             .unwrap();
         assert!(page.kvs.len() <= 3);
@@ -134,12 +205,28 @@ async fn range_pages_through_a_prefix(store: Store) {
         }
         start = Some(keys::after(&page.kvs.last().unwrap().key));
         // Writes between pages do not leak into later pages.
-        store.create(&keys::object_key("pods", Some("default"), &format!("p{}a", seen.len())), value("n")).await.unwrap();
+        store
+            .create(
+                &keys::object_key("pods", Some("default"), &format!("p{}a", seen.len())),
+                value("n"),
+            )
+            .await
+            .unwrap();
     }
-    assert_eq!(seen, all.kvs.iter().map(|kv| kv.key.clone()).collect::<Vec<_>>());
+    assert_eq!(
+        seen,
+        all.kvs.iter().map(|kv| kv.key.clone()).collect::<Vec<_>>()
+    );
 
     // An exact page: `more` is false when nothing follows.
-    let cluster = store.range(RangeRequest { prefix: "/registry/podtemplates/".into(), limit: 1, ..Default::default() }).await.unwrap();
+    let cluster = store
+        .range(RangeRequest {
+            prefix: "/registry/podtemplates/".into(),
+            limit: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert_eq!((cluster.kvs.len(), cluster.more), (1, false));
 }
 
@@ -160,11 +247,26 @@ async fn range_reads_a_past_revision(store: Store) {
     store.update(&p("c"), value("c3"), c2).await.unwrap();
 
     let old = store
-        .range(RangeRequest { prefix: "/registry/pods/ns/".into(), revision: Some(snapshot), ..Default::default() })
+        .range(RangeRequest {
+            prefix: "/registry/pods/ns/".into(),
+            revision: Some(snapshot),
+            ..Default::default()
+        })
         .await
         .unwrap();
-    let got: Vec<_> = old.kvs.iter().map(|kv| (kv.key.clone(), kv.value.clone())).collect();
-    assert_eq!(got, [(p("a"), value("a1")), (p("b"), value("b1")), (p("c"), value("c1"))]);
+    let got: Vec<_> = old
+        .kvs
+        .iter()
+        .map(|kv| (kv.key.clone(), kv.value.clone()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (p("a"), value("a1")),
+            (p("b"), value("b1")),
+            (p("c"), value("c1"))
+        ]
+    );
     assert_eq!(old.revision, snapshot);
 
     // Paging at the old revision, starting after "a".
@@ -181,11 +283,26 @@ async fn range_reads_a_past_revision(store: Store) {
     assert_eq!(page.kvs[0].key, p("b"));
     assert!(page.more);
 
-    let now = store.range(RangeRequest { prefix: "/registry/pods/ns/".into(), ..Default::default() }).await.unwrap();
-    let got: Vec<_> = now.kvs.iter().map(|kv| (kv.key.clone(), kv.value.clone())).collect();
+    let now = store
+        .range(RangeRequest {
+            prefix: "/registry/pods/ns/".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let got: Vec<_> = now
+        .kvs
+        .iter()
+        .map(|kv| (kv.key.clone(), kv.value.clone()))
+        .collect();
     assert_eq!(
         got,
-        [(p("0"), value("new-first")), (p("a"), value("a2")), (p("c"), value("c3")), (p("d"), value("new-last"))]
+        [
+            (p("0"), value("new-first")),
+            (p("a"), value("a2")),
+            (p("c"), value("c3")),
+            (p("d"), value("new-last"))
+        ]
     );
 }
 
@@ -199,7 +316,10 @@ async fn watch_replays_history_then_follows(store: Store) {
     let history = next_events(&mut watch, 2).await;
     assert_eq!(revisions(&history), [r1, r2]);
     assert_eq!(history[0].kind, EventKind::Put);
-    assert!(history[0].prev.is_none(), "a creation has no previous value");
+    assert!(
+        history[0].prev.is_none(),
+        "a creation has no previous value"
+    );
     assert_eq!(history[1].kv.value, value("v2"));
     assert_eq!(history[1].prev.as_ref().unwrap().value, value("v1"));
     assert_eq!(history[1].kv.create_revision, r1);
@@ -214,7 +334,10 @@ async fn watch_replays_history_then_follows(store: Store) {
     assert_quiet(&mut watch).await;
 
     // Watching from the newest revision sees only what comes next.
-    let mut fresh = store.watch("/registry/deployments/", deleted.revision).await.unwrap();
+    let mut fresh = store
+        .watch("/registry/deployments/", deleted.revision)
+        .await
+        .unwrap();
     let r4 = store.create(key, value("v3")).await.unwrap();
     assert_eq!(revisions(&next_events(&mut fresh, 1).await), [r4]);
 }
@@ -222,9 +345,18 @@ async fn watch_replays_history_then_follows(store: Store) {
 async fn watch_filters_by_prefix(store: Store) {
     let from = store.current_revision().await.unwrap();
     let mut watch = store.watch("/registry/pods/default/", from).await.unwrap();
-    store.create("/registry/pods/default2/x", value("other ns")).await.unwrap();
-    store.create("/registry/services/default/x", value("other resource")).await.unwrap();
-    let mine = store.create("/registry/pods/default/x", value("mine")).await.unwrap();
+    store
+        .create("/registry/pods/default2/x", value("other ns"))
+        .await
+        .unwrap();
+    store
+        .create("/registry/services/default/x", value("other resource"))
+        .await
+        .unwrap();
+    let mine = store
+        .create("/registry/pods/default/x", value("mine"))
+        .await
+        .unwrap();
     let events = next_events(&mut watch, 1).await;
     assert_eq!(revisions(&events), [mine]);
     assert_quiet(&mut watch).await;
@@ -237,23 +369,41 @@ async fn compaction_refuses_older_revisions(store: Store) {
     for i in 1..5 {
         rev = store.update(key, value(&i.to_string()), rev).await.unwrap();
     }
-    let other = store.create("/registry/leases/kube-node-lease/n2", value("kept")).await.unwrap();
+    let other = store
+        .create("/registry/leases/kube-node-lease/n2", value("kept"))
+        .await
+        .unwrap();
     let horizon = rev; // the revision of the last update of n1
     store.compact(horizon).await.unwrap();
 
     let err = store
-        .range(RangeRequest { prefix: "/registry/leases/".into(), revision: Some(first), ..Default::default() })
+        .range(RangeRequest {
+            prefix: "/registry/leases/".into(),
+            revision: Some(first),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Compacted { .. }), "{err}");
-    let err = store.watch("/registry/leases/", first).await.err().expect("watch below the horizon must fail");
+    let err = store
+        .watch("/registry/leases/", first)
+        .await
+        .err()
+        .expect("watch below the horizon must fail");
     assert!(matches!(err, StoreError::Compacted { .. }), "{err}");
     let err = store.compact(horizon).await.unwrap_err();
-    assert!(matches!(err, StoreError::Compacted { .. }), "compacting twice: {err}");
+    assert!(
+        matches!(err, StoreError::Compacted { .. }),
+        "compacting twice: {err}"
+    );
 
     // At the horizon, reads and watches still work, and every key keeps its newest value.
     let at = store
-        .range(RangeRequest { prefix: "/registry/leases/".into(), revision: Some(horizon), ..Default::default() })
+        .range(RangeRequest {
+            prefix: "/registry/leases/".into(),
+            revision: Some(horizon),
+            ..Default::default()
+        })
         .await
         .unwrap();
     assert_eq!(at.kvs.len(), 1);
@@ -268,17 +418,27 @@ async fn compaction_refuses_older_revisions(store: Store) {
     let now = store.get(key).await.unwrap().unwrap();
     assert_eq!(now.value, value("4"));
     // Writing on after compaction: the watch sees it with its previous value.
-    let next = store.update(key, value("5"), now.mod_revision).await.unwrap();
+    let next = store
+        .update(key, value("5"), now.mod_revision)
+        .await
+        .unwrap();
     let live = next_events(&mut watch, 1).await;
     assert_eq!(live[0].revision(), next);
     assert_eq!(live[0].prev.as_ref().unwrap().value, value("4"));
 }
 
 async fn future_revisions_are_refused(store: Store) {
-    store.create("/registry/pods/default/a", value("x")).await.unwrap();
+    store
+        .create("/registry/pods/default/a", value("x"))
+        .await
+        .unwrap();
     let current = store.current_revision().await.unwrap();
     let err = store
-        .range(RangeRequest { prefix: "/registry/pods/".into(), revision: Some(current + 10), ..Default::default() })
+        .range(RangeRequest {
+            prefix: "/registry/pods/".into(),
+            revision: Some(current + 10),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::FutureRevision { .. }), "{err}");

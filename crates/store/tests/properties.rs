@@ -26,8 +26,15 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         (0u8..5, any::<u8>()).prop_map(|(key, value)| Op::Create { key, value }),
-        (0u8..5, any::<u8>(), prop::bool::weighted(0.2)).prop_map(|(key, value, stale)| Op::Update { key, value, stale }),
-        (0u8..5, any::<bool>(), prop::bool::weighted(0.2)).prop_map(|(key, guarded, stale)| Op::Delete { key, guarded, stale }),
+        (0u8..5, any::<u8>(), prop::bool::weighted(0.2))
+            .prop_map(|(key, value, stale)| Op::Update { key, value, stale }),
+        (0u8..5, any::<bool>(), prop::bool::weighted(0.2)).prop_map(|(key, guarded, stale)| {
+            Op::Delete {
+                key,
+                guarded,
+                stale,
+            }
+        }),
     ]
 }
 
@@ -56,7 +63,11 @@ impl Expected {
     }
 }
 
-async fn check_against_model(store: &Store, prefix: &str, ops: Vec<Op>) -> Result<(), TestCaseError> {
+async fn check_against_model(
+    store: &Store,
+    prefix: &str,
+    ops: Vec<Op>,
+) -> Result<(), TestCaseError> {
     let start = store.current_revision().await.unwrap();
     let mut state = State::new();
     let mut snapshots = vec![(start, state.clone())];
@@ -69,14 +80,27 @@ async fn check_against_model(store: &Store, prefix: &str, ops: Vec<Op>) -> Resul
             Op::Create { key, value } => {
                 let key = key_of(*key);
                 let v = Bytes::from(vec![*value]);
-                match (store.create(&key, v.clone()).await, state.contains_key(&key)) {
+                match (
+                    store.create(&key, v.clone()).await,
+                    state.contains_key(&key),
+                ) {
                     (Ok(rev), false) => {
                         state.insert(key.clone(), (v.clone(), rev, rev));
-                        expected.push(Expected { kind: EventKind::Put, key, value: v, revision: rev, prev: None });
+                        expected.push(Expected {
+                            kind: EventKind::Put,
+                            key,
+                            value: v,
+                            revision: rev,
+                            prev: None,
+                        });
                         Some(rev)
                     }
                     (Err(StoreError::AlreadyExists { .. }), true) => None,
-                    (other, exists) => return Err(TestCaseError::fail(format!("{op:?} (exists: {exists}) gave {other:?}"))),
+                    (other, exists) => {
+                        return Err(TestCaseError::fail(format!(
+                            "{op:?} (exists: {exists}) gave {other:?}"
+                        )));
+                    }
                 }
             }
             Op::Update { key, value, stale } => {
@@ -91,18 +115,34 @@ async fn check_against_model(store: &Store, prefix: &str, ops: Vec<Op>) -> Resul
                 match (store.update(&key, v.clone(), guess).await, current) {
                     (Ok(rev), Some((old, create, _))) if !stale => {
                         state.insert(key.clone(), (v.clone(), create, rev));
-                        expected.push(Expected { kind: EventKind::Put, key, value: v, revision: rev, prev: Some(old) });
+                        expected.push(Expected {
+                            kind: EventKind::Put,
+                            key,
+                            value: v,
+                            revision: rev,
+                            prev: Some(old),
+                        });
                         Some(rev)
                     }
-                    (Err(StoreError::Conflict { current: now, .. }), Some((old, _, m))) if *stale => {
+                    (Err(StoreError::Conflict { current: now, .. }), Some((old, _, m)))
+                        if *stale =>
+                    {
                         prop_assert_eq!((now.value, now.mod_revision), (old, m));
                         None
                     }
                     (Err(StoreError::NotFound { .. }), None) => None,
-                    (other, cur) => return Err(TestCaseError::fail(format!("{op:?} (state {cur:?}) gave {other:?}"))),
+                    (other, cur) => {
+                        return Err(TestCaseError::fail(format!(
+                            "{op:?} (state {cur:?}) gave {other:?}"
+                        )));
+                    }
                 }
             }
-            Op::Delete { key, guarded, stale } => {
+            Op::Delete {
+                key,
+                guarded,
+                stale,
+            } => {
                 let key = key_of(*key);
                 let current = state.get(&key).cloned();
                 let guard = match &current {
@@ -126,7 +166,11 @@ async fn check_against_model(store: &Store, prefix: &str, ops: Vec<Op>) -> Resul
                     }
                     (Err(StoreError::Conflict { .. }), Some(_)) if *guarded && *stale => None,
                     (Err(StoreError::NotFound { .. }), None) => None,
-                    (other, cur) => return Err(TestCaseError::fail(format!("{op:?} (state {cur:?}) gave {other:?}"))),
+                    (other, cur) => {
+                        return Err(TestCaseError::fail(format!(
+                            "{op:?} (state {cur:?}) gave {other:?}"
+                        )));
+                    }
                 }
             }
         };
@@ -142,26 +186,38 @@ async fn check_against_model(store: &Store, prefix: &str, ops: Vec<Op>) -> Resul
     // (Revision 0, an empty store's, cannot be asked for: 0 means "newest", as on etcd.)
     for (rev, snapshot) in snapshots.iter().filter(|(rev, _)| *rev > 0) {
         let read = store
-            .range(RangeRequest { prefix: prefix.to_string(), revision: Some(*rev), ..Default::default() })
+            .range(RangeRequest {
+                prefix: prefix.to_string(),
+                revision: Some(*rev),
+                ..Default::default()
+            })
             .await
             .unwrap();
-        let got: State = read.kvs.into_iter().map(|kv| (kv.key, (kv.value, kv.create_revision, kv.mod_revision))).collect();
+        let got: State = read
+            .kvs
+            .into_iter()
+            .map(|kv| (kv.key, (kv.value, kv.create_revision, kv.mod_revision)))
+            .collect();
         prop_assert_eq!(&got, snapshot, "range at revision {}", rev);
     }
 
     // A watch from the start, and one from the middle, see exactly the expected changes. A
     // sentinel write marks the end, so anything extra would show up before it.
-    let sentinel = store.create(&format!("{prefix}~end"), value("end")).await.unwrap();
+    let sentinel = store
+        .create(&format!("{prefix}~end"), value("end"))
+        .await
+        .unwrap();
     let middle = snapshots[snapshots.len() / 2].0;
     for from in [start, middle] {
         let mut watch = store.watch(prefix, from).await.unwrap();
         let mut seen = Vec::new();
         'read: loop {
-            let batch = tokio::time::timeout(std::time::Duration::from_secs(20), watch.next_batch())
-                .await
-                .expect("watch timed out")
-                .expect("watch ended")
-                .expect("watch failed");
+            let batch =
+                tokio::time::timeout(std::time::Duration::from_secs(20), watch.next_batch())
+                    .await
+                    .expect("watch timed out")
+                    .expect("watch ended")
+                    .expect("watch failed");
             for event in batch.iter() {
                 if event.revision() == sentinel {
                     break 'read;
@@ -179,23 +235,45 @@ async fn check_against_model(store: &Store, prefix: &str, ops: Vec<Op>) -> Resul
         store.compact(middle).await.unwrap();
         for (rev, snapshot) in snapshots.iter().filter(|(rev, _)| *rev > 0) {
             let read = store
-                .range(RangeRequest { prefix: prefix.to_string(), revision: Some(*rev), ..Default::default() })
+                .range(RangeRequest {
+                    prefix: prefix.to_string(),
+                    revision: Some(*rev),
+                    ..Default::default()
+                })
                 .await;
             if *rev < middle {
-                prop_assert!(matches!(read, Err(StoreError::Compacted { .. })), "range at {} after compacting at {}: {:?}", rev, middle, read);
+                prop_assert!(
+                    matches!(read, Err(StoreError::Compacted { .. })),
+                    "range at {} after compacting at {}: {:?}",
+                    rev,
+                    middle,
+                    read
+                );
             } else {
-                let got: State = read.unwrap().kvs.into_iter().map(|kv| (kv.key, (kv.value, kv.create_revision, kv.mod_revision))).collect();
-                prop_assert_eq!(&got, snapshot, "range at revision {} after compacting at {}", rev, middle);
+                let got: State = read
+                    .unwrap()
+                    .kvs
+                    .into_iter()
+                    .map(|kv| (kv.key, (kv.value, kv.create_revision, kv.mod_revision)))
+                    .collect();
+                prop_assert_eq!(
+                    &got,
+                    snapshot,
+                    "range at revision {} after compacting at {}",
+                    rev,
+                    middle
+                );
             }
         }
         let mut watch = store.watch(prefix, middle).await.unwrap();
         let mut seen = Vec::new();
         'replay: loop {
-            let batch = tokio::time::timeout(std::time::Duration::from_secs(20), watch.next_batch())
-                .await
-                .expect("watch timed out")
-                .expect("watch ended")
-                .expect("watch failed");
+            let batch =
+                tokio::time::timeout(std::time::Duration::from_secs(20), watch.next_batch())
+                    .await
+                    .expect("watch timed out")
+                    .expect("watch ended")
+                    .expect("watch failed");
             for event in batch.iter() {
                 if event.revision() == sentinel {
                     break 'replay;
@@ -211,16 +289,27 @@ async fn check_against_model(store: &Store, prefix: &str, ops: Vec<Op>) -> Resul
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 fn run_model_check(harness: &Harness, rt: &tokio::runtime::Runtime, cases: u32) {
     let case = AtomicUsize::new(0);
-    let mut runner = TestRunner::new(Config { cases, failure_persistence: None, ..Config::default() });
+    let mut runner = TestRunner::new(Config {
+        cases,
+        failure_persistence: None,
+        ..Config::default()
+    });
     runner
         .run(&prop::collection::vec(op(), 1..40), |ops| {
             // Each case gets a fresh prefix, so the model starts empty on a shared store.
-            let prefix = keys::prefix("prop", Some(&format!("case{}", case.fetch_add(1, Ordering::Relaxed))));
+            let prefix = keys::prefix(
+                "prop",
+                Some(&format!("case{}", case.fetch_add(1, Ordering::Relaxed))),
+            );
             rt.block_on(check_against_model(&harness.store, &prefix, ops))
         })
         .unwrap();
@@ -257,8 +346,14 @@ async fn concurrent_increments(store: Store) {
             let mut current = store.get(key).await.unwrap().unwrap();
             for _ in 0..EACH {
                 loop {
-                    let n: u64 = std::str::from_utf8(&current.value).unwrap().parse().unwrap();
-                    match store.update(key, value(&(n + 1).to_string()), current.mod_revision).await {
+                    let n: u64 = std::str::from_utf8(&current.value)
+                        .unwrap()
+                        .parse()
+                        .unwrap();
+                    match store
+                        .update(key, value(&(n + 1).to_string()), current.mod_revision)
+                        .await
+                    {
                         Ok(_) => {
                             current = store.get(key).await.unwrap().unwrap();
                             break;
@@ -279,13 +374,22 @@ async fn concurrent_increments(store: Store) {
     let total = WRITERS * EACH;
     let last = store.get(key).await.unwrap().unwrap();
     assert_eq!(std::str::from_utf8(&last.value).unwrap(), total.to_string());
-    assert!(conflicts.load(Ordering::Relaxed) > 0, "the writers never raced; the test proves nothing");
+    assert!(
+        conflicts.load(Ordering::Relaxed) > 0,
+        "the writers never raced; the test proves nothing"
+    );
 
     let events = common::next_events(&mut watch, total).await;
     assert_eq!(events.len(), total);
     for (i, event) in events.iter().enumerate() {
-        assert_eq!(std::str::from_utf8(&event.kv.value).unwrap(), (i + 1).to_string());
-        assert_eq!(std::str::from_utf8(&event.prev.as_ref().unwrap().value).unwrap(), i.to_string());
+        assert_eq!(
+            std::str::from_utf8(&event.kv.value).unwrap(),
+            (i + 1).to_string()
+        );
+        assert_eq!(
+            std::str::from_utf8(&event.prev.as_ref().unwrap().value).unwrap(),
+            i.to_string()
+        );
     }
     assert!(events.windows(2).all(|w| w[0].revision() < w[1].revision()));
 }

@@ -25,9 +25,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the whole control plane, each component as a supervised child process
-    Server,
+    Server(ControlPlaneArgs),
     /// Run the API server: the Kubernetes REST API in front of the store
-    Apiserver,
+    Apiserver(ControlPlaneArgs),
     /// Run the scheduler: place pods on nodes
     Scheduler,
     /// Run the controller manager: turn desired state into running pods
@@ -42,12 +42,30 @@ enum Command {
     Version,
 }
 
+/// Where the control plane keeps its state and where it listens.
+#[derive(clap::Args)]
+struct ControlPlaneArgs {
+    /// Directory for the embedded store, certificates and kubeconfigs
+    #[arg(long, default_value = "/var/lib/styrman")]
+    data_dir: std::path::PathBuf,
+    /// Address to serve the API on
+    #[arg(long, default_value = "0.0.0.0")]
+    bind_address: std::net::IpAddr,
+    /// Port to serve HTTPS on
+    #[arg(long, default_value_t = 6443)]
+    secure_port: u16,
+    /// Comma-separated etcd URLs; when set, state lives in that etcd cluster instead of the
+    /// embedded store
+    #[arg(long)]
+    etcd_servers: Option<String>,
+}
+
 impl Command {
     /// The issue that brings a component that is not in this build yet.
     fn pending_issue(&self) -> Option<(&'static str, u32)> {
         match self {
-            Command::Server => Some(("server", 3)),
-            Command::Apiserver => Some(("apiserver", 3)),
+            Command::Server(_) => Some(("server", 3)),
+            Command::Apiserver(_) => Some(("apiserver", 3)),
             Command::Scheduler => Some(("scheduler", 5)),
             Command::HollowNodes => Some(("hollow-nodes", 5)),
             Command::ControllerManager => Some(("controller-manager", 6)),
@@ -59,13 +77,20 @@ impl Command {
 }
 
 fn version_text() -> String {
-    format!("styrman version: v{}\nKubernetes API version: {KUBERNETES_VERSION}\n", env!("CARGO_PKG_VERSION"))
+    format!(
+        "styrman version: v{}\nKubernetes API version: {KUBERNETES_VERSION}\n",
+        env!("CARGO_PKG_VERSION")
+    )
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some((name, issue)) = cli.command.pending_issue() {
-        let tracked = if issue > 0 { format!(" (issue {issue})") } else { String::new() };
+        let tracked = if issue > 0 {
+            format!(" (issue {issue})")
+        } else {
+            String::new()
+        };
         eprintln!("styrman {name}: this component is not in this build of styrman yet{tracked}");
         return ExitCode::from(2);
     }

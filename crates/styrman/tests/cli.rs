@@ -3,7 +3,10 @@
 use std::process::Command;
 
 fn styrman(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_styrman")).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_styrman"))
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 #[test]
@@ -11,8 +14,20 @@ fn help_lists_every_subcommand() {
     let out = styrman(&["--help"]);
     assert!(out.status.success());
     let help = String::from_utf8(out.stdout).unwrap();
-    for sub in ["server", "apiserver", "scheduler", "controller-manager", "kubelet", "proxy", "hollow-nodes", "version"] {
-        assert!(help.lines().any(|l| l.trim_start().starts_with(sub)), "--help lacks {sub}:\n{help}");
+    for sub in [
+        "server",
+        "apiserver",
+        "scheduler",
+        "controller-manager",
+        "kubelet",
+        "proxy",
+        "hollow-nodes",
+        "version",
+    ] {
+        assert!(
+            help.lines().any(|l| l.trim_start().starts_with(sub)),
+            "--help lacks {sub}:\n{help}"
+        );
     }
 }
 
@@ -21,7 +36,10 @@ fn version_prints_both_versions() {
     let out = styrman(&["version"]);
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.contains(&format!("styrman version: v{}", env!("CARGO_PKG_VERSION"))), "{text}");
+    assert!(
+        text.contains(&format!("styrman version: v{}", env!("CARGO_PKG_VERSION"))),
+        "{text}"
+    );
     assert!(text.contains("Kubernetes API version: v1.33."), "{text}");
 }
 
@@ -37,5 +55,9 @@ fn a_component_not_built_yet_says_so_and_fails() {
 fn an_unknown_subcommand_is_a_usage_error() {
     let out = styrman(&["frobnicate"]);
     assert!(!out.status.success());
-    assert!(String::from_utf8(out.stderr).unwrap().contains("frobnicate"));
+    assert!(
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .contains("frobnicate")
+    );
 }

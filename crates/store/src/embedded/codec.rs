@@ -64,7 +64,13 @@ impl<'a> LogEntry<'a> {
         let key_len = u32::from_le_bytes(bytes[17..21].try_into().ok()?) as usize;
         let key_end = HEADER.checked_add(key_len)?;
         let key = std::str::from_utf8(bytes.get(HEADER..key_end)?).ok()?;
-        Some(LogEntry { kind, create_revision, prev_mod_revision, key, value: &bytes[key_end..] })
+        Some(LogEntry {
+            kind,
+            create_revision,
+            prev_mod_revision,
+            key,
+            value: &bytes[key_end..],
+        })
     }
 
     /// The key as of this entry, written at `revision`.
@@ -79,7 +85,11 @@ impl<'a> LogEntry<'a> {
 
     /// The watch event of this entry; `prev` is the key's value before it.
     pub fn event(&self, revision: Revision, prev: Option<KeyValue>) -> Event {
-        Event { kind: self.kind, kv: self.key_value(revision), prev }
+        Event {
+            kind: self.kind,
+            kv: self.key_value(revision),
+            prev,
+        }
     }
 }
 
@@ -97,7 +107,11 @@ mod tests {
             value: b"",
         };
         assert_eq!(LogEntry::decode(&e.encode()), Some(e));
-        let p = LogEntry { kind: EventKind::Put, value: b"{\"x\":1}", ..e };
+        let p = LogEntry {
+            kind: EventKind::Put,
+            value: b"{\"x\":1}",
+            ..e
+        };
         assert_eq!(LogEntry::decode(&p.encode()), Some(p));
     }
 

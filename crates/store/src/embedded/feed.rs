@@ -26,18 +26,32 @@ pub(crate) fn watch(
     after: Revision,
 ) -> Result<WatchStream> {
     if after < 0 {
-        return Err(StoreError::Invalid(format!("cannot watch after negative revision {after}")));
+        return Err(StoreError::Invalid(format!(
+            "cannot watch after negative revision {after}"
+        )));
     }
     let compacted = shared.compacted.load(std::sync::atomic::Ordering::Acquire);
     if after + 1 < compacted {
-        return Err(StoreError::Compacted { requested: after, compacted });
+        return Err(StoreError::Compacted {
+            requested: after,
+            compacted,
+        });
     }
     // `live` was subscribed before the log is read, so nothing committed in between is missed.
-    let follower = Follower { shared, prefix, last: after, live, behind: true };
-    Ok(WatchStream::new(futures::stream::unfold(follower, |mut f| async move {
-        let item = f.next().await?;
-        Some((item, f))
-    })))
+    let follower = Follower {
+        shared,
+        prefix,
+        last: after,
+        live,
+        behind: true,
+    };
+    Ok(WatchStream::new(futures::stream::unfold(
+        follower,
+        |mut f| async move {
+            let item = f.next().await?;
+            Some((item, f))
+        },
+    )))
 }
 
 struct Follower {
@@ -126,11 +140,16 @@ struct Chunk {
 fn read_log(shared: &Shared, prefix: &str, after: Revision) -> Result<Chunk> {
     let txn = shared.db.begin_read().map_err(db_err)?;
     let meta = txn.open_table(META).map_err(db_err)?;
-    let meta_value = |k: &str| -> Result<i64> { Ok(meta.get(k).map_err(db_err)?.map(|g| g.value()).unwrap_or(0)) };
+    let meta_value = |k: &str| -> Result<i64> {
+        Ok(meta.get(k).map_err(db_err)?.map(|g| g.value()).unwrap_or(0))
+    };
     let current = meta_value(REVISION_KEY)?;
     let compacted = meta_value(COMPACTED_KEY)?;
     if after + 1 < compacted {
-        return Err(StoreError::Compacted { requested: after, compacted });
+        return Err(StoreError::Compacted {
+            requested: after,
+            compacted,
+        });
     }
     let log = txn.open_table(LOG).map_err(db_err)?;
     let mut events = Vec::new();
@@ -151,5 +170,9 @@ fn read_log(shared: &Shared, prefix: &str, after: Revision) -> Result<Chunk> {
         }
     }
     let caught_up = scanned < CATCH_UP_CHUNK || reached == current;
-    Ok(Chunk { events, reached: if caught_up { current } else { reached }, caught_up })
+    Ok(Chunk {
+        events,
+        reached: if caught_up { current } else { reached },
+        caught_up,
+    })
 }

@@ -64,13 +64,25 @@ impl Committed {
     pub(crate) fn new(first: Revision, last: Revision, events: EventBatch) -> Committed {
         let mut common: &str = events.first().map_or("", |e| e.kv.key.as_str());
         for event in events.iter().skip(1) {
-            let shared = common.bytes().zip(event.kv.key.bytes()).take_while(|(a, b)| a == b).count();
+            let shared = common
+                .bytes()
+                .zip(event.kv.key.bytes())
+                .take_while(|(a, b)| a == b)
+                .count();
             // Cut on a character boundary.
-            let cut = (0..=shared).rev().find(|&i| common.is_char_boundary(i)).unwrap_or(0);
+            let cut = (0..=shared)
+                .rev()
+                .find(|&i| common.is_char_boundary(i))
+                .unwrap_or(0);
             common = &common[..cut];
         }
         let common_prefix = common.to_string();
-        Committed { first, last, events, common_prefix }
+        Committed {
+            first,
+            last,
+            events,
+            common_prefix,
+        }
     }
 }
 
@@ -100,7 +112,10 @@ impl EmbeddedStore {
     /// version is refused with [`StoreError::Corrupt`] naming it; it is never re-initialised.
     pub fn open(data_dir: &Path) -> Result<EmbeddedStore> {
         std::fs::create_dir_all(data_dir).map_err(|e| {
-            StoreError::Internal(format!("cannot create data directory {}: {e}", data_dir.display()))
+            StoreError::Internal(format!(
+                "cannot create data directory {}: {e}",
+                data_dir.display()
+            ))
         })?;
         let path = data_dir.join(FILE_NAME);
         let fresh = match std::fs::metadata(&path) {
@@ -109,7 +124,11 @@ impl EmbeddedStore {
             Err(e) => return Err(corrupt(&path, format!("cannot read it: {e}"))),
         };
         let db = open_database(&path, fresh)?;
-        let (revision, compacted) = if fresh { initialise(&db, &path)? } else { check_format(&db, &path)? };
+        let (revision, compacted) = if fresh {
+            initialise(&db, &path)?
+        } else {
+            check_format(&db, &path)?
+        };
         let (feed, _) = broadcast::channel(FEED_CAPACITY);
         let shared = Arc::new(Shared {
             db,
@@ -119,7 +138,12 @@ impl EmbeddedStore {
         });
         let (requests, writer) = writer::spawn(shared.clone(), feed.clone())?;
         tracing::info!(path = %shared.path.display(), revision, "embedded store open");
-        Ok(EmbeddedStore { shared, requests: Some(requests), writer: Some(writer), feed })
+        Ok(EmbeddedStore {
+            shared,
+            requests: Some(requests),
+            writer: Some(writer),
+            feed,
+        })
     }
 
     /// The path of the redb file.
@@ -129,12 +153,17 @@ impl EmbeddedStore {
 
     async fn write(&self, op: WriteOp) -> Result<WriteOutcome> {
         let (reply, answer) = oneshot::channel();
-        let requests = self.requests.as_ref().expect("requests are only taken on drop");
+        let requests = self
+            .requests
+            .as_ref()
+            .expect("requests are only taken on drop");
         requests
             .send(Request { op, reply })
             .await
             .map_err(|_| StoreError::Internal("the store's writer has stopped".into()))?;
-        answer.await.map_err(|_| StoreError::Internal("the store's writer has stopped".into()))?
+        answer
+            .await
+            .map_err(|_| StoreError::Internal("the store's writer has stopped".into()))?
     }
 
     /// Runs a blocking read on the blocking pool: redb calls block on I/O.
@@ -165,7 +194,11 @@ fn open_database(path: &Path, fresh: bool) -> Result<Database> {
     // Verify every page's checksum on open, so that a file altered behind our back is refused
     // with an error instead of being trusted (or panicking later).
     builder.set_check_integrity_on_open(true);
-    let opened = if fresh { builder.create(path) } else { builder.open(path) };
+    let opened = if fresh {
+        builder.create(path)
+    } else {
+        builder.open(path)
+    };
     opened.map_err(|e| match e {
         redb::DatabaseError::DatabaseAlreadyOpen => {
             corrupt(path, "it is already open in another process".to_string())
@@ -207,15 +240,21 @@ fn check_format(db: &Database, path: &Path) -> Result<(Revision, Revision)> {
         }
         None => return Err(corrupt(path, "it has no styrman format marker".to_string())),
     }
-    let revision = get(REVISION_KEY)?.ok_or_else(|| corrupt(path, "no revision recorded".into()))?;
+    let revision =
+        get(REVISION_KEY)?.ok_or_else(|| corrupt(path, "no revision recorded".into()))?;
     let compacted = get(COMPACTED_KEY)?.unwrap_or(0);
-    txn.open_table(OBJECTS).map_err(|e| corrupt(path, format!("no object table ({e})")))?;
-    txn.open_table(LOG).map_err(|e| corrupt(path, format!("no revision log ({e})")))?;
+    txn.open_table(OBJECTS)
+        .map_err(|e| corrupt(path, format!("no object table ({e})")))?;
+    txn.open_table(LOG)
+        .map_err(|e| corrupt(path, format!("no revision log ({e})")))?;
     Ok((revision, compacted))
 }
 
 fn corrupt(path: &Path, reason: String) -> StoreError {
-    StoreError::Corrupt { path: path.to_path_buf(), reason }
+    StoreError::Corrupt {
+        path: path.to_path_buf(),
+        reason,
+    }
 }
 
 pub(crate) fn db_err(e: impl Into<redb::Error>) -> StoreError {
@@ -234,14 +273,29 @@ fn load(log: &impl ReadableTable<i64, &'static [u8]>, revision: Revision) -> Res
 }
 
 /// `prev` of an entry: the value its key had before, if it existed.
-fn load_prev(log: &impl ReadableTable<i64, &'static [u8]>, prev: Revision) -> Result<Option<KeyValue>> {
-    if prev == 0 { Ok(None) } else { load(log, prev).map(Some) }
+fn load_prev(
+    log: &impl ReadableTable<i64, &'static [u8]>,
+    prev: Revision,
+) -> Result<Option<KeyValue>> {
+    if prev == 0 {
+        Ok(None)
+    } else {
+        load(log, prev).map(Some)
+    }
 }
 
 impl Shared {
-    fn check_revision(&self, requested: Revision, current: Revision, compacted: Revision) -> Result<()> {
+    fn check_revision(
+        &self,
+        requested: Revision,
+        current: Revision,
+        compacted: Revision,
+    ) -> Result<()> {
         if requested < compacted {
-            return Err(StoreError::Compacted { requested, compacted });
+            return Err(StoreError::Compacted {
+                requested,
+                compacted,
+            });
         }
         if requested > current {
             return Err(StoreError::FutureRevision { requested, current });
@@ -288,7 +342,9 @@ impl Shared {
                     StoreError::Internal(format!("revision log entry {} is damaged", rev.value()))
                 })?;
                 if in_range(entry.key) {
-                    rewound.entry(entry.key.to_string()).or_insert(entry.prev_mod_revision);
+                    rewound
+                        .entry(entry.key.to_string())
+                        .or_insert(entry.prev_mod_revision);
                 }
             }
         }
@@ -325,7 +381,11 @@ impl Shared {
             }
         }
         let Page { kvs, more, .. } = page;
-        Ok(RangeResponse { kvs, more, revision: at })
+        Ok(RangeResponse {
+            kvs,
+            more,
+            revision: at,
+        })
     }
 }
 
@@ -338,11 +398,19 @@ struct Page {
 
 impl Page {
     fn new(limit: usize) -> Page {
-        Page { kvs: Vec::new(), limit: if limit == 0 { usize::MAX } else { limit }, more: false }
+        Page {
+            kvs: Vec::new(),
+            limit: if limit == 0 { usize::MAX } else { limit },
+            more: false,
+        }
     }
 
     /// Adds the key whose value is at `mod_revision` (0: absent, skipped). False once full.
-    fn push(&mut self, log: &impl ReadableTable<i64, &'static [u8]>, mod_revision: Revision) -> Result<bool> {
+    fn push(
+        &mut self,
+        log: &impl ReadableTable<i64, &'static [u8]>,
+        mod_revision: Revision,
+    ) -> Result<bool> {
         if mod_revision == 0 {
             return Ok(true);
         }
@@ -371,25 +439,49 @@ impl Backend for EmbeddedStore {
     }
 
     async fn create(&self, key: &str, value: Bytes) -> Result<Revision> {
-        let outcome = self.write(WriteOp::Create { key: key.to_string(), value }).await?;
+        let outcome = self
+            .write(WriteOp::Create {
+                key: key.to_string(),
+                value,
+            })
+            .await?;
         Ok(outcome.revision)
     }
 
     async fn update(&self, key: &str, value: Bytes, expected: Revision) -> Result<Revision> {
-        let outcome = self.write(WriteOp::Update { key: key.to_string(), value, expected }).await?;
+        let outcome = self
+            .write(WriteOp::Update {
+                key: key.to_string(),
+                value,
+                expected,
+            })
+            .await?;
         Ok(outcome.revision)
     }
 
     async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<DeleteResponse> {
-        let outcome = self.write(WriteOp::Delete { key: key.to_string(), expected }).await?;
+        let outcome = self
+            .write(WriteOp::Delete {
+                key: key.to_string(),
+                expected,
+            })
+            .await?;
         let prev = outcome
             .prev
             .ok_or_else(|| StoreError::Internal("a deletion lost its previous value".into()))?;
-        Ok(DeleteResponse { revision: outcome.revision, prev })
+        Ok(DeleteResponse {
+            revision: outcome.revision,
+            prev,
+        })
     }
 
     async fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream> {
-        feed::watch(self.shared.clone(), self.feed.subscribe(), prefix.to_string(), after)
+        feed::watch(
+            self.shared.clone(),
+            self.feed.subscribe(),
+            prefix.to_string(),
+            after,
+        )
     }
 
     async fn current_revision(&self) -> Result<Revision> {

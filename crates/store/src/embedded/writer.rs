@@ -29,10 +29,22 @@ const LINGER_ROUNDS: usize = 4;
 const QUEUE: usize = 8192;
 
 pub(crate) enum WriteOp {
-    Create { key: String, value: Bytes },
-    Update { key: String, value: Bytes, expected: Revision },
-    Delete { key: String, expected: Option<Revision> },
-    Compact { revision: Revision },
+    Create {
+        key: String,
+        value: Bytes,
+    },
+    Update {
+        key: String,
+        value: Bytes,
+        expected: Revision,
+    },
+    Delete {
+        key: String,
+        expected: Option<Revision>,
+    },
+    Compact {
+        revision: Revision,
+    },
 }
 
 pub(crate) struct Request {
@@ -49,7 +61,10 @@ pub(crate) struct WriteOutcome {
 /// The live feed of committed batches, for watches.
 type Feed = broadcast::Sender<Arc<Committed>>;
 
-pub(crate) fn spawn(shared: Arc<Shared>, feed: Feed) -> Result<(mpsc::Sender<Request>, JoinHandle<()>)> {
+pub(crate) fn spawn(
+    shared: Arc<Shared>,
+    feed: Feed,
+) -> Result<(mpsc::Sender<Request>, JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel(QUEUE);
     let handle = std::thread::Builder::new()
         .name("store-writer".into())
@@ -145,7 +160,9 @@ fn commit_batch(shared: &Shared, feed: &Feed, batch: &mut Vec<Request>) {
         Err(e) => {
             tracing::error!(error = %e, "store commit failed; the batch is rejected");
             for request in batch.drain(..) {
-                let _ = request.reply.send(Err(StoreError::Internal(format!("commit failed: {e}"))));
+                let _ = request
+                    .reply
+                    .send(Err(StoreError::Internal(format!("commit failed: {e}"))));
             }
         }
     }
@@ -160,7 +177,12 @@ struct Tables<'txn> {
 }
 
 impl Tables<'_> {
-    fn apply(&mut self, op: &WriteOp, revision: &mut Revision, events: &mut Vec<Event>) -> Result<WriteOutcome> {
+    fn apply(
+        &mut self,
+        op: &WriteOp,
+        revision: &mut Revision,
+        events: &mut Vec<Event>,
+    ) -> Result<WriteOutcome> {
         match op {
             WriteOp::Create { key, value } => {
                 let rev = *revision + 1;
@@ -170,13 +192,30 @@ impl Tables<'_> {
                     self.objects.insert(key.as_str(), old).map_err(db_err)?;
                     return Err(StoreError::AlreadyExists { key: key.clone() });
                 }
-                let entry = LogEntry { kind: EventKind::Put, create_revision: rev, prev_mod_revision: 0, key, value };
+                let entry = LogEntry {
+                    kind: EventKind::Put,
+                    create_revision: rev,
+                    prev_mod_revision: 0,
+                    key,
+                    value,
+                };
                 self.append(&entry, rev)?;
                 *revision = rev;
-                events.push(Event { kind: EventKind::Put, kv: kv(key, value.clone(), rev, rev), prev: None });
-                Ok(WriteOutcome { revision: rev, prev: None })
+                events.push(Event {
+                    kind: EventKind::Put,
+                    kv: kv(key, value.clone(), rev, rev),
+                    prev: None,
+                });
+                Ok(WriteOutcome {
+                    revision: rev,
+                    prev: None,
+                })
             }
-            WriteOp::Update { key, value, expected } => {
+            WriteOp::Update {
+                key,
+                value,
+                expected,
+            } => {
                 let (create, current) = self.current(key)?;
                 if current != *expected {
                     return Err(StoreError::Conflict {
@@ -186,14 +225,28 @@ impl Tables<'_> {
                     });
                 }
                 let rev = *revision + 1;
-                self.objects.insert(key.as_str(), (create, rev)).map_err(db_err)?;
+                self.objects
+                    .insert(key.as_str(), (create, rev))
+                    .map_err(db_err)?;
                 let prev = load(&self.log, current)?;
-                let entry =
-                    LogEntry { kind: EventKind::Put, create_revision: create, prev_mod_revision: current, key, value };
+                let entry = LogEntry {
+                    kind: EventKind::Put,
+                    create_revision: create,
+                    prev_mod_revision: current,
+                    key,
+                    value,
+                };
                 self.append(&entry, rev)?;
                 *revision = rev;
-                events.push(Event { kind: EventKind::Put, kv: kv(key, value.clone(), create, rev), prev: Some(prev) });
-                Ok(WriteOutcome { revision: rev, prev: None })
+                events.push(Event {
+                    kind: EventKind::Put,
+                    kv: kv(key, value.clone(), create, rev),
+                    prev: Some(prev),
+                });
+                Ok(WriteOutcome {
+                    revision: rev,
+                    prev: None,
+                })
             }
             WriteOp::Delete { key, expected } => {
                 let (create, current) = self.current(key)?;
@@ -221,11 +274,17 @@ impl Tables<'_> {
                     kv: kv(key, Bytes::new(), create, rev),
                     prev: Some(prev.clone()),
                 });
-                Ok(WriteOutcome { revision: rev, prev: Some(prev) })
+                Ok(WriteOutcome {
+                    revision: rev,
+                    prev: Some(prev),
+                })
             }
             WriteOp::Compact { revision: to } => {
                 self.compact(*to, *revision)?;
-                Ok(WriteOutcome { revision: *revision, prev: None })
+                Ok(WriteOutcome {
+                    revision: *revision,
+                    prev: None,
+                })
             }
         }
     }
@@ -236,18 +295,30 @@ impl Tables<'_> {
             .get(key)
             .map_err(db_err)?
             .map(|g| g.value())
-            .ok_or_else(|| StoreError::NotFound { key: key.to_string() })
+            .ok_or_else(|| StoreError::NotFound {
+                key: key.to_string(),
+            })
     }
 
     /// Sets a key's (create, mod) revisions, returning what it had.
-    fn swap_object(&mut self, key: &str, revs: (Revision, Revision)) -> Result<Option<(Revision, Revision)>> {
-        Ok(self.objects.insert(key, revs).map_err(db_err)?.map(|old| old.value()))
+    fn swap_object(
+        &mut self,
+        key: &str,
+        revs: (Revision, Revision),
+    ) -> Result<Option<(Revision, Revision)>> {
+        Ok(self
+            .objects
+            .insert(key, revs)
+            .map_err(db_err)?
+            .map(|old| old.value()))
     }
 
     fn append(&mut self, entry: &LogEntry<'_>, rev: Revision) -> Result<()> {
         self.buffer.clear();
         entry.encode_into(&mut self.buffer);
-        self.log.insert(rev, self.buffer.as_slice()).map_err(db_err)?;
+        self.log
+            .insert(rev, self.buffer.as_slice())
+            .map_err(db_err)?;
         Ok(())
     }
 
@@ -256,18 +327,32 @@ impl Tables<'_> {
     /// etcd keeps it: it is the key's value at `to` (a range at `to` reads it) and the `prev` of
     /// the key's next write (a watch from `to` reports it).
     fn compact(&mut self, to: Revision, current: Revision) -> Result<()> {
-        let from = self.meta.get(COMPACTED_KEY).map_err(db_err)?.map(|g| g.value()).unwrap_or(0);
+        let from = self
+            .meta
+            .get(COMPACTED_KEY)
+            .map_err(db_err)?
+            .map(|g| g.value())
+            .unwrap_or(0);
         if to <= from {
-            return Err(StoreError::Compacted { requested: to, compacted: from });
+            return Err(StoreError::Compacted {
+                requested: to,
+                compacted: from,
+            });
         }
         if to > current {
-            return Err(StoreError::FutureRevision { requested: to, current });
+            return Err(StoreError::FutureRevision {
+                requested: to,
+                current,
+            });
         }
         let mut doomed = Vec::new();
         for item in self.log.range(from.max(1)..to).map_err(db_err)? {
             let (rev, bytes) = item.map_err(db_err)?;
             let Some(entry) = LogEntry::decode(bytes.value()) else {
-                return Err(StoreError::Internal(format!("revision log entry {} is damaged", rev.value())));
+                return Err(StoreError::Internal(format!(
+                    "revision log entry {} is damaged",
+                    rev.value()
+                )));
             };
             if entry.prev_mod_revision != 0 {
                 doomed.push(entry.prev_mod_revision);
@@ -280,12 +365,21 @@ impl Tables<'_> {
             self.log.remove(*rev).map_err(db_err)?;
         }
         self.meta.insert(COMPACTED_KEY, to).map_err(db_err)?;
-        tracing::debug!(from, to, removed = doomed.len(), "compacted the revision log");
+        tracing::debug!(
+            from,
+            to,
+            removed = doomed.len(),
+            "compacted the revision log"
+        );
         Ok(())
     }
 }
 
 fn kv(key: &str, value: Bytes, create: Revision, rev: Revision) -> KeyValue {
-    KeyValue { key: key.to_string(), value, create_revision: create, mod_revision: rev }
+    KeyValue {
+        key: key.to_string(),
+        value,
+        create_revision: create,
+        mod_revision: rev,
+    }
 }
-

@@ -16,16 +16,28 @@ pub struct Harness {
 impl Harness {
     pub async fn embedded() -> Harness {
         let dir = tempfile::tempdir().unwrap();
-        let config = StoreConfig::Embedded { data_dir: dir.path().to_path_buf() };
+        let config = StoreConfig::Embedded {
+            data_dir: dir.path().to_path_buf(),
+        };
         let store = styrman_store::open(&config).await.unwrap();
-        Harness { store, dir: Some(dir), etcd: None }
+        Harness {
+            store,
+            dir: Some(dir),
+            etcd: None,
+        }
     }
 
     pub async fn etcd() -> Harness {
         let etcd = EtcdServer::start().expect("start etcd");
-        let config = StoreConfig::Etcd { endpoints: vec![etcd.url().to_string()] };
+        let config = StoreConfig::Etcd {
+            endpoints: vec![etcd.url().to_string()],
+        };
         let store = styrman_store::open(&config).await.unwrap();
-        Harness { store, dir: None, etcd: Some(etcd) }
+        Harness {
+            store,
+            dir: None,
+            etcd: Some(etcd),
+        }
     }
 }
 
@@ -49,7 +61,9 @@ pub async fn next_events(stream: &mut WatchStream, n: usize) -> Vec<Event> {
 
 /// Asserts no event arrives within a short while.
 pub async fn assert_quiet(stream: &mut WatchStream) {
-    if let Ok(Some(item)) = tokio::time::timeout(Duration::from_millis(300), stream.next_batch()).await {
+    if let Ok(Some(item)) =
+        tokio::time::timeout(Duration::from_millis(300), stream.next_batch()).await
+    {
         panic!("unexpected watch item: {item:?}");
     }
 }

@@ -1,0 +1,34 @@
+# Sourced by scripts/test and scripts/bench: installs, with apt-get, the Debian packages the
+# build, the tests and the benchmarks need, when they are missing. Idempotent and quiet when
+# everything is present.
+
+# command-or-file  package
+STYRMAN_PACKAGES=(
+  "etcd                                          etcd-server"        # the HA backend, started by tests
+  "etcdctl                                       etcd-client"        # what users inspect keys with
+  "protoc                                        protobuf-compiler"  # etcd-client's build script
+  "/usr/include/google/protobuf/descriptor.proto libprotobuf-dev"    # the well-known protos it imports
+)
+
+ensure_packages() {
+  local missing=() entry what pkg
+  for entry in "${STYRMAN_PACKAGES[@]}"; do
+    read -r what pkg <<<"$entry"
+    if [[ "$what" == /* ]]; then
+      [[ -e "$what" ]] || missing+=("$pkg")
+    else
+      command -v "$what" >/dev/null 2>&1 || missing+=("$pkg")
+    fi
+  done
+  if ((${#missing[@]})); then
+    echo "installing missing packages: ${missing[*]}" >&2
+    local sudo=()
+    [[ $(id -u) -eq 0 ]] || sudo=(sudo)
+    "${sudo[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+  fi
+  if ! cargo nextest --version >/dev/null 2>&1; then
+    echo "installing cargo-nextest" >&2
+    cargo install --locked cargo-nextest >&2
+  fi
+}
