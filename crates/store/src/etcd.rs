@@ -75,6 +75,14 @@ impl EtcdStore {
         map_error(&self.endpoints, e)
     }
 
+    async fn txn(&self, txn: Txn) -> Result<etcd_client::TxnResponse> {
+        self.client
+            .kv_client()
+            .txn(txn)
+            .await
+            .map_err(|e| self.map_err(e))
+    }
+
     async fn get_current(&self, key: &str) -> Result<Option<KeyValue>> {
         let mut kv = self.client.kv_client();
         let mut resp = kv.get(key, None).await.map_err(|e| self.map_err(e))?;
@@ -211,12 +219,7 @@ impl Backend for EtcdStore {
         let txn = Txn::new()
             .when([Compare::create_revision(key, CompareOp::Equal, 0)])
             .and_then([TxnOp::put(key, value.to_vec(), None)]);
-        let resp = self
-            .client
-            .kv_client()
-            .txn(txn)
-            .await
-            .map_err(|e| self.map_err(e))?;
+        let resp = self.txn(txn).await?;
         if !resp.succeeded() {
             return Err(StoreError::AlreadyExists {
                 key: key.to_string(),
@@ -230,12 +233,7 @@ impl Backend for EtcdStore {
             .when([Compare::mod_revision(key, CompareOp::Equal, expected)])
             .and_then([TxnOp::put(key, value.to_vec(), None)])
             .or_else([TxnOp::get(key, None)]);
-        let resp = self
-            .client
-            .kv_client()
-            .txn(txn)
-            .await
-            .map_err(|e| self.map_err(e))?;
+        let resp = self.txn(txn).await?;
         if resp.succeeded() && expected > 0 {
             return header_revision(resp.header());
         }
@@ -263,12 +261,7 @@ impl Backend for EtcdStore {
                 Some(DeleteOptions::new().with_prev_key()),
             )])
             .or_else([TxnOp::get(key, None)]);
-        let resp = self
-            .client
-            .kv_client()
-            .txn(txn)
-            .await
-            .map_err(|e| self.map_err(e))?;
+        let resp = self.txn(txn).await?;
         let revision = header_revision(resp.header())?;
         if resp.succeeded() {
             for op in resp.op_responses() {

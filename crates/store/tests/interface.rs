@@ -35,6 +35,14 @@ for_each_backend!(
     future_revisions_are_refused,
 );
 
+/// (key, value) of each key a range returned.
+fn key_values(read: &styrman_store::RangeResponse) -> Vec<(String, bytes::Bytes)> {
+    read.kvs
+        .iter()
+        .map(|kv| (kv.key.clone(), kv.value.clone()))
+        .collect()
+}
+
 async fn create_then_get(store: Store) {
     let start = store.current_revision().await.unwrap();
     assert!(
@@ -254,11 +262,7 @@ async fn range_reads_a_past_revision(store: Store) {
         })
         .await
         .unwrap();
-    let got: Vec<_> = old
-        .kvs
-        .iter()
-        .map(|kv| (kv.key.clone(), kv.value.clone()))
-        .collect();
+    let got = key_values(&old);
     assert_eq!(
         got,
         [
@@ -290,11 +294,7 @@ async fn range_reads_a_past_revision(store: Store) {
         })
         .await
         .unwrap();
-    let got: Vec<_> = now
-        .kvs
-        .iter()
-        .map(|kv| (kv.key.clone(), kv.value.clone()))
-        .collect();
+    let got = key_values(&now);
     assert_eq!(
         got,
         [

@@ -185,19 +185,7 @@ async fn check_against_model(
     // Every past revision reads as the model had it then.
     // (Revision 0, an empty store's, cannot be asked for: 0 means "newest", as on etcd.)
     for (rev, snapshot) in snapshots.iter().filter(|(rev, _)| *rev > 0) {
-        let read = store
-            .range(RangeRequest {
-                prefix: prefix.to_string(),
-                revision: Some(*rev),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        let got: State = read
-            .kvs
-            .into_iter()
-            .map(|kv| (kv.key, (kv.value, kv.create_revision, kv.mod_revision)))
-            .collect();
+        let got = state_at(store, prefix, *rev).await.unwrap();
         prop_assert_eq!(&got, snapshot, "range at revision {}", rev);
     }
 
@@ -209,83 +197,84 @@ async fn check_against_model(
         .unwrap();
     let middle = snapshots[snapshots.len() / 2].0;
     for from in [start, middle] {
-        let mut watch = store.watch(prefix, from).await.unwrap();
-        let mut seen = Vec::new();
-        'read: loop {
-            let batch =
-                tokio::time::timeout(std::time::Duration::from_secs(20), watch.next_batch())
-                    .await
-                    .expect("watch timed out")
-                    .expect("watch ended")
-                    .expect("watch failed");
-            for event in batch.iter() {
-                if event.revision() == sentinel {
-                    break 'read;
-                }
-                seen.push(Expected::of(event));
-            }
-        }
+        let seen = watch_until(store, prefix, from, sentinel).await;
         let want: Vec<_> = expected.iter().filter(|e| e.revision > from).collect();
-        let seen: Vec<_> = seen.iter().collect();
-        prop_assert_eq!(seen, want, "watch from {}", from);
+        prop_assert_eq!(seen.iter().collect::<Vec<_>>(), want, "watch from {}", from);
     }
 
     // Compact at the middle: older revisions are gone, newer ones read and replay as before.
     if middle > 0 {
         store.compact(middle).await.unwrap();
         for (rev, snapshot) in snapshots.iter().filter(|(rev, _)| *rev > 0) {
-            let read = store
-                .range(RangeRequest {
-                    prefix: prefix.to_string(),
-                    revision: Some(*rev),
-                    ..Default::default()
-                })
-                .await;
+            let read = state_at(store, prefix, *rev).await;
             if *rev < middle {
+                let compacted = matches!(read, Err(StoreError::Compacted { .. }));
                 prop_assert!(
-                    matches!(read, Err(StoreError::Compacted { .. })),
+                    compacted,
                     "range at {} after compacting at {}: {:?}",
                     rev,
                     middle,
                     read
                 );
             } else {
-                let got: State = read
-                    .unwrap()
-                    .kvs
-                    .into_iter()
-                    .map(|kv| (kv.key, (kv.value, kv.create_revision, kv.mod_revision)))
-                    .collect();
                 prop_assert_eq!(
-                    &got,
+                    &read.unwrap(),
                     snapshot,
-                    "range at revision {} after compacting at {}",
+                    "range at {} after compacting at {}",
                     rev,
                     middle
                 );
             }
         }
-        let mut watch = store.watch(prefix, middle).await.unwrap();
-        let mut seen = Vec::new();
-        'replay: loop {
-            let batch =
-                tokio::time::timeout(std::time::Duration::from_secs(20), watch.next_batch())
-                    .await
-                    .expect("watch timed out")
-                    .expect("watch ended")
-                    .expect("watch failed");
-            for event in batch.iter() {
-                if event.revision() == sentinel {
-                    break 'replay;
-                }
-                seen.push(Expected::of(event));
-            }
-        }
+        let seen = watch_until(store, prefix, middle, sentinel).await;
         let want: Vec<_> = expected.iter().filter(|e| e.revision > middle).collect();
-        let seen: Vec<_> = seen.iter().collect();
-        prop_assert_eq!(seen, want, "watch from {} after compacting there", middle);
+        prop_assert_eq!(
+            seen.iter().collect::<Vec<_>>(),
+            want,
+            "watch from {} after compacting there",
+            middle
+        );
     }
     Ok(())
+}
+
+/// The keys under `prefix` as of `revision`, in the model's shape.
+async fn state_at(store: &Store, prefix: &str, revision: Revision) -> Result<State, StoreError> {
+    let request = RangeRequest {
+        prefix: prefix.to_string(),
+        revision: Some(revision),
+        ..Default::default()
+    };
+    let read = store.range(request).await?;
+    Ok(read
+        .kvs
+        .into_iter()
+        .map(|kv| (kv.key, (kv.value, kv.create_revision, kv.mod_revision)))
+        .collect())
+}
+
+/// Everything a watch from `from` reports before the `sentinel` revision.
+async fn watch_until(
+    store: &Store,
+    prefix: &str,
+    from: Revision,
+    sentinel: Revision,
+) -> Vec<Expected> {
+    let mut watch = store.watch(prefix, from).await.unwrap();
+    let mut seen = Vec::new();
+    loop {
+        let batch = tokio::time::timeout(std::time::Duration::from_secs(20), watch.next_batch())
+            .await
+            .expect("watch timed out")
+            .expect("watch ended")
+            .expect("watch failed");
+        for event in batch.iter() {
+            if event.revision() == sentinel {
+                return seen;
+            }
+            seen.push(Expected::of(event));
+        }
+    }
 }
 
 fn runtime() -> tokio::runtime::Runtime {

@@ -199,13 +199,8 @@ impl Tables<'_> {
                     key,
                     value,
                 };
-                self.append(&entry, rev)?;
+                self.record(&entry, value.clone(), rev, None, events)?;
                 *revision = rev;
-                events.push(Event {
-                    kind: EventKind::Put,
-                    kv: kv(key, value.clone(), rev, rev),
-                    prev: None,
-                });
                 Ok(WriteOutcome {
                     revision: rev,
                     prev: None,
@@ -236,13 +231,8 @@ impl Tables<'_> {
                     key,
                     value,
                 };
-                self.append(&entry, rev)?;
+                self.record(&entry, value.clone(), rev, Some(prev), events)?;
                 *revision = rev;
-                events.push(Event {
-                    kind: EventKind::Put,
-                    kv: kv(key, value.clone(), create, rev),
-                    prev: Some(prev),
-                });
                 Ok(WriteOutcome {
                     revision: rev,
                     prev: None,
@@ -266,14 +256,9 @@ impl Tables<'_> {
                     key,
                     value: &[],
                 };
-                self.append(&entry, rev)?;
                 self.objects.remove(key.as_str()).map_err(db_err)?;
+                self.record(&entry, Bytes::new(), rev, Some(prev.clone()), events)?;
                 *revision = rev;
-                events.push(Event {
-                    kind: EventKind::Delete,
-                    kv: kv(key, Bytes::new(), create, rev),
-                    prev: Some(prev.clone()),
-                });
                 Ok(WriteOutcome {
                     revision: rev,
                     prev: Some(prev),
@@ -313,12 +298,32 @@ impl Tables<'_> {
             .map(|old| old.value()))
     }
 
-    fn append(&mut self, entry: &LogEntry<'_>, rev: Revision) -> Result<()> {
+    /// Appends `entry` to the log at `rev` and queues its event for the watches. `value` is
+    /// the entry's value as the caller's `Bytes`, shared with the event rather than copied.
+    fn record(
+        &mut self,
+        entry: &LogEntry<'_>,
+        value: Bytes,
+        rev: Revision,
+        prev: Option<KeyValue>,
+        events: &mut Vec<Event>,
+    ) -> Result<()> {
         self.buffer.clear();
         entry.encode_into(&mut self.buffer);
         self.log
             .insert(rev, self.buffer.as_slice())
             .map_err(db_err)?;
+        let kv = KeyValue {
+            key: entry.key.to_string(),
+            value,
+            create_revision: entry.create_revision,
+            mod_revision: rev,
+        };
+        events.push(Event {
+            kind: entry.kind,
+            kv,
+            prev,
+        });
         Ok(())
     }
 
@@ -372,14 +377,5 @@ impl Tables<'_> {
             "compacted the revision log"
         );
         Ok(())
-    }
-}
-
-fn kv(key: &str, value: Bytes, create: Revision, rev: Revision) -> KeyValue {
-    KeyValue {
-        key: key.to_string(),
-        value,
-        create_revision: create,
-        mod_revision: rev,
     }
 }
