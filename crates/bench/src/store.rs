@@ -95,13 +95,13 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     .await
     .context("open the embedded store")?;
     let mut embedded_runs = Vec::new();
-    for &writers in &options.writers {
+    for (i, &writers) in options.writers.iter().enumerate() {
         let run = write_run(
             std::slice::from_ref(&embedded),
             writers,
             &value,
             options.seconds,
-            &format!("e{writers}"),
+            &format!("e{i}-{writers}"),
         )
         .await?;
         print_run("embedded", &run);
@@ -116,7 +116,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         false => None,
     };
     let mut etcd_runs = Vec::new();
-    for &writers in options.writers.iter().filter(|_| etcd.is_some()) {
+    for (i, &writers) in options.writers.iter().enumerate().filter(|_| etcd.is_some()) {
         let etcd = etcd.as_ref().unwrap();
         let connections = writers.div_ceil(16).max(1);
         let mut stores: Vec<Store> = Vec::new();
@@ -130,7 +130,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
             writers,
             &value,
             options.seconds,
-            &format!("t{writers}"),
+            &format!("t{i}-{writers}"),
         )
         .await?;
         print_run("etcd", &run);
