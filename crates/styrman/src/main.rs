@@ -1,13 +1,14 @@
 //! `styrman`: the one binary. Each control-plane and node component is a subcommand, so
 //! `styrman server` can run every component as its own child process of the same executable.
 
+mod supervisor;
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-
 /// The Kubernetes API version styrman serves. kubectl's dispatcher picks `kubectl.1.<minor>`
-/// from it, and the k8s-openapi types are built for the same minor (feature `v1_33`).
-pub const KUBERNETES_VERSION: &str = "v1.33.0";
+/// from it.
+use styrman_apiserver::KUBERNETES_VERSION;
 
 #[derive(Parser)]
 #[command(
@@ -43,7 +44,7 @@ enum Command {
 }
 
 /// Where the control plane keeps its state and where it listens.
-#[derive(clap::Args)]
+#[derive(clap::Args, Clone)]
 struct ControlPlaneArgs {
     /// Directory for the embedded store, certificates and kubeconfigs
     #[arg(long, default_value = "/var/lib/styrman")]
@@ -60,12 +61,35 @@ struct ControlPlaneArgs {
     etcd_servers: Option<String>,
 }
 
+impl ControlPlaneArgs {
+    fn apiserver_config(&self) -> styrman_apiserver::Config {
+        styrman_apiserver::Config {
+            data_dir: self.data_dir.clone(),
+            bind_address: self.bind_address,
+            secure_port: self.secure_port,
+            store: styrman_store::StoreConfig::from_flags(&self.data_dir, self.etcd_servers.as_deref()),
+        }
+    }
+
+    /// The same flags, for a child process.
+    fn to_args(&self) -> Vec<String> {
+        let mut args = vec![
+            format!("--data-dir={}", self.data_dir.display()),
+            format!("--bind-address={}", self.bind_address),
+            format!("--secure-port={}", self.secure_port),
+        ];
+        if let Some(etcd) = &self.etcd_servers {
+            args.push(format!("--etcd-servers={etcd}"));
+        }
+        args
+    }
+}
+
 impl Command {
     /// The issue that brings a component that is not in this build yet.
     fn pending_issue(&self) -> Option<(&'static str, u32)> {
         match self {
-            Command::Server(_) => Some(("server", 3)),
-            Command::Apiserver(_) => Some(("apiserver", 3)),
+            Command::Server(_) | Command::Apiserver(_) => None,
             Command::Scheduler => Some(("scheduler", 5)),
             Command::HollowNodes => Some(("hollow-nodes", 5)),
             Command::ControllerManager => Some(("controller-manager", 6)),
@@ -94,11 +118,37 @@ fn main() -> ExitCode {
         eprintln!("styrman {name}: this component is not in this build of styrman yet{tracked}");
         return ExitCode::from(2);
     }
-    match cli.command {
-        Command::Version => print!("{}", version_text()),
+    let result = match cli.command {
+        Command::Version => {
+            print!("{}", version_text());
+            Ok(())
+        }
+        Command::Apiserver(args) => run_async(styrman_apiserver::run(args.apiserver_config())),
+        Command::Server(args) => run_async(supervisor::run(vec![supervisor::Component {
+            name: "apiserver",
+            args: args.to_args(),
+        }])),
         _ => unreachable!("every other command is pending"),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("styrman: {e:#}");
+            ExitCode::FAILURE
+        }
     }
-    ExitCode::SUCCESS
+}
+
+/// Logs to stderr (`RUST_LOG` filters; info by default) and runs `future` on a runtime.
+fn run_async(future: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(future)
 }
 
 #[cfg(test)]

@@ -1,0 +1,46 @@
+//! `admin.kubeconfig`: what `kubectl --kubeconfig DATA_DIR/admin.kubeconfig` uses.
+
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+
+use crate::pki::{CertAndKey, Pki};
+
+pub const ADMIN_KUBECONFIG: &str = "admin.kubeconfig";
+
+/// A kubeconfig for `user` with the given credentials, against `server`.
+pub fn render(server: &str, ca_pem: &str, user: &str, credentials: &CertAndKey) -> String {
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
+    format!(
+        "apiVersion: v1
+kind: Config
+clusters:
+- cluster:
+    certificate-authority-data: {ca}
+    server: {server}
+  name: styrman
+contexts:
+- context:
+    cluster: styrman
+    user: {user}
+  name: {user}@styrman
+current-context: {user}@styrman
+preferences: {{}}
+users:
+- name: {user}
+  user:
+    client-certificate-data: {cert}
+    client-key-data: {key}
+",
+        ca = b64(ca_pem),
+        cert = b64(&credentials.cert_pem),
+        key = b64(&credentials.key_pem),
+    )
+}
+
+/// Writes `DATA_DIR/admin.kubeconfig` (owner-readable only: it holds the admin key).
+pub fn write_admin(data_dir: &Path, pki: &Pki, server: &str) -> anyhow::Result<PathBuf> {
+    let text = render(server, &pki.ca_pem, "admin", &pki.admin);
+    crate::pki::write(data_dir, ADMIN_KUBECONFIG, &text, true)?;
+    Ok(data_dir.join(ADMIN_KUBECONFIG))
+}

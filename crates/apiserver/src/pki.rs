@@ -1,0 +1,168 @@
+//! The cluster's certificates: a CA made on first start, a serving certificate for the API
+//! server, and an admin client certificate (group `system:masters`) for `admin.kubeconfig`.
+//!
+//! Everything lives under `DATA_DIR/pki/`. The CA and the admin credentials are kept across
+//! restarts (the kubeconfig users copied keeps working); the serving certificate is issued anew
+//! on every start, so it always covers the addresses the server listens on.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+    KeyPair, KeyUsagePurpose, SanType,
+};
+
+/// PEM-encoded certificate and private key.
+#[derive(Clone)]
+pub struct CertAndKey {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+pub struct Pki {
+    pub ca_pem: String,
+    pub serving: CertAndKey,
+    pub admin: CertAndKey,
+    dir: PathBuf,
+}
+
+const CA_CERT: &str = "ca.crt";
+const CA_KEY: &str = "ca.key";
+const ADMIN_CERT: &str = "admin.crt";
+const ADMIN_KEY: &str = "admin.key";
+const VALID_DAYS: i64 = 3650;
+
+impl Pki {
+    /// Loads the cluster CA and admin credentials from `data_dir/pki`, creating them on first
+    /// start, and issues a serving certificate for `hosts` (names and addresses clients dial).
+    pub fn ensure(data_dir: &Path, hosts: &[String]) -> anyhow::Result<Pki> {
+        let dir = data_dir.join("pki");
+        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let (ca_pem, ca_key) = match (read(&dir, CA_CERT)?, read(&dir, CA_KEY)?) {
+            (Some(cert), Some(key)) => (cert, key),
+            _ => {
+                let (cert, key) = new_ca()?;
+                write(&dir, CA_KEY, &key, true)?;
+                write(&dir, CA_CERT, &cert, false)?;
+                tracing::info!(dir = %dir.display(), "created the cluster CA");
+                (cert, key)
+            }
+        };
+        let ca_key_pair = KeyPair::from_pem(&ca_key).context("the cluster CA key is unreadable")?;
+        let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key_pair).context("the cluster CA certificate is unreadable")?;
+
+        let admin = match (read(&dir, ADMIN_CERT)?, read(&dir, ADMIN_KEY)?) {
+            (Some(cert_pem), Some(key_pem)) => CertAndKey { cert_pem, key_pem },
+            _ => {
+                let admin = issue_client(&issuer, "kubernetes-admin", &["system:masters"])?;
+                write(&dir, ADMIN_KEY, &admin.key_pem, true)?;
+                write(&dir, ADMIN_CERT, &admin.cert_pem, false)?;
+                admin
+            }
+        };
+        let serving = issue_serving(&issuer, hosts)?;
+        Ok(Pki { ca_pem, serving, admin, dir })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+fn read(dir: &Path, name: &str) -> anyhow::Result<Option<String>> {
+    match std::fs::read_to_string(dir.join(name)) {
+        Ok(s) => Ok(Some(s)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", dir.join(name).display())),
+    }
+}
+
+/// Writes atomically (temp file + rename); private keys are readable by the owner only.
+pub(crate) fn write(dir: &Path, name: &str, contents: &str, private: bool) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join(name);
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(if private { 0o600 } else { 0o644 })
+        .open(&tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    file.write_all(contents.as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+/// Valid from an hour ago (clock skew between nodes) for ten years.
+fn validity(params: &mut CertificateParams) {
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::hours(1);
+    params.not_after = now + time::Duration::days(VALID_DAYS);
+}
+
+fn new_ca() -> anyhow::Result<(String, String)> {
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    let mut name = DistinguishedName::new();
+    name.push(DnType::CommonName, "styrman-ca");
+    params.distinguished_name = name;
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    validity(&mut params);
+    let key = KeyPair::generate()?;
+    let cert = params.self_signed(&key)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+fn issue_serving(issuer: &Issuer<'_, KeyPair>, hosts: &[String]) -> anyhow::Result<CertAndKey> {
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    let mut name = DistinguishedName::new();
+    name.push(DnType::CommonName, "kube-apiserver");
+    params.distinguished_name = name;
+    let mut sans: Vec<String> = vec![
+        "localhost".into(),
+        "kubernetes".into(),
+        "kubernetes.default".into(),
+        "kubernetes.default.svc".into(),
+        "kubernetes.default.svc.cluster.local".into(),
+        "127.0.0.1".into(),
+        "::1".into(),
+    ];
+    sans.extend(hosts.iter().cloned());
+    sans.sort();
+    sans.dedup();
+    params.subject_alt_names = sans
+        .iter()
+        .map(|h| match h.parse::<IpAddr>() {
+            Ok(ip) => Ok(SanType::IpAddress(ip)),
+            Err(_) => Ok(SanType::DnsName(h.as_str().try_into()?)),
+        })
+        .collect::<Result<_, rcgen::Error>>()?;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    validity(&mut params);
+    let key = KeyPair::generate()?;
+    let cert = params.signed_by(&key, issuer)?;
+    Ok(CertAndKey { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+}
+
+/// A client certificate: the common name is the user, each organisation a group.
+pub fn issue_client(issuer: &Issuer<'_, KeyPair>, user: &str, groups: &[&str]) -> anyhow::Result<CertAndKey> {
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    let mut name = DistinguishedName::new();
+    name.push(DnType::CommonName, user);
+    for group in groups {
+        name.push(DnType::OrganizationName, *group);
+    }
+    params.distinguished_name = name;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    validity(&mut params);
+    let key = KeyPair::generate()?;
+    let cert = params.signed_by(&key, issuer)?;
+    Ok(CertAndKey { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+}

@@ -1,0 +1,710 @@
+//! The generic REST storage: get, list, watch, create, update, patch and delete for every kind,
+//! on objects held as JSON, as kube-apiserver's generic registry does. What differs per kind
+//! (defaults, status handling, generation) lives in [`crate::strategy`].
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use serde_json::{Value, json};
+use styrman_store::{EventKind, KeyValue, RangeRequest, Revision, Store, StoreError, keys};
+use tokio::sync::mpsc;
+
+use crate::kinds::{self, Kind};
+use crate::object::{self, decode_from_storage, encode_for_storage, meta_str, metadata_mut};
+use crate::request::{Query, ResourceRequest};
+use crate::selectors::{FieldSelector, LabelSelector};
+use crate::status::{ApiError, ApiResult};
+use crate::strategy;
+use crate::table::{self, IncludeObject};
+
+/// How a response should be shaped, from the Accept header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shape {
+    Object,
+    Table(IncludeObject),
+}
+
+/// What a handler produced.
+pub enum Reply {
+    Json(u16, Value),
+    Bytes(u16, Vec<u8>),
+    /// A watch: newline-delimited JSON events.
+    Stream(mpsc::Receiver<Bytes>),
+}
+
+/// Attempts of a read-modify-write (patch) before giving up on a busy object.
+const RETRIES: usize = 16;
+/// Default and upper bound on a watch's life, as kube-apiserver's `--min-request-timeout`.
+const WATCH_TIMEOUT: Duration = Duration::from_secs(1800);
+
+#[derive(Clone)]
+pub struct Registry {
+    store: Store,
+}
+
+/// One request's context.
+pub struct Call<'a> {
+    pub kind: &'static Kind,
+    pub request: &'a ResourceRequest,
+    pub query: &'a Query,
+    pub shape: Shape,
+    /// `fieldManager`, or the client's name from its User-Agent.
+    pub manager: String,
+}
+
+impl Call<'_> {
+    fn namespace(&self) -> Option<&str> {
+        if self.kind.namespaced { self.request.namespace.as_deref() } else { None }
+    }
+
+    fn name(&self) -> &str {
+        self.request.name.as_deref().unwrap_or("")
+    }
+
+    fn key(&self, name: &str) -> String {
+        keys::object_key(self.kind.storage, self.namespace(), name)
+    }
+
+    fn dry_run(&self) -> ApiResult<bool> {
+        match self.query.get("dryRun") {
+            None | Some("") => Ok(false),
+            Some("All") => Ok(true),
+            Some(other) => Err(ApiError::invalid_option(
+                "CreateOptions",
+                "dryRun",
+                format!("Unsupported value: \"{other}\": supported values: \"All\""),
+            )),
+        }
+    }
+}
+
+impl Registry {
+    pub fn new(store: Store) -> Registry {
+        Registry { store }
+    }
+
+    async fn read(&self, kind: &Kind, key: &str, name: &str) -> ApiResult<(Value, KeyValue)> {
+        let kv = self
+            .store
+            .get(key)
+            .await
+            .map_err(|e| ApiError::from_store(e, kind, name))?
+            .ok_or_else(|| ApiError::not_found(kind, name))?;
+        let object = decode_from_storage(&kv.value, kv.mod_revision).map_err(ApiError::internal)?;
+        Ok((object, kv))
+    }
+
+    pub async fn get(&self, call: &Call<'_>) -> ApiResult<Reply> {
+        let (object, _) = self.read(call.kind, &call.key(call.name()), call.name()).await?;
+        Ok(match call.shape {
+            Shape::Object => Reply::Json(200, object),
+            Shape::Table(include) => Reply::Json(
+                200,
+                table::table(call.kind, std::slice::from_ref(&object), json!({"resourceVersion": rv(&object)}), include, true),
+            ),
+        })
+    }
+
+    /// Objects under the call's prefix matching its selectors, one page: (items, list
+    /// revision, continue token).
+    async fn list_page(&self, call: &Call<'_>) -> ApiResult<(Vec<Value>, Revision, Option<String>)> {
+        let labels = LabelSelector::parse(call.query.get("labelSelector").unwrap_or(""))?;
+        let fields = FieldSelector::parse(call.query.get("fieldSelector").unwrap_or(""), call.kind)?;
+        let limit = call.query.number("limit")?.unwrap_or(0) as usize;
+        let prefix = keys::prefix(call.kind.storage, call.namespace());
+        let (mut start, mut revision) = (None, None);
+        if let Some(token) = call.query.get("continue").filter(|t| !t.is_empty()) {
+            let (rv, next) = decode_continue(token)?;
+            start = Some(next);
+            revision = Some(rv);
+        } else {
+            revision = self.list_revision(call).await?.or(revision);
+        }
+        let mut items = Vec::new();
+        let mut read_at = revision;
+        loop {
+            // Read ahead of the limit: selectors may drop much of what a page holds.
+            let batch = if limit == 0 { 0 } else { (limit - items.len()).max(64) };
+            let page = self
+                .store
+                .range(RangeRequest { prefix: prefix.clone(), start: start.clone(), limit: batch, revision: read_at })
+                .await
+                .map_err(|e| match e {
+                    StoreError::Compacted { .. } if call.query.get("continue").is_some() => ApiError::expired(
+                        "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.",
+                    ),
+                    other => ApiError::from_store(other, call.kind, ""),
+                })?;
+            read_at = Some(page.revision);
+            let mut last_key = None;
+            for kv in page.kvs {
+                let object = decode_from_storage(&kv.value, kv.mod_revision).map_err(ApiError::internal)?;
+                last_key = Some(kv.key);
+                if labels.matches(&object) && fields.matches(&object) {
+                    items.push(object);
+                    if limit > 0 && items.len() == limit {
+                        break;
+                    }
+                }
+            }
+            let full = limit > 0 && items.len() == limit;
+            let more_in_store = page.more || (full && last_key.is_some());
+            if full || !page.more {
+                let token = match (&last_key, more_in_store && full) {
+                    (Some(k), true) => {
+                        // Is anything left after the last key we looked at?
+                        let probe = self
+                            .store
+                            .range(RangeRequest {
+                                prefix: prefix.clone(),
+                                start: Some(keys::after(k)),
+                                limit: 1,
+                                revision: read_at,
+                            })
+                            .await
+                            .map_err(|e| ApiError::from_store(e, call.kind, ""))?;
+                        (!probe.kvs.is_empty()).then(|| encode_continue(page.revision, &keys::after(k)))
+                    }
+                    _ => None,
+                };
+                return Ok((items, page.revision, token));
+            }
+            start = last_key.map(|k| keys::after(&k));
+        }
+    }
+
+    /// The revision a list reads at, from `resourceVersion` and `resourceVersionMatch`.
+    async fn list_revision(&self, call: &Call<'_>) -> ApiResult<Option<Revision>> {
+        let rv = call.query.get("resourceVersion").filter(|v| !v.is_empty());
+        let matching = call.query.get("resourceVersionMatch").filter(|v| !v.is_empty());
+        let parsed = rv.map(parse_rv).transpose()?;
+        match (parsed, matching) {
+            (None, Some(_)) => Err(ApiError::invalid_option(
+                "ListOptions",
+                "resourceVersionMatch",
+                "Forbidden: resourceVersionMatch is forbidden unless resourceVersion is provided".into(),
+            )),
+            (Some(0), Some("Exact")) => Err(ApiError::invalid_option(
+                "ListOptions",
+                "resourceVersionMatch",
+                "Forbidden: resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\"".into(),
+            )),
+            (Some(n), Some("Exact")) => Ok(Some(n)),
+            (Some(n), None | Some("NotOlderThan")) => {
+                let current = self.store.current_revision().await.map_err(|e| ApiError::from_store(e, call.kind, ""))?;
+                if n > current {
+                    return Err(ApiError::timeout(format!("Too large resource version: {n}, current: {current}")));
+                }
+                Ok(None)
+            }
+            (_, Some(other)) => Err(ApiError::invalid_option(
+                "ListOptions",
+                "resourceVersionMatch",
+                format!("Unsupported value: \"{other}\": supported values: \"Exact\", \"NotOlderThan\""),
+            )),
+            (None, None) => Ok(None),
+        }
+    }
+
+    pub async fn list(&self, call: &Call<'_>) -> ApiResult<Reply> {
+        let (items, revision, token) = self.list_page(call).await?;
+        let mut metadata = json!({"resourceVersion": revision.to_string()});
+        if let Some(t) = token {
+            metadata["continue"] = json!(t);
+        }
+        Ok(match call.shape {
+            Shape::Table(include) => Reply::Json(200, table::table(call.kind, &items, metadata, include, true)),
+            Shape::Object => Reply::Json(
+                200,
+                json!({
+                    "kind": format!("{}List", call.kind.kind),
+                    "apiVersion": call.kind.api_version(),
+                    "metadata": metadata,
+                    "items": items,
+                }),
+            ),
+        })
+    }
+
+    pub async fn watch(&self, call: &Call<'_>) -> ApiResult<Reply> {
+        let labels = LabelSelector::parse(call.query.get("labelSelector").unwrap_or(""))?;
+        let fields = FieldSelector::parse(call.query.get("fieldSelector").unwrap_or(""), call.kind)?;
+        let timeout = call
+            .query
+            .number("timeoutSeconds")?
+            .map(Duration::from_secs)
+            .unwrap_or(WATCH_TIMEOUT)
+            .min(WATCH_TIMEOUT);
+        let rv = call.query.get("resourceVersion").filter(|v| !v.is_empty()).map(parse_rv).transpose()?;
+        let prefix = keys::prefix(call.kind.storage, call.namespace());
+        let (tx, rx) = mpsc::channel(256);
+
+        // Without a resource version (or with "0") a watch starts with the current state.
+        let (initial, from) = match rv {
+            Some(n) if n > 0 => (Vec::new(), n),
+            _ => {
+                let page = self
+                    .store
+                    .range(RangeRequest { prefix: prefix.clone(), ..Default::default() })
+                    .await
+                    .map_err(|e| ApiError::from_store(e, call.kind, ""))?;
+                let objects = page
+                    .kvs
+                    .iter()
+                    .filter_map(|kv| decode_from_storage(&kv.value, kv.mod_revision).ok())
+                    .filter(|o| labels.matches(o) && fields.matches(o))
+                    .collect::<Vec<_>>();
+                (objects, page.revision)
+            }
+        };
+        let stream = match self.store.watch(&prefix, from).await {
+            Ok(s) => s,
+            Err(StoreError::Compacted { compacted, .. }) => {
+                let gone = ApiError::expired(format!("too old resource version: {from} ({compacted})"));
+                let line = event_line("ERROR", &gone.to_value());
+                let _ = tx.try_send(line);
+                return Ok(Reply::Stream(rx));
+            }
+            Err(e) => return Err(ApiError::from_store(e, call.kind, "")),
+        };
+        let kind = call.kind;
+        let shape = call.shape;
+        tokio::spawn(async move {
+            let mut encoder = EventEncoder { kind, shape, first: true };
+            for object in initial {
+                if tx.send(encoder.line("ADDED", &object)).await.is_err() {
+                    return;
+                }
+            }
+            let deadline = tokio::time::sleep(timeout);
+            tokio::pin!(deadline);
+            let mut stream = stream;
+            loop {
+                let batch = tokio::select! {
+                    _ = &mut deadline => return,
+                    _ = tx.closed() => return,
+                    batch = stream.next() => batch,
+                };
+                let events = match batch {
+                    None => return,
+                    Some(Ok(events)) => events,
+                    Some(Err(StoreError::Compacted { requested, compacted })) => {
+                        let gone = ApiError::expired(format!("too old resource version: {requested} ({compacted})"));
+                        let _ = tx.send(event_line("ERROR", &gone.to_value())).await;
+                        return;
+                    }
+                    Some(Err(e)) => {
+                        let _ = tx.send(event_line("ERROR", &ApiError::internal(e).to_value())).await;
+                        return;
+                    }
+                };
+                for event in events.iter() {
+                    let Some((kind_of_event, object)) = watch_event(event, &labels, &fields) else { continue };
+                    if tx.send(encoder.line(kind_of_event, &object)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Reply::Stream(rx))
+    }
+
+    pub async fn create(&self, call: &Call<'_>, body: Value) -> ApiResult<Reply> {
+        if call.request.subresource.is_some() {
+            return Err(ApiError::method_not_allowed());
+        }
+        let mut object = check_body(call.kind, body)?;
+        let meta = metadata_mut(&mut object);
+        if let Some(ns) = call.namespace() {
+            match meta.get("namespace").and_then(Value::as_str).filter(|s| !s.is_empty()) {
+                Some(body_ns) if body_ns != ns => {
+                    return Err(ApiError::bad_request(
+                        "the namespace of the provided object does not match the namespace sent on the request",
+                    ));
+                }
+                _ => {
+                    meta.insert("namespace".into(), json!(ns));
+                }
+            }
+        } else {
+            meta.remove("namespace");
+        }
+        if meta_str(&object, "name").is_none() {
+            match meta_str(&object, "generateName") {
+                Some(prefix) => {
+                    let name = format!("{prefix}{}", random_suffix());
+                    metadata_mut(&mut object).insert("name".into(), json!(name));
+                }
+                None => {
+                    return Err(ApiError::invalid(
+                        call.kind,
+                        "",
+                        vec![crate::status::Cause {
+                            reason: "FieldValueRequired".into(),
+                            message: "Required value: name or generateName is required".into(),
+                            field: "metadata.name".into(),
+                        }],
+                    ));
+                }
+            }
+        }
+        let name = object::name(&object).to_string();
+        strategy::validate_name(call.kind, &name)?;
+        if let Some(ns) = call.namespace() {
+            self.check_namespace_open(call.kind, ns, &name).await?;
+        }
+        strategy::prepare_for_create(call.kind, &mut object);
+        let dry_run = call.dry_run()?;
+        if dry_run {
+            return Ok(Reply::Json(201, object));
+        }
+        let key = call.key(&name);
+        let revision = self
+            .store
+            .create(&key, encode_for_storage(&object))
+            .await
+            .map_err(|e| ApiError::from_store(e, call.kind, &name))?;
+        object::set_resource_version(&mut object, revision);
+        Ok(Reply::Json(201, object))
+    }
+
+    /// Rejects content in a namespace that does not exist or is being deleted.
+    async fn check_namespace_open(&self, kind: &Kind, ns: &str, name: &str) -> ApiResult<()> {
+        let namespaces = kinds::find("", "v1", "namespaces").expect("namespaces are in the table");
+        let (namespace, _) = self
+            .read(namespaces, &keys::object_key(namespaces.storage, None, ns), ns)
+            .await?;
+        if meta_str(&namespace, "deletionTimestamp").is_some() {
+            let mut err = ApiError::forbidden(
+                kind,
+                name,
+                &format!("unable to create new content in namespace {ns} because it is being terminated"),
+            );
+            if let Some(details) = err.details.as_mut() {
+                details.causes.push(crate::status::Cause {
+                    reason: "NamespaceTerminating".into(),
+                    message: format!("namespace {ns} is being terminated"),
+                    field: "metadata.namespace".into(),
+                });
+            }
+            return Err(err);
+        }
+        Ok(())
+    }
+
+    pub async fn update(&self, call: &Call<'_>, body: Value) -> ApiResult<Reply> {
+        let name = call.name().to_string();
+        let incoming = check_body(call.kind, body)?;
+        if object::name(&incoming) != name {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({}) does not match the name on the URL ({name})",
+                object::name(&incoming)
+            )));
+        }
+        let key = call.key(&name);
+        let (current, kv) = self.read(call.kind, &key, &name).await?;
+        if let Some(wanted) = meta_str(&incoming, "resourceVersion") {
+            if parse_rv(wanted)? != kv.mod_revision {
+                return Err(ApiError::conflict(call.kind, &name));
+            }
+        }
+        self.write_update(call, &key, &name, current, kv.mod_revision, incoming).await
+    }
+
+    /// Stores `incoming` as the new state of an object currently `current` at `revision`.
+    async fn write_update(
+        &self,
+        call: &Call<'_>,
+        key: &str,
+        name: &str,
+        current: Value,
+        revision: Revision,
+        incoming: Value,
+    ) -> ApiResult<Reply> {
+        let subresource = call.request.subresource.as_deref();
+        let mut updated = strategy::prepare_for_update(call.kind, subresource, &current, incoming)?;
+        if updated == current {
+            return Ok(Reply::Json(200, current));
+        }
+        if call.dry_run()? {
+            return Ok(Reply::Json(200, updated));
+        }
+        // The last finalizer of an object being deleted is gone: the object goes.
+        if meta_str(&updated, "deletionTimestamp").is_some() && object::finalizers(&updated).is_empty() {
+            let deleted = self
+                .store
+                .delete(key, Some(revision))
+                .await
+                .map_err(|e| ApiError::from_store(e, call.kind, name))?;
+            object::set_resource_version(&mut updated, deleted.revision);
+            return Ok(Reply::Json(200, updated));
+        }
+        let new_revision = self
+            .store
+            .update(key, encode_for_storage(&updated), revision)
+            .await
+            .map_err(|e| ApiError::from_store(e, call.kind, name))?;
+        object::set_resource_version(&mut updated, new_revision);
+        Ok(Reply::Json(200, updated))
+    }
+
+    pub async fn patch(&self, call: &Call<'_>, content_type: &str, body: &[u8]) -> ApiResult<Reply> {
+        let name = call.name().to_string();
+        let key = call.key(&name);
+        let patch: Value = serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
+        for _ in 0..RETRIES {
+            let (current, kv) = self.read(call.kind, &key, &name).await?;
+            let mut patched = current.clone();
+            crate::patch::apply(content_type, &mut patched, &patch)?;
+            // A patch that names a resource version makes it a precondition.
+            let pinned = meta_str(&patched, "resourceVersion").map(parse_rv).transpose()?;
+            if pinned.is_some_and(|rv| rv != kv.mod_revision) {
+                return Err(ApiError::conflict(call.kind, &name));
+            }
+            match self.write_update(call, &key, &name, current, kv.mod_revision, patched).await {
+                Err(e) if e.reason == "Conflict" && pinned.is_none() => continue,
+                other => return other,
+            }
+        }
+        Err(ApiError::conflict(call.kind, &name))
+    }
+
+    pub async fn delete(&self, call: &Call<'_>, options: Value) -> ApiResult<Reply> {
+        let name = call.name().to_string();
+        let key = call.key(&name);
+        let (current, kv) = self.read(call.kind, &key, &name).await?;
+        if let Some(uid) = options.pointer("/preconditions/uid").and_then(Value::as_str)
+            && meta_str(&current, "uid") != Some(uid)
+        {
+            return Err(ApiError::new(
+                409,
+                "Conflict",
+                format!(
+                    "Operation cannot be fulfilled on {} \"{name}\": Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                    call.kind.qualified_plural(),
+                    meta_str(&current, "uid").unwrap_or("")
+                ),
+            ));
+        }
+        if let Some(rv) = options.pointer("/preconditions/resourceVersion").and_then(Value::as_str)
+            && parse_rv(rv)? != kv.mod_revision
+        {
+            return Err(ApiError::conflict(call.kind, &name));
+        }
+        strategy::check_delete(call.kind, &name)?;
+        let dry_run = call.dry_run()?;
+        if let Some(deferred) = strategy::deferred_deletion(call.kind, &current, &options) {
+            if dry_run || deferred == current {
+                return Ok(Reply::Json(200, deferred));
+            }
+            let mut deferred = deferred;
+            let revision = self
+                .store
+                .update(&key, encode_for_storage(&deferred), kv.mod_revision)
+                .await
+                .map_err(|e| ApiError::from_store(e, call.kind, &name))?;
+            object::set_resource_version(&mut deferred, revision);
+            return Ok(Reply::Json(200, deferred));
+        }
+        if dry_run {
+            return Ok(Reply::Json(200, current));
+        }
+        let deleted = self
+            .store
+            .delete(&key, Some(kv.mod_revision))
+            .await
+            .map_err(|e| ApiError::from_store(e, call.kind, &name))?;
+        if strategy::returns_deleted_object(call.kind) {
+            let mut object = current;
+            object::set_resource_version(&mut object, deleted.revision);
+            return Ok(Reply::Json(200, object));
+        }
+        Ok(Reply::Bytes(200, crate::status::success(call.kind, &name, meta_str(&current, "uid").unwrap_or(""))))
+    }
+
+    pub async fn delete_collection(&self, call: &Call<'_>, options: Value) -> ApiResult<Reply> {
+        let (items, revision, _) = self.list_page(call).await?;
+        let mut deleted = Vec::new();
+        for item in items {
+            let name = object::name(&item).to_string();
+            let request = ResourceRequest { name: Some(name), verb: crate::request::Verb::Delete, ..call.request.clone() };
+            let one = Call { request: &request, shape: Shape::Object, manager: call.manager.clone(), ..*call };
+            match self.delete(&one, options.clone()).await {
+                Ok(_) => deleted.push(item),
+                Err(e) if e.code == 404 => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Reply::Json(
+            200,
+            json!({
+                "kind": format!("{}List", call.kind.kind),
+                "apiVersion": call.kind.api_version(),
+                "metadata": {"resourceVersion": revision.to_string()},
+                "items": deleted,
+            }),
+        ))
+    }
+}
+
+/// Checks a request body names the kind the URL does, filling in what may be left out.
+fn check_body(kind: &Kind, body: Value) -> ApiResult<Value> {
+    let Value::Object(mut map) = body else {
+        return Err(ApiError::bad_request("the body of the request must be a JSON object"));
+    };
+    let api_version = kind.api_version();
+    match map.get("apiVersion").and_then(Value::as_str) {
+        Some(v) if v == api_version => {}
+        Some(v) => {
+            return Err(ApiError::bad_request(format!(
+                "the API version in the data ({v}) does not match the expected API version ({api_version})"
+            )));
+        }
+        None => {
+            map.insert("apiVersion".into(), json!(api_version));
+        }
+    }
+    match map.get("kind").and_then(Value::as_str) {
+        Some(k) if k == kind.kind => {}
+        Some(k) => {
+            return Err(ApiError::bad_request(format!(
+                "the kind in the data ({k}) does not match the expected kind ({})",
+                kind.kind
+            )));
+        }
+        None => {
+            map.insert("kind".into(), json!(kind.kind));
+        }
+    }
+    // Keep kind and apiVersion first, as Go's structs put them.
+    let mut ordered = serde_json::Map::new();
+    for key in ["kind", "apiVersion"] {
+        if let Some(v) = map.remove(key) {
+            ordered.insert(key.into(), v);
+        }
+    }
+    ordered.extend(map);
+    Ok(Value::Object(ordered))
+}
+
+/// What a watcher with these selectors sees of a store event: objects entering the selection
+/// are ADDED, leaving it DELETED.
+fn watch_event(
+    event: &styrman_store::Event,
+    labels: &LabelSelector,
+    fields: &FieldSelector,
+) -> Option<(&'static str, Value)> {
+    let matches = |o: &Value| labels.matches(o) && fields.matches(o);
+    let prev = event
+        .prev
+        .as_ref()
+        .and_then(|p| decode_from_storage(&p.value, p.mod_revision).ok());
+    match event.kind {
+        EventKind::Delete => {
+            let mut object = prev?;
+            object::set_resource_version(&mut object, event.revision());
+            matches(&object).then_some(("DELETED", object))
+        }
+        EventKind::Put => {
+            let object = decode_from_storage(&event.kv.value, event.revision()).ok()?;
+            let now = matches(&object);
+            let before = prev.as_ref().is_some_and(matches);
+            match (before, now) {
+                (false, true) => Some(("ADDED", object)),
+                (true, true) => Some(("MODIFIED", object)),
+                (true, false) => Some(("DELETED", object)),
+                (false, false) => None,
+            }
+        }
+    }
+}
+
+struct EventEncoder {
+    kind: &'static Kind,
+    shape: Shape,
+    /// Table column definitions go with the first event only, as upstream does.
+    first: bool,
+}
+
+impl EventEncoder {
+    fn line(&mut self, kind_of_event: &str, object: &Value) -> Bytes {
+        let encoded = match self.shape {
+            Shape::Object => object.clone(),
+            Shape::Table(include) => {
+                let t = table::table(self.kind, std::slice::from_ref(object), json!({"resourceVersion": rv(object)}), include, self.first);
+                self.first = false;
+                t
+            }
+        };
+        event_line(kind_of_event, &encoded)
+    }
+}
+
+fn event_line(kind: &str, object: &Value) -> Bytes {
+    let mut line = serde_json::to_vec(&json!({"type": kind, "object": object})).expect("JSON encodes");
+    line.push(b'\n');
+    Bytes::from(line)
+}
+
+fn rv(object: &Value) -> String {
+    meta_str(object, "resourceVersion").unwrap_or("").to_string()
+}
+
+pub fn parse_rv(text: &str) -> ApiResult<Revision> {
+    text.parse::<Revision>()
+        .ok()
+        .filter(|r| *r >= 0)
+        .ok_or_else(|| ApiError::bad_request(format!("invalid resource version: {text:?}")))
+}
+
+/// Continue tokens as kube-apiserver writes them: base64url of
+/// `{"v":"meta.k8s.io/v1","rv":<revision>,"start":"<next key>"}`.
+fn encode_continue(revision: Revision, start: &str) -> String {
+    use base64::Engine;
+    let body = json!({"v": "meta.k8s.io/v1", "rv": revision, "start": start});
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(&body).expect("JSON encodes"))
+}
+
+fn decode_continue(token: &str) -> ApiResult<(Revision, String)> {
+    use base64::Engine;
+    let bad = || ApiError::bad_request("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)");
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token.trim_end_matches('='))
+        .map_err(|_| bad())?;
+    let body: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
+    let revision = body["rv"].as_i64().filter(|r| *r > 0).ok_or_else(bad)?;
+    let start = body["start"].as_str().ok_or_else(bad)?.to_string();
+    Ok((revision, start))
+}
+
+/// Five characters from the alphabet kube-apiserver uses for generated names.
+fn random_suffix() -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut rng = rand::rng();
+    (0..5).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn continue_tokens_round_trip() {
+        let token = encode_continue(42, "/registry/pods/default/b\0");
+        assert_eq!(decode_continue(&token).unwrap(), (42, "/registry/pods/default/b\0".to_string()));
+        assert_eq!(decode_continue("garbage!").unwrap_err().code, 400);
+    }
+
+    #[test]
+    fn body_kind_must_match() {
+        let cms = kinds::find("", "v1", "configmaps").unwrap();
+        let ok = check_body(cms, json!({"metadata": {"name": "a"}, "apiVersion": "v1", "kind": "ConfigMap"})).unwrap();
+        assert_eq!(ok.as_object().unwrap().keys().next().unwrap(), "kind");
+        assert_eq!(check_body(cms, json!({"kind": "Secret"})).unwrap_err().code, 400);
+        assert_eq!(check_body(cms, json!({"apiVersion": "apps/v1"})).unwrap_err().code, 400);
+        assert_eq!(check_body(cms, json!([1])).unwrap_err().code, 400);
+    }
+}
