@@ -3,6 +3,7 @@
 
 use serde_json::Value;
 
+use crate::kinds::Kind;
 use crate::status::{ApiError, ApiResult};
 
 pub const JSON_PATCH: &str = "application/json-patch+json";
@@ -12,7 +13,8 @@ pub const APPLY_PATCH: &str = "application/apply-patch+yaml";
 
 pub const ACCEPTED: &[&str] = &[JSON_PATCH, MERGE_PATCH, APPLY_PATCH, STRATEGIC_MERGE_PATCH];
 
-pub fn apply(content_type: &str, target: &mut Value, patch: &Value) -> ApiResult<()> {
+/// Applies a patch of `content_type` to `target`, an object of `kind`.
+pub fn apply(kind: &Kind, content_type: &str, target: &mut Value, patch: &Value) -> ApiResult<()> {
     match content_type {
         JSON_PATCH => {
             let ops: json_patch::Patch = serde_json::from_value(patch.clone())
@@ -25,12 +27,7 @@ pub fn apply(content_type: &str, target: &mut Value, patch: &Value) -> ApiResult
             json_patch::merge(target, patch);
             Ok(())
         }
-        // Strategic merge patch is a merge patch with per-field list semantics; until the
-        // field table lands, lists are replaced as a merge patch replaces them.
-        STRATEGIC_MERGE_PATCH => {
-            json_patch::merge(target, patch);
-            Ok(())
-        }
+        STRATEGIC_MERGE_PATCH => crate::strategic::apply(kind.kind, target, patch),
         other => Err(ApiError::unsupported_media_type(other, ACCEPTED)),
     }
 }

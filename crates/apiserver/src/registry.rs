@@ -457,7 +457,7 @@ impl Registry {
         for _ in 0..RETRIES {
             let (current, kv) = self.read(call.kind, &key, &name).await?;
             let mut patched = current.clone();
-            crate::patch::apply(content_type, &mut patched, &patch)?;
+            crate::patch::apply(call.kind, content_type, &mut patched, &patch)?;
             // A patch that names a resource version makes it a precondition.
             let pinned = meta_str(&patched, "resourceVersion").map(parse_rv).transpose()?;
             if pinned.is_some_and(|rv| rv != kv.mod_revision) {

@@ -52,6 +52,7 @@ impl User {
 
 pub struct Server {
     registry: Registry,
+    openapi: crate::openapi::OpenApi,
     /// `host:port` clients reach us at, for legacy discovery.
     address: String,
 }
@@ -95,7 +96,7 @@ fn user_from_certificates(certs: Option<&[CertificateDer<'_>]>) -> User {
 
 impl Server {
     pub fn new(registry: Registry, address: String) -> Server {
-        Server { registry, address }
+        Server { registry, openapi: crate::openapi::OpenApi::build(), address }
     }
 
     /// Accepts connections until the listener fails.
@@ -168,9 +169,22 @@ impl Server {
             Route::DiscoveryGroupVersion { group, version } => discovery::resource_list(&group, &version)
                 .map(|d| json_response(200, &d))
                 .ok_or_else(ApiError::route_not_found),
-            Route::OpenApi(_) | Route::NotFound => Err(ApiError::route_not_found()),
+            Route::OpenApi(path) => self.openapi(&path),
+            Route::NotFound => Err(ApiError::route_not_found()),
             Route::Resource(resource) => self.resource(request, resource, &query, &accept).await,
         }
+    }
+
+    fn openapi(&self, path: &str) -> ApiResult<Response<Body>> {
+        if path == "v3" || path == "v3/" {
+            return Ok(json_response(200, &self.openapi.index()));
+        }
+        let document = path.strip_prefix("v3/").and_then(|gv| self.openapi.document(gv));
+        let document = document.ok_or_else(ApiError::route_not_found)?;
+        let mut response = bytes_response(200, "application/json", document.body.clone());
+        // Clients cache by URL, and the URL carries the content's hash.
+        response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, immutable"));
+        Ok(response)
     }
 
     async fn resource(

@@ -55,7 +55,9 @@ impl EtcdServer {
         let peer_url = format!("http://127.0.0.1:{}", free_port()?);
         let log = dir.path().join("etcd.log");
         let log_file = std::fs::File::create(&log)?;
-        let child = Command::new(&binary)
+        let mut command = Command::new(&binary);
+        crate::die_with_parent(&mut command);
+        let child = command
             .arg("--name=test")
             .arg(format!("--data-dir={}", dir.path().join("data").display()))
             .arg(format!("--listen-client-urls={client_url}"))

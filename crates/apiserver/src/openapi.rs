@@ -1,0 +1,209 @@
+//! OpenAPI v3 documents, derived from the kind table: the index (`/openapi/v3`) and one document
+//! per group-version with every path and operation, tagged with
+//! `x-kubernetes-group-version-kind` and `x-kubernetes-action`, and the query parameters each
+//! takes. kubectl reads these before `create -f`, `apply`, `replace`, `edit` and `diff`: the
+//! `fieldValidation` parameter on a kind's patch operation tells it the server validates fields.
+//!
+//! Component schemas (what `kubectl explain` prints) are not generated yet.
+
+use std::hash::{Hash, Hasher};
+
+use serde_json::{Map, Value, json};
+
+use crate::discovery::GIT_VERSION;
+use crate::kinds::{self, Kind};
+
+/// Key of a group-version in the index: `api/v1`, `apis/apps/v1`.
+fn gv_path(group: &str, version: &str) -> String {
+    if group.is_empty() { format!("api/{version}") } else { format!("apis/{group}/{version}") }
+}
+
+/// A document and the hash clients cache it under.
+pub struct Document {
+    pub body: Vec<u8>,
+    pub hash: String,
+}
+
+/// Every group-version's document, built once at start.
+pub struct OpenApi {
+    documents: Vec<(String, Document)>,
+}
+
+impl OpenApi {
+    pub fn build() -> OpenApi {
+        let documents = kinds::group_versions()
+            .into_iter()
+            .map(|(group, version, kinds)| {
+                let doc = group_version_document(&kinds);
+                let body = serde_json::to_vec(&doc).expect("JSON encodes");
+                let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                body.hash(&mut hasher);
+                (gv_path(group, version), Document { hash: format!("{:016X}", hasher.finish()), body })
+            })
+            .collect();
+        OpenApi { documents }
+    }
+
+    /// `/openapi/v3`: where each group-version's document is.
+    pub fn index(&self) -> Value {
+        let paths: Map<String, Value> = self
+            .documents
+            .iter()
+            .map(|(path, doc)| {
+                (path.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{path}?hash={}", doc.hash)}))
+            })
+            .collect();
+        json!({"paths": paths})
+    }
+
+    /// The document at `/openapi/v3/<gv path>`.
+    pub fn document(&self, path: &str) -> Option<&Document> {
+        self.documents.iter().find(|(p, _)| p == path).map(|(_, d)| d)
+    }
+}
+
+fn param(name: &str, description: &str) -> Value {
+    json!({"name": name, "in": "query", "description": description, "schema": {"type": "string", "uniqueItems": true}})
+}
+
+fn path_param(name: &str) -> Value {
+    json!({"name": name, "in": "path", "required": true, "schema": {"type": "string", "uniqueItems": true}})
+}
+
+fn write_params() -> Vec<Value> {
+    vec![
+        param("dryRun", "When present, indicates that modifications should not be persisted."),
+        param("fieldManager", "fieldManager is a name associated with the actor or entity that is making these changes."),
+        param(
+            "fieldValidation",
+            "fieldValidation instructs the server on how to handle objects in the request containing unknown or duplicate fields. Valid values are: Ignore, Warn (the default), Strict.",
+        ),
+    ]
+}
+
+fn list_params() -> Vec<Value> {
+    [
+        "allowWatchBookmarks",
+        "continue",
+        "fieldSelector",
+        "labelSelector",
+        "limit",
+        "resourceVersion",
+        "resourceVersionMatch",
+        "sendInitialEvents",
+        "timeoutSeconds",
+        "watch",
+    ]
+    .iter()
+    .map(|n| param(n, ""))
+    .collect()
+}
+
+fn operation(gvk: &Value, action: &str, id: String, mut params: Vec<Value>, body: bool) -> Value {
+    let mut op = json!({
+        "operationId": id,
+        "x-kubernetes-action": action,
+        "x-kubernetes-group-version-kind": gvk,
+        "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}}},
+    });
+    if body {
+        op["requestBody"] = json!({"content": {"*/*": {"schema": {"type": "object"}}}, "required": true});
+    }
+    params.push(param("pretty", "If 'true', then the output is pretty printed."));
+    op["parameters"] = Value::Array(params);
+    op
+}
+
+fn group_version_document(kinds: &[&Kind]) -> Value {
+    let mut paths = Map::new();
+    for kind in kinds {
+        let gvk = json!({"group": kind.group, "version": kind.version, "kind": kind.kind});
+        let base = format!("/{}", gv_path(kind.group, kind.version));
+        let scope = if kind.namespaced { format!("{base}/namespaces/{{namespace}}") } else { base.clone() };
+        let mut common = vec![];
+        if kind.namespaced {
+            common.push(path_param("namespace"));
+        }
+        let id = |verb: &str| format!("{verb}{}", kind.kind);
+
+        let collection = format!("{scope}/{}", kind.plural);
+        paths.insert(
+            collection.clone(),
+            json!({
+                "get": operation(&gvk, "list", id("list"), list_params(), false),
+                "post": operation(&gvk, "post", id("create"), write_params(), true),
+                "delete": operation(&gvk, "deletecollection", id("deletecollection"), list_params(), true),
+                "parameters": common.clone(),
+            }),
+        );
+        let mut item_params = common.clone();
+        item_params.insert(0, path_param("name"));
+        paths.insert(
+            format!("{collection}/{{name}}"),
+            json!({
+                "get": operation(&gvk, "get", id("read"), vec![], false),
+                "put": operation(&gvk, "put", id("replace"), write_params(), true),
+                "patch": operation(&gvk, "patch", id("patch"), patch_params(), true),
+                "delete": operation(&gvk, "delete", id("delete"), vec![param("dryRun", ""), param("gracePeriodSeconds", ""), param("propagationPolicy", "")], true),
+                "parameters": item_params.clone(),
+            }),
+        );
+        for sub in kind.subresources {
+            let sub_gvk = json!({"group": sub.group, "version": sub.version, "kind": sub.kind});
+            let mut ops = Map::new();
+            for verb in sub.verbs {
+                let (method, action, params, body) = match *verb {
+                    "get" => ("get", "get", vec![], false),
+                    "update" => ("put", "put", write_params(), true),
+                    "patch" => ("patch", "patch", patch_params(), true),
+                    "create" => ("post", "post", write_params(), true),
+                    _ => continue,
+                };
+                ops.insert(method.into(), operation(&sub_gvk, action, format!("{action}{}{}", kind.kind, sub.name), params, body));
+            }
+            ops.insert("parameters".into(), Value::Array(item_params.clone()));
+            if kind.namespaced || !ops.is_empty() {
+                paths.insert(format!("{collection}/{{name}}/{}", sub.name), Value::Object(ops));
+            }
+        }
+    }
+    json!({
+        "openapi": "3.0.0",
+        "info": {"title": "Kubernetes", "version": GIT_VERSION},
+        "paths": paths,
+        "components": {"schemas": {}},
+    })
+}
+
+fn patch_params() -> Vec<Value> {
+    let mut params = write_params();
+    params.push(param("force", "Force is going to \"force\" Apply requests."));
+    params
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_advertises_field_validation_on_patch() {
+        let openapi = OpenApi::build();
+        let index = openapi.index();
+        for (group, version, kinds) in kinds::group_versions() {
+            let path = gv_path(group, version);
+            let url = index["paths"][&path]["serverRelativeURL"].as_str().unwrap();
+            assert!(url.starts_with(&format!("/openapi/v3/{path}?hash=")));
+            let doc: Value = serde_json::from_slice(&openapi.document(&path).unwrap().body).unwrap();
+            for kind in kinds {
+                let patch = doc["paths"]
+                    .as_object()
+                    .unwrap()
+                    .values()
+                    .filter_map(|p| p.get("patch"))
+                    .find(|op| op["x-kubernetes-group-version-kind"]["kind"] == kind.kind)
+                    .unwrap_or_else(|| panic!("no patch operation for {}", kind.kind));
+                assert!(patch["parameters"].as_array().unwrap().iter().any(|p| p["name"] == "fieldValidation"));
+            }
+        }
+    }
+}

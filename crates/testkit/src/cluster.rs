@@ -1,0 +1,169 @@
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+use crate::free_port;
+
+/// A real `styrman server` (the whole control plane as child processes) on loopback, with its
+/// data in a temporary directory, and the real `kubectl` pointed at it. The server runs in its
+/// own process group, and the whole group is killed when this is dropped.
+pub struct Cluster {
+    server: Child,
+    data: tempfile::TempDir,
+    /// HOME for kubectl, so its discovery cache belongs to this cluster alone.
+    home: tempfile::TempDir,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Cluster {
+    /// Starts `styrman server` from the binary at `styrman` and waits until it serves.
+    pub fn start(styrman: &Path) -> anyhow::Result<Cluster> {
+        Self::start_with(styrman, &[])
+    }
+
+    /// Same, with extra flags for `styrman server`.
+    pub fn start_with(styrman: &Path, extra: &[&str]) -> anyhow::Result<Cluster> {
+        let data = tempfile::Builder::new().prefix("styrman-cluster-").tempdir()?;
+        let home = tempfile::Builder::new().prefix("styrman-kubectl-home-").tempdir()?;
+        let port = free_port()?;
+        let log = data.path().join("server.log");
+        let log_file = std::fs::File::create(&log)?;
+        let server = {
+            use std::os::unix::process::CommandExt;
+            let mut command = Command::new(styrman);
+            crate::die_with_parent(&mut command);
+            command
+                .arg("server")
+                .arg(format!("--data-dir={}", data.path().display()))
+                .arg("--bind-address=127.0.0.1")
+                .arg(format!("--secure-port={port}"))
+                .args(extra)
+                .env("RUST_LOG", "info")
+                .stdin(Stdio::null())
+                .stdout(log_file.try_clone()?)
+                .stderr(log_file)
+                .process_group(0)
+                .spawn()
+                .with_context(|| format!("cannot run {}", styrman.display()))?
+        };
+        let mut cluster = Cluster { server, data, home, port, log };
+        cluster.wait_ready(Duration::from_secs(30))?;
+        Ok(cluster)
+    }
+
+    fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.server.try_wait()? {
+                bail!("styrman server exited ({status}):\n{}", self.log());
+            }
+            if self.kubeconfig().exists() {
+                let out = self.kubectl(&["get", "--raw", "/readyz"]);
+                if out.status.success() {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("styrman server not ready within {timeout:?}:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.data.path()
+    }
+
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.data.path().join("admin.kubeconfig")
+    }
+
+    /// What the server has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// A `kubectl` command against this cluster, not yet run.
+    pub fn kubectl_command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new("kubectl");
+        command
+            .args(args)
+            .env("KUBECONFIG", self.kubeconfig())
+            .env("HOME", self.home.path())
+            .stdin(Stdio::null());
+        command
+    }
+
+    /// Runs kubectl and returns what it printed.
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        self.kubectl_command(args).output().expect("kubectl runs (is it installed?)")
+    }
+
+    /// Runs kubectl, fails with its output unless it succeeds, and returns its stdout.
+    pub fn kubectl_ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(
+            out.status.success(),
+            "kubectl {} failed ({}):\nstdout: {}\nstderr: {}\nserver log (tail):\n{}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            tail(&self.log(), 30),
+        );
+        String::from_utf8(out.stdout).expect("kubectl prints UTF-8")
+    }
+
+    /// Runs kubectl expecting failure, and returns its stderr.
+    pub fn kubectl_err(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(!out.status.success(), "kubectl {} should have failed:\n{}", args.join(" "), String::from_utf8_lossy(&out.stdout));
+        String::from_utf8(out.stderr).expect("kubectl prints UTF-8")
+    }
+
+    /// Runs kubectl with `input` on its standard input (`-f -`).
+    pub fn kubectl_stdin(&self, args: &[&str], input: &str) -> Output {
+        use std::io::Write;
+        let mut child = self
+            .kubectl_command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kubectl runs");
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    /// Applies a manifest given as text, failing on error.
+    pub fn apply(&self, manifest: &str) -> String {
+        let out = self.kubectl_stdin(&["apply", "-f", "-"], manifest);
+        assert!(
+            out.status.success(),
+            "kubectl apply failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            tail(&self.log(), 30)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // The whole group: the supervisor and every component it started.
+        let _ = Command::new("kill").args(["-s", "KILL", "--", &format!("-{}", self.server.id())]).status();
+        let _ = self.server.wait();
+    }
+}
