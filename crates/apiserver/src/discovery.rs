@@ -50,7 +50,9 @@ impl Format {
     pub fn from_accept(accept: &str) -> Format {
         for entry in accept.split(',') {
             let params: Vec<&str> = entry.split(';').map(str::trim).collect();
-            if params.contains(&"g=apidiscovery.k8s.io") && params.contains(&"as=APIGroupDiscoveryList") {
+            if params.contains(&"g=apidiscovery.k8s.io")
+                && params.contains(&"as=APIGroupDiscoveryList")
+            {
                 if params.contains(&"v=v2") {
                     return Format::AggregatedV2;
                 }
@@ -58,7 +60,10 @@ impl Format {
                     return Format::AggregatedV2Beta1;
                 }
             }
-            if params.first().is_some_and(|m| *m == "application/json" || *m == "*/*") {
+            if params
+                .first()
+                .is_some_and(|m| *m == "application/json" || *m == "*/*")
+            {
                 return Format::Legacy;
             }
         }
@@ -68,8 +73,12 @@ impl Format {
     pub fn content_type(self) -> &'static str {
         match self {
             Format::Legacy => "application/json",
-            Format::AggregatedV2 => "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList",
-            Format::AggregatedV2Beta1 => "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList",
+            Format::AggregatedV2 => {
+                "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
+            }
+            Format::AggregatedV2Beta1 => {
+                "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList"
+            }
         }
     }
 }
@@ -89,8 +98,11 @@ pub fn root(core: bool, format: Format, server_address: &str) -> Value {
             "groups": groups.iter().map(|(g, versions)| group_doc(g, versions)).collect::<Vec<_>>(),
         }),
         Format::AggregatedV2 | Format::AggregatedV2Beta1 => {
-            let api_version =
-                if format == Format::AggregatedV2 { "apidiscovery.k8s.io/v2" } else { "apidiscovery.k8s.io/v2beta1" };
+            let api_version = if format == Format::AggregatedV2 {
+                "apidiscovery.k8s.io/v2"
+            } else {
+                "apidiscovery.k8s.io/v2beta1"
+            };
             json!({
                 "kind": "APIGroupDiscoveryList",
                 "apiVersion": api_version,
@@ -103,8 +115,11 @@ pub fn root(core: bool, format: Format, server_address: &str) -> Value {
 
 /// The groups of `/api` (core only) or `/apis` (every other), each with its versions in
 /// preference order and their kinds.
-fn groups(core: bool) -> Vec<(&'static str, Vec<(&'static str, Vec<&'static Kind>)>)> {
-    let mut out: Vec<(&str, Vec<(&str, Vec<&Kind>)>)> = Vec::new();
+/// A group's versions, each with its kinds.
+type Versions = Vec<(&'static str, Vec<&'static Kind>)>;
+
+fn groups(core: bool) -> Vec<(&'static str, Versions)> {
+    let mut out: Vec<(&str, Versions)> = Vec::new();
     for (group, version, kinds) in kinds::group_versions() {
         if group.is_empty() != core {
             continue;
@@ -118,8 +133,10 @@ fn groups(core: bool) -> Vec<(&'static str, Vec<(&'static str, Vec<&'static Kind
 }
 
 fn group_doc(group: &str, versions: &[(&str, Vec<&Kind>)]) -> Value {
-    let versions: Vec<Value> =
-        versions.iter().map(|(v, _)| json!({"groupVersion": format!("{group}/{v}"), "version": v})).collect();
+    let versions: Vec<Value> = versions
+        .iter()
+        .map(|(v, _)| json!({"groupVersion": format!("{group}/{v}"), "version": v}))
+        .collect();
     json!({"name": group, "versions": versions, "preferredVersion": versions[0]})
 }
 
@@ -138,7 +155,9 @@ pub fn group(name: &str) -> Option<Value> {
 
 /// `/api/v1` or `/apis/<group>/<version>`: an `APIResourceList`.
 pub fn resource_list(group: &str, version: &str) -> Option<Value> {
-    let (_, _, kinds) = kinds::group_versions().into_iter().find(|(g, v, _)| *g == group && *v == version)?;
+    let (_, _, kinds) = kinds::group_versions()
+        .into_iter()
+        .find(|(g, v, _)| *g == group && *v == version)?;
     let mut resources = Vec::new();
     for k in kinds {
         let mut r = json!({
@@ -170,8 +189,14 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
             resources.push(s);
         }
     }
-    let group_version = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
-    Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources}))
+    let group_version = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
+    Some(
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources}),
+    )
 }
 
 fn aggregated_group(group: &str, versions: &[(&str, Vec<&Kind>)]) -> Value {
@@ -234,14 +259,34 @@ mod tests {
         assert_eq!(api["items"].as_array().unwrap().len(), 1);
         assert_eq!(api["items"][0]["metadata"]["name"], "");
         let apis = root(false, Format::AggregatedV2, "x");
-        assert!(apis["items"].as_array().unwrap().iter().all(|g| g["metadata"]["name"] != ""));
-        assert!(apis["items"].as_array().unwrap().iter().any(|g| g["metadata"]["name"] == "apps"));
+        assert!(
+            apis["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|g| g["metadata"]["name"] != "")
+        );
+        assert!(
+            apis["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|g| g["metadata"]["name"] == "apps")
+        );
     }
 
     #[test]
     fn scale_subresources_name_their_group() {
         let apps = resource_list("apps", "v1").unwrap();
-        let scale = apps["resources"].as_array().unwrap().iter().find(|r| r["name"] == "deployments/scale").unwrap();
-        assert_eq!((scale["group"].as_str(), scale["version"].as_str()), (Some("autoscaling"), Some("v1")));
+        let scale = apps["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == "deployments/scale")
+            .unwrap();
+        assert_eq!(
+            (scale["group"].as_str(), scale["version"].as_str()),
+            (Some("autoscaling"), Some("v1"))
+        );
     }
 }

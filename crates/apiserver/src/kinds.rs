@@ -31,15 +31,36 @@ pub struct Kind {
     pub subresources: &'static [Subresource],
 }
 
-pub const VERBS: &[&str] = &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
+pub const VERBS: &[&str] = &[
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
 const STATUS_VERBS: &[&str] = &["get", "patch", "update"];
 
 const fn status(group: &'static str, version: &'static str, kind: &'static str) -> Subresource {
-    Subresource { name: "status", group, version, kind, verbs: STATUS_VERBS }
+    Subresource {
+        name: "status",
+        group,
+        version,
+        kind,
+        verbs: STATUS_VERBS,
+    }
 }
 
 const fn scale() -> Subresource {
-    Subresource { name: "scale", group: "autoscaling", version: "v1", kind: "Scale", verbs: STATUS_VERBS }
+    Subresource {
+        name: "scale",
+        group: "autoscaling",
+        version: "v1",
+        kind: "Scale",
+        verbs: STATUS_VERBS,
+    }
 }
 
 /// A resource with the common defaults: storage under its plural, no subresources.
@@ -85,17 +106,29 @@ impl Kind {
 
     /// `apps/v1`, or `v1` for the core group.
     pub fn api_version(&self) -> String {
-        if self.group.is_empty() { self.version.to_string() } else { format!("{}/{}", self.group, self.version) }
+        if self.group.is_empty() {
+            self.version.to_string()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
     }
 
     /// `deployments.apps`, or `pods` for the core group: how messages name the resource.
     pub fn qualified_plural(&self) -> String {
-        if self.group.is_empty() { self.plural.to_string() } else { format!("{}.{}", self.plural, self.group) }
+        if self.group.is_empty() {
+            self.plural.to_string()
+        } else {
+            format!("{}.{}", self.plural, self.group)
+        }
     }
 
     /// `Deployment.apps`, or `Pod`: how validation messages name the kind.
     pub fn qualified_kind(&self) -> String {
-        if self.group.is_empty() { self.kind.to_string() } else { format!("{}.{}", self.kind, self.group) }
+        if self.group.is_empty() {
+            self.kind.to_string()
+        } else {
+            format!("{}.{}", self.kind, self.group)
+        }
     }
 
     /// Objects have a spec/status split: status is written through `/status` only, and
@@ -114,7 +147,9 @@ impl Kind {
 pub static KINDS: &[Kind] = &[
     // core/v1
     kind("", "v1", "ConfigMap", "configmaps", "configmap", true).short(&["cm"]),
-    kind("", "v1", "Endpoints", "endpoints", "endpoints", true).short(&["ep"]).stored_as("services/endpoints"),
+    kind("", "v1", "Endpoints", "endpoints", "endpoints", true)
+        .short(&["ep"])
+        .stored_as("services/endpoints"),
     kind("", "v1", "Event", "events", "event", true).short(&["ev"]),
     kind("", "v1", "LimitRange", "limitranges", "limitrange", true).short(&["limits"]),
     kind("", "v1", "Namespace", "namespaces", "namespace", false)
@@ -124,96 +159,295 @@ pub static KINDS: &[Kind] = &[
         .short(&["no"])
         .stored_as("minions")
         .subresources(&[status("", "v1", "Node")]),
-    kind("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims", "persistentvolumeclaim", true)
-        .short(&["pvc"])
-        .subresources(&[status("", "v1", "PersistentVolumeClaim")]),
-    kind("", "v1", "PersistentVolume", "persistentvolumes", "persistentvolume", false)
-        .short(&["pv"])
-        .subresources(&[status("", "v1", "PersistentVolume")]),
-    kind("", "v1", "Pod", "pods", "pod", true).short(&["po"]).all().subresources(&[
-        status("", "v1", "Pod"),
-        Subresource { name: "binding", group: "", version: "v1", kind: "Binding", verbs: &["create"] },
-    ]),
-    kind("", "v1", "PodTemplate", "podtemplates", "podtemplate", true),
-    kind("", "v1", "ReplicationController", "replicationcontrollers", "replicationcontroller", true)
-        .short(&["rc"])
+    kind(
+        "",
+        "v1",
+        "PersistentVolumeClaim",
+        "persistentvolumeclaims",
+        "persistentvolumeclaim",
+        true,
+    )
+    .short(&["pvc"])
+    .subresources(&[status("", "v1", "PersistentVolumeClaim")]),
+    kind(
+        "",
+        "v1",
+        "PersistentVolume",
+        "persistentvolumes",
+        "persistentvolume",
+        false,
+    )
+    .short(&["pv"])
+    .subresources(&[status("", "v1", "PersistentVolume")]),
+    kind("", "v1", "Pod", "pods", "pod", true)
+        .short(&["po"])
         .all()
-        .stored_as("controllers")
-        .subresources(&[status("", "v1", "ReplicationController"), scale()]),
-    kind("", "v1", "ResourceQuota", "resourcequotas", "resourcequota", true)
-        .short(&["quota"])
-        .subresources(&[status("", "v1", "ResourceQuota")]),
+        .subresources(&[
+            status("", "v1", "Pod"),
+            Subresource {
+                name: "binding",
+                group: "",
+                version: "v1",
+                kind: "Binding",
+                verbs: &["create"],
+            },
+        ]),
+    kind("", "v1", "PodTemplate", "podtemplates", "podtemplate", true),
+    kind(
+        "",
+        "v1",
+        "ReplicationController",
+        "replicationcontrollers",
+        "replicationcontroller",
+        true,
+    )
+    .short(&["rc"])
+    .all()
+    .stored_as("controllers")
+    .subresources(&[status("", "v1", "ReplicationController"), scale()]),
+    kind(
+        "",
+        "v1",
+        "ResourceQuota",
+        "resourcequotas",
+        "resourcequota",
+        true,
+    )
+    .short(&["quota"])
+    .subresources(&[status("", "v1", "ResourceQuota")]),
     kind("", "v1", "Secret", "secrets", "secret", true),
-    kind("", "v1", "ServiceAccount", "serviceaccounts", "serviceaccount", true).short(&["sa"]),
+    kind(
+        "",
+        "v1",
+        "ServiceAccount",
+        "serviceaccounts",
+        "serviceaccount",
+        true,
+    )
+    .short(&["sa"]),
     kind("", "v1", "Service", "services", "service", true)
         .short(&["svc"])
         .all()
         .stored_as("services/specs")
         .subresources(&[status("", "v1", "Service")]),
     // apps/v1
-    kind("apps", "v1", "ControllerRevision", "controllerrevisions", "controllerrevision", true),
+    kind(
+        "apps",
+        "v1",
+        "ControllerRevision",
+        "controllerrevisions",
+        "controllerrevision",
+        true,
+    ),
     kind("apps", "v1", "DaemonSet", "daemonsets", "daemonset", true)
         .short(&["ds"])
         .all()
         .subresources(&[status("apps", "v1", "DaemonSet")]),
-    kind("apps", "v1", "Deployment", "deployments", "deployment", true)
-        .short(&["deploy"])
-        .all()
-        .subresources(&[status("apps", "v1", "Deployment"), scale()]),
-    kind("apps", "v1", "ReplicaSet", "replicasets", "replicaset", true)
-        .short(&["rs"])
-        .all()
-        .subresources(&[status("apps", "v1", "ReplicaSet"), scale()]),
-    kind("apps", "v1", "StatefulSet", "statefulsets", "statefulset", true)
-        .short(&["sts"])
-        .all()
-        .subresources(&[status("apps", "v1", "StatefulSet"), scale()]),
+    kind(
+        "apps",
+        "v1",
+        "Deployment",
+        "deployments",
+        "deployment",
+        true,
+    )
+    .short(&["deploy"])
+    .all()
+    .subresources(&[status("apps", "v1", "Deployment"), scale()]),
+    kind(
+        "apps",
+        "v1",
+        "ReplicaSet",
+        "replicasets",
+        "replicaset",
+        true,
+    )
+    .short(&["rs"])
+    .all()
+    .subresources(&[status("apps", "v1", "ReplicaSet"), scale()]),
+    kind(
+        "apps",
+        "v1",
+        "StatefulSet",
+        "statefulsets",
+        "statefulset",
+        true,
+    )
+    .short(&["sts"])
+    .all()
+    .subresources(&[status("apps", "v1", "StatefulSet"), scale()]),
     // batch/v1
     kind("batch", "v1", "CronJob", "cronjobs", "cronjob", true)
         .short(&["cj"])
         .all()
         .subresources(&[status("batch", "v1", "CronJob")]),
-    kind("batch", "v1", "Job", "jobs", "job", true).all().subresources(&[status("batch", "v1", "Job")]),
-    // autoscaling/v2 (v1 follows once the two representations convert)
-    kind("autoscaling", "v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers", "horizontalpodautoscaler", true)
-        .short(&["hpa"])
+    kind("batch", "v1", "Job", "jobs", "job", true)
         .all()
-        .subresources(&[status("autoscaling", "v2", "HorizontalPodAutoscaler")]),
+        .subresources(&[status("batch", "v1", "Job")]),
+    // autoscaling/v2 (v1 follows once the two representations convert)
+    kind(
+        "autoscaling",
+        "v2",
+        "HorizontalPodAutoscaler",
+        "horizontalpodautoscalers",
+        "horizontalpodautoscaler",
+        true,
+    )
+    .short(&["hpa"])
+    .all()
+    .subresources(&[status("autoscaling", "v2", "HorizontalPodAutoscaler")]),
     // coordination.k8s.io/v1
-    kind("coordination.k8s.io", "v1", "Lease", "leases", "lease", true),
+    kind(
+        "coordination.k8s.io",
+        "v1",
+        "Lease",
+        "leases",
+        "lease",
+        true,
+    ),
     // discovery.k8s.io/v1
-    kind("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", "endpointslice", true),
+    kind(
+        "discovery.k8s.io",
+        "v1",
+        "EndpointSlice",
+        "endpointslices",
+        "endpointslice",
+        true,
+    ),
     // networking.k8s.io/v1
-    kind("networking.k8s.io", "v1", "IngressClass", "ingressclasses", "ingressclass", false),
-    kind("networking.k8s.io", "v1", "Ingress", "ingresses", "ingress", true)
-        .short(&["ing"])
-        .stored_as("ingress")
-        .subresources(&[status("networking.k8s.io", "v1", "Ingress")]),
-    kind("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", "networkpolicy", true).short(&["netpol"]),
+    kind(
+        "networking.k8s.io",
+        "v1",
+        "IngressClass",
+        "ingressclasses",
+        "ingressclass",
+        false,
+    ),
+    kind(
+        "networking.k8s.io",
+        "v1",
+        "Ingress",
+        "ingresses",
+        "ingress",
+        true,
+    )
+    .short(&["ing"])
+    .stored_as("ingress")
+    .subresources(&[status("networking.k8s.io", "v1", "Ingress")]),
+    kind(
+        "networking.k8s.io",
+        "v1",
+        "NetworkPolicy",
+        "networkpolicies",
+        "networkpolicy",
+        true,
+    )
+    .short(&["netpol"]),
     // policy/v1
-    kind("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", "poddisruptionbudget", true)
-        .short(&["pdb"])
-        .subresources(&[status("policy", "v1", "PodDisruptionBudget")]),
+    kind(
+        "policy",
+        "v1",
+        "PodDisruptionBudget",
+        "poddisruptionbudgets",
+        "poddisruptionbudget",
+        true,
+    )
+    .short(&["pdb"])
+    .subresources(&[status("policy", "v1", "PodDisruptionBudget")]),
     // rbac.authorization.k8s.io/v1
-    kind("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", "clusterrolebinding", false),
-    kind("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", "clusterrole", false),
-    kind("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", "rolebinding", true),
-    kind("rbac.authorization.k8s.io", "v1", "Role", "roles", "role", true),
+    kind(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "ClusterRoleBinding",
+        "clusterrolebindings",
+        "clusterrolebinding",
+        false,
+    ),
+    kind(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "ClusterRole",
+        "clusterroles",
+        "clusterrole",
+        false,
+    ),
+    kind(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "RoleBinding",
+        "rolebindings",
+        "rolebinding",
+        true,
+    ),
+    kind(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "Role",
+        "roles",
+        "role",
+        true,
+    ),
     // storage.k8s.io/v1
-    kind("storage.k8s.io", "v1", "CSIDriver", "csidrivers", "csidriver", false),
-    kind("storage.k8s.io", "v1", "CSINode", "csinodes", "csinode", false),
-    kind("storage.k8s.io", "v1", "StorageClass", "storageclasses", "storageclass", false).short(&["sc"]),
-    kind("storage.k8s.io", "v1", "VolumeAttachment", "volumeattachments", "volumeattachment", false)
-        .subresources(&[status("storage.k8s.io", "v1", "VolumeAttachment")]),
+    kind(
+        "storage.k8s.io",
+        "v1",
+        "CSIDriver",
+        "csidrivers",
+        "csidriver",
+        false,
+    ),
+    kind(
+        "storage.k8s.io",
+        "v1",
+        "CSINode",
+        "csinodes",
+        "csinode",
+        false,
+    ),
+    kind(
+        "storage.k8s.io",
+        "v1",
+        "StorageClass",
+        "storageclasses",
+        "storageclass",
+        false,
+    )
+    .short(&["sc"]),
+    kind(
+        "storage.k8s.io",
+        "v1",
+        "VolumeAttachment",
+        "volumeattachments",
+        "volumeattachment",
+        false,
+    )
+    .subresources(&[status("storage.k8s.io", "v1", "VolumeAttachment")]),
     // scheduling.k8s.io/v1
-    kind("scheduling.k8s.io", "v1", "PriorityClass", "priorityclasses", "priorityclass", false).short(&["pc"]),
+    kind(
+        "scheduling.k8s.io",
+        "v1",
+        "PriorityClass",
+        "priorityclasses",
+        "priorityclass",
+        false,
+    )
+    .short(&["pc"]),
     // node.k8s.io/v1
-    kind("node.k8s.io", "v1", "RuntimeClass", "runtimeclasses", "runtimeclass", false),
+    kind(
+        "node.k8s.io",
+        "v1",
+        "RuntimeClass",
+        "runtimeclasses",
+        "runtimeclass",
+        false,
+    ),
 ];
 
 /// The resource served at `group/version/plural`.
 pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Kind> {
-    KINDS.iter().find(|k| k.group == group && k.version == version && k.plural == plural)
+    KINDS
+        .iter()
+        .find(|k| k.group == group && k.version == version && k.plural == plural)
 }
 
 /// The group-versions served, each with its kinds, in table order (groups in order of first
@@ -221,7 +455,10 @@ pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Kind> {
 pub fn group_versions() -> Vec<(&'static str, &'static str, Vec<&'static Kind>)> {
     let mut out: Vec<(&str, &str, Vec<&Kind>)> = Vec::new();
     for k in KINDS {
-        match out.iter_mut().find(|(g, v, _)| *g == k.group && *v == k.version) {
+        match out
+            .iter_mut()
+            .find(|(g, v, _)| *g == k.group && *v == k.version)
+        {
             Some((_, _, kinds)) => kinds.push(k),
             None => out.push((k.group, k.version, vec![k])),
         }
@@ -237,7 +474,11 @@ mod tests {
     fn names_are_unique_and_consistent() {
         let mut seen = std::collections::HashSet::new();
         for k in KINDS {
-            assert!(seen.insert((k.group, k.version, k.plural)), "{} listed twice", k.plural);
+            assert!(
+                seen.insert((k.group, k.version, k.plural)),
+                "{} listed twice",
+                k.plural
+            );
             assert_eq!(k.plural, k.plural.to_lowercase());
             assert_eq!(k.singular, k.kind.to_lowercase(), "{}", k.kind);
         }
@@ -248,7 +489,11 @@ mod tests {
 
     #[test]
     fn category_all_matches_kubernetes() {
-        let mut all: Vec<_> = KINDS.iter().filter(|k| k.categories.contains(&"all")).map(|k| k.plural).collect();
+        let mut all: Vec<_> = KINDS
+            .iter()
+            .filter(|k| k.categories.contains(&"all"))
+            .map(|k| k.plural)
+            .collect();
         all.sort();
         assert_eq!(
             all,

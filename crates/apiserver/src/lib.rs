@@ -7,6 +7,7 @@
 //! printer derives from.
 
 mod bootstrap;
+mod defaults;
 mod discovery;
 pub mod kinds;
 mod kubeconfig;
@@ -16,8 +17,10 @@ mod patch;
 pub mod pki;
 mod registry;
 mod request;
+mod scale;
 mod selectors;
 mod server;
+mod services;
 mod status;
 mod strategic;
 mod strategy;
@@ -47,14 +50,27 @@ pub struct Config {
 /// Runs the API server until it fails.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
-    let store = styrman_store::open(&config.store).await.context("cannot open the store")?;
-    bootstrap::ensure_namespaces(&store).await.context("cannot create the system namespaces")?;
+    std::fs::create_dir_all(&config.data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {}",
+            config.data_dir.display()
+        )
+    })?;
+    let store = styrman_store::open(&config.store)
+        .await
+        .context("cannot open the store")?;
+    bootstrap::ensure_namespaces(&store)
+        .await
+        .context("cannot create the system namespaces")?;
 
     let listener = TcpListener::bind(SocketAddr::new(config.bind_address, config.secure_port))
         .await
-        .with_context(|| format!("cannot listen on {}:{}", config.bind_address, config.secure_port))?;
+        .with_context(|| {
+            format!(
+                "cannot listen on {}:{}",
+                config.bind_address, config.secure_port
+            )
+        })?;
     let port = listener.local_addr()?.port();
     let client_host = if config.bind_address.is_unspecified() || config.bind_address.is_loopback() {
         "127.0.0.1".to_string()
@@ -68,7 +84,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     hosts.retain(|h| !h.is_empty());
     let pki = pki::Pki::ensure(&config.data_dir, &hosts)?;
     let address = format!("{client_host}:{port}");
-    let kubeconfig = kubeconfig::write_admin(&config.data_dir, &pki, &format!("https://{address}"))?;
+    let kubeconfig =
+        kubeconfig::write_admin(&config.data_dir, &pki, &format!("https://{address}"))?;
     tracing::info!(
         "API server ready at https://{address} (store: {}); try: kubectl --kubeconfig {} get namespaces",
         store.name(),

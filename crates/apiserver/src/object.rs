@@ -10,7 +10,9 @@ pub fn metadata(object: &Value) -> Option<&Map<String, Value>> {
 
 pub fn metadata_mut(object: &mut Value) -> &mut Map<String, Value> {
     let root = object.as_object_mut().expect("objects are JSON objects");
-    let meta = root.entry("metadata").or_insert_with(|| Value::Object(Map::new()));
+    let meta = root
+        .entry("metadata")
+        .or_insert_with(|| Value::Object(Map::new()));
     if !meta.is_object() {
         *meta = Value::Object(Map::new());
     }
@@ -18,7 +20,10 @@ pub fn metadata_mut(object: &mut Value) -> &mut Map<String, Value> {
 }
 
 pub fn meta_str<'a>(object: &'a Value, field: &str) -> Option<&'a str> {
-    metadata(object).and_then(|m| m.get(field)).and_then(Value::as_str).filter(|s| !s.is_empty())
+    metadata(object)
+        .and_then(|m| m.get(field))
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
 }
 
 pub fn name(object: &Value) -> &str {
@@ -26,7 +31,10 @@ pub fn name(object: &Value) -> &str {
 }
 
 pub fn set_resource_version(object: &mut Value, revision: Revision) {
-    metadata_mut(object).insert("resourceVersion".into(), Value::String(revision.to_string()));
+    metadata_mut(object).insert(
+        "resourceVersion".into(),
+        Value::String(revision.to_string()),
+    );
 }
 
 /// The object as stored: compact JSON without `resourceVersion` (the store's revision is the
@@ -53,7 +61,9 @@ pub fn spec_part(object: &Value) -> Map<String, Value> {
         .as_object()
         .map(|o| {
             o.iter()
-                .filter(|(k, _)| !matches!(k.as_str(), "metadata" | "status" | "kind" | "apiVersion"))
+                .filter(|(k, _)| {
+                    !matches!(k.as_str(), "metadata" | "status" | "kind" | "apiVersion")
+                })
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect()
         })
@@ -62,7 +72,11 @@ pub fn spec_part(object: &Value) -> Map<String, Value> {
 
 /// Current time as Kubernetes writes `metav1.Time`: RFC 3339, UTC, whole seconds.
 pub fn now_rfc3339() -> String {
-    jiff::Timestamp::now().round(jiff::Unit::Second).unwrap_or_else(|_| jiff::Timestamp::now()).strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+    jiff::Timestamp::now()
+        .round(jiff::Unit::Second)
+        .unwrap_or_else(|_| jiff::Timestamp::now())
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
 }
 
 /// Labels as a map (empty when absent).
@@ -70,7 +84,11 @@ pub fn finalizers(object: &Value) -> Vec<String> {
     metadata(object)
         .and_then(|m| m.get("finalizers"))
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -90,22 +108,38 @@ pub fn human_duration(secs: i64) -> String {
         format!("{secs}s")
     } else if m < 10 {
         let s = secs % 60;
-        if s == 0 { format!("{m}m") } else { format!("{m}m{s}s") }
+        if s == 0 {
+            format!("{m}m")
+        } else {
+            format!("{m}m{s}s")
+        }
     } else if h < 3 {
         format!("{m}m")
     } else if h < 8 {
         let mm = m % 60;
-        if mm == 0 { format!("{h}h") } else { format!("{h}h{mm}m") }
+        if mm == 0 {
+            format!("{h}h")
+        } else {
+            format!("{h}h{mm}m")
+        }
     } else if h < 48 {
         format!("{h}h")
     } else if h < 24 * 8 {
         let hh = h % 24;
-        if hh == 0 { format!("{d}d") } else { format!("{d}d{hh}h") }
+        if hh == 0 {
+            format!("{d}d")
+        } else {
+            format!("{d}d{hh}h")
+        }
     } else if h < 24 * 365 * 2 {
         format!("{d}d")
     } else if h < 24 * 365 * 8 {
         let dy = d % 365;
-        if dy == 0 { format!("{}y", d / 365) } else { format!("{}y{dy}d", d / 365) }
+        if dy == 0 {
+            format!("{}y", d / 365)
+        } else {
+            format!("{}y{dy}d", d / 365)
+        }
     } else {
         format!("{}y", d / 365)
     }

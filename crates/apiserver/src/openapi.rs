@@ -15,7 +15,11 @@ use crate::kinds::{self, Kind};
 
 /// Key of a group-version in the index: `api/v1`, `apis/apps/v1`.
 fn gv_path(group: &str, version: &str) -> String {
-    if group.is_empty() { format!("api/{version}") } else { format!("apis/{group}/{version}") }
+    if group.is_empty() {
+        format!("api/{version}")
+    } else {
+        format!("apis/{group}/{version}")
+    }
 }
 
 /// A document and the hash clients cache it under.
@@ -38,7 +42,13 @@ impl OpenApi {
                 let body = serde_json::to_vec(&doc).expect("JSON encodes");
                 let mut hasher = std::collections::hash_map::DefaultHasher::new();
                 body.hash(&mut hasher);
-                (gv_path(group, version), Document { hash: format!("{:016X}", hasher.finish()), body })
+                (
+                    gv_path(group, version),
+                    Document {
+                        hash: format!("{:016X}", hasher.finish()),
+                        body,
+                    },
+                )
             })
             .collect();
         OpenApi { documents }
@@ -50,7 +60,10 @@ impl OpenApi {
             .documents
             .iter()
             .map(|(path, doc)| {
-                (path.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{path}?hash={}", doc.hash)}))
+                (
+                    path.clone(),
+                    json!({"serverRelativeURL": format!("/openapi/v3/{path}?hash={}", doc.hash)}),
+                )
             })
             .collect();
         json!({"paths": paths})
@@ -58,7 +71,10 @@ impl OpenApi {
 
     /// The document at `/openapi/v3/<gv path>`.
     pub fn document(&self, path: &str) -> Option<&Document> {
-        self.documents.iter().find(|(p, _)| p == path).map(|(_, d)| d)
+        self.documents
+            .iter()
+            .find(|(p, _)| p == path)
+            .map(|(_, d)| d)
     }
 }
 
@@ -72,8 +88,14 @@ fn path_param(name: &str) -> Value {
 
 fn write_params() -> Vec<Value> {
     vec![
-        param("dryRun", "When present, indicates that modifications should not be persisted."),
-        param("fieldManager", "fieldManager is a name associated with the actor or entity that is making these changes."),
+        param(
+            "dryRun",
+            "When present, indicates that modifications should not be persisted.",
+        ),
+        param(
+            "fieldManager",
+            "fieldManager is a name associated with the actor or entity that is making these changes.",
+        ),
         param(
             "fieldValidation",
             "fieldValidation instructs the server on how to handle objects in the request containing unknown or duplicate fields. Valid values are: Ignore, Warn (the default), Strict.",
@@ -107,9 +129,13 @@ fn operation(gvk: &Value, action: &str, id: String, mut params: Vec<Value>, body
         "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}}},
     });
     if body {
-        op["requestBody"] = json!({"content": {"*/*": {"schema": {"type": "object"}}}, "required": true});
+        op["requestBody"] =
+            json!({"content": {"*/*": {"schema": {"type": "object"}}}, "required": true});
     }
-    params.push(param("pretty", "If 'true', then the output is pretty printed."));
+    params.push(param(
+        "pretty",
+        "If 'true', then the output is pretty printed.",
+    ));
     op["parameters"] = Value::Array(params);
     op
 }
@@ -119,7 +145,11 @@ fn group_version_document(kinds: &[&Kind]) -> Value {
     for kind in kinds {
         let gvk = json!({"group": kind.group, "version": kind.version, "kind": kind.kind});
         let base = format!("/{}", gv_path(kind.group, kind.version));
-        let scope = if kind.namespaced { format!("{base}/namespaces/{{namespace}}") } else { base.clone() };
+        let scope = if kind.namespaced {
+            format!("{base}/namespaces/{{namespace}}")
+        } else {
+            base.clone()
+        };
         let mut common = vec![];
         if kind.namespaced {
             common.push(path_param("namespace"));
@@ -159,11 +189,23 @@ fn group_version_document(kinds: &[&Kind]) -> Value {
                     "create" => ("post", "post", write_params(), true),
                     _ => continue,
                 };
-                ops.insert(method.into(), operation(&sub_gvk, action, format!("{action}{}{}", kind.kind, sub.name), params, body));
+                ops.insert(
+                    method.into(),
+                    operation(
+                        &sub_gvk,
+                        action,
+                        format!("{action}{}{}", kind.kind, sub.name),
+                        params,
+                        body,
+                    ),
+                );
             }
             ops.insert("parameters".into(), Value::Array(item_params.clone()));
             if kind.namespaced || !ops.is_empty() {
-                paths.insert(format!("{collection}/{{name}}/{}", sub.name), Value::Object(ops));
+                paths.insert(
+                    format!("{collection}/{{name}}/{}", sub.name),
+                    Value::Object(ops),
+                );
             }
         }
     }
@@ -177,7 +219,10 @@ fn group_version_document(kinds: &[&Kind]) -> Value {
 
 fn patch_params() -> Vec<Value> {
     let mut params = write_params();
-    params.push(param("force", "Force is going to \"force\" Apply requests."));
+    params.push(param(
+        "force",
+        "Force is going to \"force\" Apply requests.",
+    ));
     params
 }
 
@@ -193,7 +238,8 @@ mod tests {
             let path = gv_path(group, version);
             let url = index["paths"][&path]["serverRelativeURL"].as_str().unwrap();
             assert!(url.starts_with(&format!("/openapi/v3/{path}?hash=")));
-            let doc: Value = serde_json::from_slice(&openapi.document(&path).unwrap().body).unwrap();
+            let doc: Value =
+                serde_json::from_slice(&openapi.document(&path).unwrap().body).unwrap();
             for kind in kinds {
                 let patch = doc["paths"]
                     .as_object()
@@ -202,7 +248,13 @@ mod tests {
                     .filter_map(|p| p.get("patch"))
                     .find(|op| op["x-kubernetes-group-version-kind"]["kind"] == kind.kind)
                     .unwrap_or_else(|| panic!("no patch operation for {}", kind.kind));
-                assert!(patch["parameters"].as_array().unwrap().iter().any(|p| p["name"] == "fieldValidation"));
+                assert!(
+                    patch["parameters"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|p| p["name"] == "fieldValidation")
+                );
             }
         }
     }

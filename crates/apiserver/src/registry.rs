@@ -41,6 +41,7 @@ const WATCH_TIMEOUT: Duration = Duration::from_secs(1800);
 #[derive(Clone)]
 pub struct Registry {
     store: Store,
+    services: std::sync::Arc<crate::services::Allocator>,
 }
 
 /// One request's context.
@@ -55,7 +56,11 @@ pub struct Call<'a> {
 
 impl Call<'_> {
     fn namespace(&self) -> Option<&str> {
-        if self.kind.namespaced { self.request.namespace.as_deref() } else { None }
+        if self.kind.namespaced {
+            self.request.namespace.as_deref()
+        } else {
+            None
+        }
     }
 
     fn name(&self) -> &str {
@@ -81,7 +86,10 @@ impl Call<'_> {
 
 impl Registry {
     pub fn new(store: Store) -> Registry {
-        Registry { store }
+        Registry {
+            store,
+            services: Default::default(),
+        }
     }
 
     async fn read(&self, kind: &Kind, key: &str, name: &str) -> ApiResult<(Value, KeyValue)> {
@@ -96,21 +104,36 @@ impl Registry {
     }
 
     pub async fn get(&self, call: &Call<'_>) -> ApiResult<Reply> {
-        let (object, _) = self.read(call.kind, &call.key(call.name()), call.name()).await?;
+        let (object, _) = self
+            .read(call.kind, &call.key(call.name()), call.name())
+            .await?;
+        if call.request.subresource.as_deref() == Some("scale") {
+            return Ok(Reply::Json(200, crate::scale::to_scale(&object)));
+        }
         Ok(match call.shape {
             Shape::Object => Reply::Json(200, object),
             Shape::Table(include) => Reply::Json(
                 200,
-                table::table(call.kind, std::slice::from_ref(&object), json!({"resourceVersion": rv(&object)}), include, true),
+                table::table(
+                    call.kind,
+                    std::slice::from_ref(&object),
+                    json!({"resourceVersion": rv(&object)}),
+                    include,
+                    true,
+                ),
             ),
         })
     }
 
     /// Objects under the call's prefix matching its selectors, one page: (items, list
     /// revision, continue token).
-    async fn list_page(&self, call: &Call<'_>) -> ApiResult<(Vec<Value>, Revision, Option<String>)> {
+    async fn list_page(
+        &self,
+        call: &Call<'_>,
+    ) -> ApiResult<(Vec<Value>, Revision, Option<String>)> {
         let labels = LabelSelector::parse(call.query.get("labelSelector").unwrap_or(""))?;
-        let fields = FieldSelector::parse(call.query.get("fieldSelector").unwrap_or(""), call.kind)?;
+        let fields =
+            FieldSelector::parse(call.query.get("fieldSelector").unwrap_or(""), call.kind)?;
         let limit = call.query.number("limit")?.unwrap_or(0) as usize;
         let prefix = keys::prefix(call.kind.storage, call.namespace());
         let (mut start, mut revision) = (None, None);
@@ -125,7 +148,11 @@ impl Registry {
         let mut read_at = revision;
         loop {
             // Read ahead of the limit: selectors may drop much of what a page holds.
-            let batch = if limit == 0 { 0 } else { (limit - items.len()).max(64) };
+            let batch = if limit == 0 {
+                0
+            } else {
+                (limit - items.len()).max(64)
+            };
             let page = self
                 .store
                 .range(RangeRequest { prefix: prefix.clone(), start: start.clone(), limit: batch, revision: read_at })
@@ -139,7 +166,8 @@ impl Registry {
             read_at = Some(page.revision);
             let mut last_key = None;
             for kv in page.kvs {
-                let object = decode_from_storage(&kv.value, kv.mod_revision).map_err(ApiError::internal)?;
+                let object =
+                    decode_from_storage(&kv.value, kv.mod_revision).map_err(ApiError::internal)?;
                 last_key = Some(kv.key);
                 if labels.matches(&object) && fields.matches(&object) {
                     items.push(object);
@@ -164,7 +192,8 @@ impl Registry {
                             })
                             .await
                             .map_err(|e| ApiError::from_store(e, call.kind, ""))?;
-                        (!probe.kvs.is_empty()).then(|| encode_continue(page.revision, &keys::after(k)))
+                        (!probe.kvs.is_empty())
+                            .then(|| encode_continue(page.revision, &keys::after(k)))
                     }
                     _ => None,
                 };
@@ -177,31 +206,44 @@ impl Registry {
     /// The revision a list reads at, from `resourceVersion` and `resourceVersionMatch`.
     async fn list_revision(&self, call: &Call<'_>) -> ApiResult<Option<Revision>> {
         let rv = call.query.get("resourceVersion").filter(|v| !v.is_empty());
-        let matching = call.query.get("resourceVersionMatch").filter(|v| !v.is_empty());
+        let matching = call
+            .query
+            .get("resourceVersionMatch")
+            .filter(|v| !v.is_empty());
         let parsed = rv.map(parse_rv).transpose()?;
         match (parsed, matching) {
             (None, Some(_)) => Err(ApiError::invalid_option(
                 "ListOptions",
                 "resourceVersionMatch",
-                "Forbidden: resourceVersionMatch is forbidden unless resourceVersion is provided".into(),
+                "Forbidden: resourceVersionMatch is forbidden unless resourceVersion is provided"
+                    .into(),
             )),
             (Some(0), Some("Exact")) => Err(ApiError::invalid_option(
                 "ListOptions",
                 "resourceVersionMatch",
-                "Forbidden: resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\"".into(),
+                "Forbidden: resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\""
+                    .into(),
             )),
             (Some(n), Some("Exact")) => Ok(Some(n)),
             (Some(n), None | Some("NotOlderThan")) => {
-                let current = self.store.current_revision().await.map_err(|e| ApiError::from_store(e, call.kind, ""))?;
+                let current = self
+                    .store
+                    .current_revision()
+                    .await
+                    .map_err(|e| ApiError::from_store(e, call.kind, ""))?;
                 if n > current {
-                    return Err(ApiError::timeout(format!("Too large resource version: {n}, current: {current}")));
+                    return Err(ApiError::timeout(format!(
+                        "Too large resource version: {n}, current: {current}"
+                    )));
                 }
                 Ok(None)
             }
             (_, Some(other)) => Err(ApiError::invalid_option(
                 "ListOptions",
                 "resourceVersionMatch",
-                format!("Unsupported value: \"{other}\": supported values: \"Exact\", \"NotOlderThan\""),
+                format!(
+                    "Unsupported value: \"{other}\": supported values: \"Exact\", \"NotOlderThan\""
+                ),
             )),
             (None, None) => Ok(None),
         }
@@ -214,7 +256,10 @@ impl Registry {
             metadata["continue"] = json!(t);
         }
         Ok(match call.shape {
-            Shape::Table(include) => Reply::Json(200, table::table(call.kind, &items, metadata, include, true)),
+            Shape::Table(include) => Reply::Json(
+                200,
+                table::table(call.kind, &items, metadata, include, true),
+            ),
             Shape::Object => Reply::Json(
                 200,
                 json!({
@@ -229,14 +274,20 @@ impl Registry {
 
     pub async fn watch(&self, call: &Call<'_>) -> ApiResult<Reply> {
         let labels = LabelSelector::parse(call.query.get("labelSelector").unwrap_or(""))?;
-        let fields = FieldSelector::parse(call.query.get("fieldSelector").unwrap_or(""), call.kind)?;
+        let fields =
+            FieldSelector::parse(call.query.get("fieldSelector").unwrap_or(""), call.kind)?;
         let timeout = call
             .query
             .number("timeoutSeconds")?
             .map(Duration::from_secs)
             .unwrap_or(WATCH_TIMEOUT)
             .min(WATCH_TIMEOUT);
-        let rv = call.query.get("resourceVersion").filter(|v| !v.is_empty()).map(parse_rv).transpose()?;
+        let rv = call
+            .query
+            .get("resourceVersion")
+            .filter(|v| !v.is_empty())
+            .map(parse_rv)
+            .transpose()?;
         let prefix = keys::prefix(call.kind.storage, call.namespace());
         let (tx, rx) = mpsc::channel(256);
 
@@ -246,7 +297,10 @@ impl Registry {
             _ => {
                 let page = self
                     .store
-                    .range(RangeRequest { prefix: prefix.clone(), ..Default::default() })
+                    .range(RangeRequest {
+                        prefix: prefix.clone(),
+                        ..Default::default()
+                    })
                     .await
                     .map_err(|e| ApiError::from_store(e, call.kind, ""))?;
                 let objects = page
@@ -261,7 +315,8 @@ impl Registry {
         let stream = match self.store.watch(&prefix, from).await {
             Ok(s) => s,
             Err(StoreError::Compacted { compacted, .. }) => {
-                let gone = ApiError::expired(format!("too old resource version: {from} ({compacted})"));
+                let gone =
+                    ApiError::expired(format!("too old resource version: {from} ({compacted})"));
                 let line = event_line("ERROR", &gone.to_value());
                 let _ = tx.try_send(line);
                 return Ok(Reply::Stream(rx));
@@ -271,7 +326,11 @@ impl Registry {
         let kind = call.kind;
         let shape = call.shape;
         tokio::spawn(async move {
-            let mut encoder = EventEncoder { kind, shape, first: true };
+            let mut encoder = EventEncoder {
+                kind,
+                shape,
+                first: true,
+            };
             for object in initial {
                 if tx.send(encoder.line("ADDED", &object)).await.is_err() {
                     return;
@@ -289,18 +348,27 @@ impl Registry {
                 let events = match batch {
                     None => return,
                     Some(Ok(events)) => events,
-                    Some(Err(StoreError::Compacted { requested, compacted })) => {
-                        let gone = ApiError::expired(format!("too old resource version: {requested} ({compacted})"));
+                    Some(Err(StoreError::Compacted {
+                        requested,
+                        compacted,
+                    })) => {
+                        let gone = ApiError::expired(format!(
+                            "too old resource version: {requested} ({compacted})"
+                        ));
                         let _ = tx.send(event_line("ERROR", &gone.to_value())).await;
                         return;
                     }
                     Some(Err(e)) => {
-                        let _ = tx.send(event_line("ERROR", &ApiError::internal(e).to_value())).await;
+                        let _ = tx
+                            .send(event_line("ERROR", &ApiError::internal(e).to_value()))
+                            .await;
                         return;
                     }
                 };
                 for event in events.iter() {
-                    let Some((kind_of_event, object)) = watch_event(event, &labels, &fields) else { continue };
+                    let Some((kind_of_event, object)) = watch_event(event, &labels, &fields) else {
+                        continue;
+                    };
                     if tx.send(encoder.line(kind_of_event, &object)).await.is_err() {
                         return;
                     }
@@ -317,7 +385,11 @@ impl Registry {
         let mut object = check_body(call.kind, body)?;
         let meta = metadata_mut(&mut object);
         if let Some(ns) = call.namespace() {
-            match meta.get("namespace").and_then(Value::as_str).filter(|s| !s.is_empty()) {
+            match meta
+                .get("namespace")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+            {
                 Some(body_ns) if body_ns != ns => {
                     return Err(ApiError::bad_request(
                         "the namespace of the provided object does not match the namespace sent on the request",
@@ -354,7 +426,16 @@ impl Registry {
         if let Some(ns) = call.namespace() {
             self.check_namespace_open(call.kind, ns, &name).await?;
         }
+        crate::defaults::apply(call.kind, &mut object);
         strategy::prepare_for_create(call.kind, &mut object);
+        let _allocation = match is_service(call.kind) {
+            true => Some(
+                self.services
+                    .assign(&self.store, call.kind, &mut object, None)
+                    .await?,
+            ),
+            false => None,
+        };
         let dry_run = call.dry_run()?;
         if dry_run {
             return Ok(Reply::Json(201, object));
@@ -373,13 +454,19 @@ impl Registry {
     async fn check_namespace_open(&self, kind: &Kind, ns: &str, name: &str) -> ApiResult<()> {
         let namespaces = kinds::find("", "v1", "namespaces").expect("namespaces are in the table");
         let (namespace, _) = self
-            .read(namespaces, &keys::object_key(namespaces.storage, None, ns), ns)
+            .read(
+                namespaces,
+                &keys::object_key(namespaces.storage, None, ns),
+                ns,
+            )
             .await?;
         if meta_str(&namespace, "deletionTimestamp").is_some() {
             let mut err = ApiError::forbidden(
                 kind,
                 name,
-                &format!("unable to create new content in namespace {ns} because it is being terminated"),
+                &format!(
+                    "unable to create new content in namespace {ns} because it is being terminated"
+                ),
             );
             if let Some(details) = err.details.as_mut() {
                 details.causes.push(crate::status::Cause {
@@ -394,6 +481,9 @@ impl Registry {
     }
 
     pub async fn update(&self, call: &Call<'_>, body: Value) -> ApiResult<Reply> {
+        if call.request.subresource.as_deref() == Some("scale") {
+            return self.update_scale(call, |_| Ok(body.clone())).await;
+        }
         let name = call.name().to_string();
         let incoming = check_body(call.kind, body)?;
         if object::name(&incoming) != name {
@@ -404,12 +494,13 @@ impl Registry {
         }
         let key = call.key(&name);
         let (current, kv) = self.read(call.kind, &key, &name).await?;
-        if let Some(wanted) = meta_str(&incoming, "resourceVersion") {
-            if parse_rv(wanted)? != kv.mod_revision {
-                return Err(ApiError::conflict(call.kind, &name));
-            }
+        if let Some(wanted) = meta_str(&incoming, "resourceVersion")
+            && parse_rv(wanted)? != kv.mod_revision
+        {
+            return Err(ApiError::conflict(call.kind, &name));
         }
-        self.write_update(call, &key, &name, current, kv.mod_revision, incoming).await
+        self.write_update(call, &key, &name, current, kv.mod_revision, incoming)
+            .await
     }
 
     /// Stores `incoming` as the new state of an object currently `current` at `revision`.
@@ -423,7 +514,17 @@ impl Registry {
         incoming: Value,
     ) -> ApiResult<Reply> {
         let subresource = call.request.subresource.as_deref();
+        let mut incoming = incoming;
+        crate::defaults::apply(call.kind, &mut incoming);
         let mut updated = strategy::prepare_for_update(call.kind, subresource, &current, incoming)?;
+        let _allocation = match is_service(call.kind) && subresource.is_none() {
+            true => Some(
+                self.services
+                    .assign(&self.store, call.kind, &mut updated, Some(&current))
+                    .await?,
+            ),
+            false => None,
+        };
         if updated == current {
             return Ok(Reply::Json(200, current));
         }
@@ -431,7 +532,9 @@ impl Registry {
             return Ok(Reply::Json(200, updated));
         }
         // The last finalizer of an object being deleted is gone: the object goes.
-        if meta_str(&updated, "deletionTimestamp").is_some() && object::finalizers(&updated).is_empty() {
+        if meta_str(&updated, "deletionTimestamp").is_some()
+            && object::finalizers(&updated).is_empty()
+        {
             let deleted = self
                 .store
                 .delete(key, Some(revision))
@@ -449,21 +552,73 @@ impl Registry {
         Ok(Reply::Json(200, updated))
     }
 
-    pub async fn patch(&self, call: &Call<'_>, content_type: &str, body: &[u8]) -> ApiResult<Reply> {
+    pub async fn patch(
+        &self,
+        call: &Call<'_>,
+        content_type: &str,
+        body: &[u8],
+    ) -> ApiResult<Reply> {
         let name = call.name().to_string();
         let key = call.key(&name);
         let patch: Value = serde_json::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
+        if call.request.subresource.as_deref() == Some("scale") {
+            return self
+                .update_scale(call, |scale| {
+                    let mut patched = scale.clone();
+                    crate::patch::apply(call.kind, content_type, &mut patched, &patch)?;
+                    Ok(patched)
+                })
+                .await;
+        }
         for _ in 0..RETRIES {
             let (current, kv) = self.read(call.kind, &key, &name).await?;
             let mut patched = current.clone();
             crate::patch::apply(call.kind, content_type, &mut patched, &patch)?;
             // A patch that names a resource version makes it a precondition.
-            let pinned = meta_str(&patched, "resourceVersion").map(parse_rv).transpose()?;
+            let pinned = meta_str(&patched, "resourceVersion")
+                .map(parse_rv)
+                .transpose()?;
             if pinned.is_some_and(|rv| rv != kv.mod_revision) {
                 return Err(ApiError::conflict(call.kind, &name));
             }
-            match self.write_update(call, &key, &name, current, kv.mod_revision, patched).await {
+            match self
+                .write_update(call, &key, &name, current, kv.mod_revision, patched)
+                .await
+            {
+                Err(e) if e.reason == "Conflict" && pinned.is_none() => continue,
+                other => return other,
+            }
+        }
+        Err(ApiError::conflict(call.kind, &name))
+    }
+
+    /// Reads the Scale of the call's object, lets `change` produce the new Scale, and writes
+    /// its replica count back (a Scale naming a resource version makes it a precondition).
+    async fn update_scale(
+        &self,
+        call: &Call<'_>,
+        change: impl Fn(&Value) -> ApiResult<Value>,
+    ) -> ApiResult<Reply> {
+        let name = call.name().to_string();
+        let key = call.key(&name);
+        for _ in 0..RETRIES {
+            let (current, kv) = self.read(call.kind, &key, &name).await?;
+            let scale = change(&crate::scale::to_scale(&current))?;
+            let pinned = meta_str(&scale, "resourceVersion")
+                .map(parse_rv)
+                .transpose()?;
+            if pinned.is_some_and(|rv| rv != kv.mod_revision) {
+                return Err(ApiError::conflict(call.kind, &name));
+            }
+            let updated = crate::scale::apply_scale(&current, &scale)?;
+            match self
+                .write_update(call, &key, &name, current, kv.mod_revision, updated)
+                .await
+            {
+                Ok(Reply::Json(code, object)) => {
+                    return Ok(Reply::Json(code, crate::scale::to_scale(&object)));
+                }
                 Err(e) if e.reason == "Conflict" && pinned.is_none() => continue,
                 other => return other,
             }
@@ -475,7 +630,9 @@ impl Registry {
         let name = call.name().to_string();
         let key = call.key(&name);
         let (current, kv) = self.read(call.kind, &key, &name).await?;
-        if let Some(uid) = options.pointer("/preconditions/uid").and_then(Value::as_str)
+        if let Some(uid) = options
+            .pointer("/preconditions/uid")
+            .and_then(Value::as_str)
             && meta_str(&current, "uid") != Some(uid)
         {
             return Err(ApiError::new(
@@ -488,7 +645,9 @@ impl Registry {
                 ),
             ));
         }
-        if let Some(rv) = options.pointer("/preconditions/resourceVersion").and_then(Value::as_str)
+        if let Some(rv) = options
+            .pointer("/preconditions/resourceVersion")
+            .and_then(Value::as_str)
             && parse_rv(rv)? != kv.mod_revision
         {
             return Err(ApiError::conflict(call.kind, &name));
@@ -521,7 +680,10 @@ impl Registry {
             object::set_resource_version(&mut object, deleted.revision);
             return Ok(Reply::Json(200, object));
         }
-        Ok(Reply::Bytes(200, crate::status::success(call.kind, &name, meta_str(&current, "uid").unwrap_or(""))))
+        Ok(Reply::Bytes(
+            200,
+            crate::status::success(call.kind, &name, meta_str(&current, "uid").unwrap_or("")),
+        ))
     }
 
     pub async fn delete_collection(&self, call: &Call<'_>, options: Value) -> ApiResult<Reply> {
@@ -529,8 +691,17 @@ impl Registry {
         let mut deleted = Vec::new();
         for item in items {
             let name = object::name(&item).to_string();
-            let request = ResourceRequest { name: Some(name), verb: crate::request::Verb::Delete, ..call.request.clone() };
-            let one = Call { request: &request, shape: Shape::Object, manager: call.manager.clone(), ..*call };
+            let request = ResourceRequest {
+                name: Some(name),
+                verb: crate::request::Verb::Delete,
+                ..call.request.clone()
+            };
+            let one = Call {
+                request: &request,
+                shape: Shape::Object,
+                manager: call.manager.clone(),
+                ..*call
+            };
             match self.delete(&one, options.clone()).await {
                 Ok(_) => deleted.push(item),
                 Err(e) if e.code == 404 => {}
@@ -549,10 +720,16 @@ impl Registry {
     }
 }
 
+fn is_service(kind: &Kind) -> bool {
+    (kind.group, kind.kind) == ("", "Service")
+}
+
 /// Checks a request body names the kind the URL does, filling in what may be left out.
 fn check_body(kind: &Kind, body: Value) -> ApiResult<Value> {
     let Value::Object(mut map) = body else {
-        return Err(ApiError::bad_request("the body of the request must be a JSON object"));
+        return Err(ApiError::bad_request(
+            "the body of the request must be a JSON object",
+        ));
     };
     let api_version = kind.api_version();
     match map.get("apiVersion").and_then(Value::as_str) {
@@ -633,7 +810,13 @@ impl EventEncoder {
         let encoded = match self.shape {
             Shape::Object => object.clone(),
             Shape::Table(include) => {
-                let t = table::table(self.kind, std::slice::from_ref(object), json!({"resourceVersion": rv(object)}), include, self.first);
+                let t = table::table(
+                    self.kind,
+                    std::slice::from_ref(object),
+                    json!({"resourceVersion": rv(object)}),
+                    include,
+                    self.first,
+                );
                 self.first = false;
                 t
             }
@@ -643,13 +826,16 @@ impl EventEncoder {
 }
 
 fn event_line(kind: &str, object: &Value) -> Bytes {
-    let mut line = serde_json::to_vec(&json!({"type": kind, "object": object})).expect("JSON encodes");
+    let mut line =
+        serde_json::to_vec(&json!({"type": kind, "object": object})).expect("JSON encodes");
     line.push(b'\n');
     Bytes::from(line)
 }
 
 fn rv(object: &Value) -> String {
-    meta_str(object, "resourceVersion").unwrap_or("").to_string()
+    meta_str(object, "resourceVersion")
+        .unwrap_or("")
+        .to_string()
 }
 
 pub fn parse_rv(text: &str) -> ApiResult<Revision> {
@@ -664,12 +850,17 @@ pub fn parse_rv(text: &str) -> ApiResult<Revision> {
 fn encode_continue(revision: Revision, start: &str) -> String {
     use base64::Engine;
     let body = json!({"v": "meta.k8s.io/v1", "rv": revision, "start": start});
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(&body).expect("JSON encodes"))
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(serde_json::to_vec(&body).expect("JSON encodes"))
 }
 
 fn decode_continue(token: &str) -> ApiResult<(Revision, String)> {
     use base64::Engine;
-    let bad = || ApiError::bad_request("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)");
+    let bad = || {
+        ApiError::bad_request(
+            "continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)",
+        )
+    };
     let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(token.trim_end_matches('='))
         .map_err(|_| bad())?;
@@ -684,7 +875,9 @@ fn random_suffix() -> String {
     use rand::Rng;
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let mut rng = rand::rng();
-    (0..5).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
+    (0..5)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
 }
 
 #[cfg(test)]
@@ -694,17 +887,32 @@ mod tests {
     #[test]
     fn continue_tokens_round_trip() {
         let token = encode_continue(42, "/registry/pods/default/b\0");
-        assert_eq!(decode_continue(&token).unwrap(), (42, "/registry/pods/default/b\0".to_string()));
+        assert_eq!(
+            decode_continue(&token).unwrap(),
+            (42, "/registry/pods/default/b\0".to_string())
+        );
         assert_eq!(decode_continue("garbage!").unwrap_err().code, 400);
     }
 
     #[test]
     fn body_kind_must_match() {
         let cms = kinds::find("", "v1", "configmaps").unwrap();
-        let ok = check_body(cms, json!({"metadata": {"name": "a"}, "apiVersion": "v1", "kind": "ConfigMap"})).unwrap();
+        let ok = check_body(
+            cms,
+            json!({"metadata": {"name": "a"}, "apiVersion": "v1", "kind": "ConfigMap"}),
+        )
+        .unwrap();
         assert_eq!(ok.as_object().unwrap().keys().next().unwrap(), "kind");
-        assert_eq!(check_body(cms, json!({"kind": "Secret"})).unwrap_err().code, 400);
-        assert_eq!(check_body(cms, json!({"apiVersion": "apps/v1"})).unwrap_err().code, 400);
+        assert_eq!(
+            check_body(cms, json!({"kind": "Secret"})).unwrap_err().code,
+            400
+        );
+        assert_eq!(
+            check_body(cms, json!({"apiVersion": "apps/v1"}))
+                .unwrap_err()
+                .code,
+            400
+        );
         assert_eq!(check_body(cms, json!([1])).unwrap_err().code, 400);
     }
 }

@@ -35,11 +35,18 @@ pub enum Route {
     Version,
     Health(String),
     /// `/api` or `/apis`
-    DiscoveryRoot { core: bool },
+    DiscoveryRoot {
+        core: bool,
+    },
     /// `/apis/<group>`
-    DiscoveryGroup { group: String },
+    DiscoveryGroup {
+        group: String,
+    },
     /// `/api/v1`, `/apis/<group>/<version>`
-    DiscoveryGroupVersion { group: String, version: String },
+    DiscoveryGroupVersion {
+        group: String,
+        version: String,
+    },
     OpenApi(String),
     Resource(ResourceRequest),
     NotFound,
@@ -50,27 +57,45 @@ pub enum Route {
 const NAMESPACE_SUBRESOURCES: &[&str] = &["status", "finalize"];
 
 pub fn route(method: &http::Method, path: &str, query: &Query) -> Route {
-    let parts: Vec<&str> = path.trim_matches('/').split('/').filter(|p| !p.is_empty()).collect();
+    let parts: Vec<&str> = path
+        .trim_matches('/')
+        .split('/')
+        .filter(|p| !p.is_empty())
+        .collect();
     match parts.as_slice() {
         ["version"] => Route::Version,
         [h @ ("healthz" | "livez" | "readyz"), ..] => Route::Health(h.to_string()),
         ["openapi", rest @ ..] => Route::OpenApi(rest.join("/")),
         ["api"] => Route::DiscoveryRoot { core: true },
         ["apis"] => Route::DiscoveryRoot { core: false },
-        ["api", version] => Route::DiscoveryGroupVersion { group: String::new(), version: version.to_string() },
-        ["apis", group] => Route::DiscoveryGroup { group: group.to_string() },
-        ["apis", group, version] => {
-            Route::DiscoveryGroupVersion { group: group.to_string(), version: version.to_string() }
-        }
+        ["api", version] => Route::DiscoveryGroupVersion {
+            group: String::new(),
+            version: version.to_string(),
+        },
+        ["apis", group] => Route::DiscoveryGroup {
+            group: group.to_string(),
+        },
+        ["apis", group, version] => Route::DiscoveryGroupVersion {
+            group: group.to_string(),
+            version: version.to_string(),
+        },
         ["api", version, rest @ ..] => resource_route("", version, rest, method, query),
         ["apis", group, version, rest @ ..] => resource_route(group, version, rest, method, query),
         _ => Route::NotFound,
     }
 }
 
-fn resource_route(group: &str, version: &str, rest: &[&str], method: &http::Method, query: &Query) -> Route {
+fn resource_route(
+    group: &str,
+    version: &str,
+    rest: &[&str],
+    method: &http::Method,
+    query: &Query,
+) -> Route {
     let (namespace, rest): (Option<&str>, &[&str]) = match rest {
-        ["namespaces", ns, tail @ ..] if !tail.is_empty() && !NAMESPACE_SUBRESOURCES.contains(&tail[0]) => {
+        ["namespaces", ns, tail @ ..]
+            if !tail.is_empty() && !NAMESPACE_SUBRESOURCES.contains(&tail[0]) =>
+        {
             (Some(ns), tail)
         }
         other => (None, other),
@@ -109,7 +134,11 @@ pub struct Query(HashMap<String, String>);
 
 impl Query {
     pub fn parse(query: Option<&str>) -> Query {
-        Query(form_urlencoded::parse(query.unwrap_or("").as_bytes()).into_owned().collect())
+        Query(
+            form_urlencoded::parse(query.unwrap_or("").as_bytes())
+                .into_owned()
+                .collect(),
+        )
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {
@@ -129,10 +158,9 @@ impl Query {
     pub fn number(&self, key: &str) -> ApiResult<Option<u64>> {
         match self.get(key).filter(|v| !v.is_empty()) {
             None => Ok(None),
-            Some(v) => v
-                .parse()
-                .map(Some)
-                .map_err(|_| ApiError::bad_request(format!("invalid value {v:?} for query parameter {key}"))),
+            Some(v) => v.parse().map(Some).map_err(|_| {
+                ApiError::bad_request(format!("invalid value {v:?} for query parameter {key}"))
+            }),
         }
     }
 }
@@ -151,14 +179,33 @@ mod tests {
 
     #[test]
     fn namespaced_and_cluster_paths() {
-        let r = resource(Method::GET, "/apis/apps/v1/namespaces/ns/deployments/web/scale", "");
+        let r = resource(
+            Method::GET,
+            "/apis/apps/v1/namespaces/ns/deployments/web/scale",
+            "",
+        );
         assert_eq!(
-            (r.group.as_str(), r.resource.as_str(), r.namespace.as_deref(), r.name.as_deref(), r.subresource.as_deref()),
-            ("apps", "deployments", Some("ns"), Some("web"), Some("scale"))
+            (
+                r.group.as_str(),
+                r.resource.as_str(),
+                r.namespace.as_deref(),
+                r.name.as_deref(),
+                r.subresource.as_deref()
+            ),
+            (
+                "apps",
+                "deployments",
+                Some("ns"),
+                Some("web"),
+                Some("scale")
+            )
         );
         assert_eq!(r.verb, Verb::Get);
         let r = resource(Method::GET, "/api/v1/pods", "watch=1");
-        assert_eq!((r.resource.as_str(), r.namespace, r.verb), ("pods", None, Verb::Watch));
+        assert_eq!(
+            (r.resource.as_str(), r.namespace, r.verb),
+            ("pods", None, Verb::Watch)
+        );
         let r = resource(Method::DELETE, "/api/v1/namespaces/ns/configmaps", "");
         assert_eq!(r.verb, Verb::DeleteCollection);
     }
@@ -166,9 +213,15 @@ mod tests {
     #[test]
     fn namespaces_themselves() {
         let r = resource(Method::GET, "/api/v1/namespaces/kube-system", "");
-        assert_eq!((r.resource.as_str(), r.name.as_deref(), r.namespace), ("namespaces", Some("kube-system"), None));
+        assert_eq!(
+            (r.resource.as_str(), r.name.as_deref(), r.namespace),
+            ("namespaces", Some("kube-system"), None)
+        );
         let r = resource(Method::PUT, "/api/v1/namespaces/x/finalize", "");
-        assert_eq!((r.resource.as_str(), r.subresource.as_deref()), ("namespaces", Some("finalize")));
+        assert_eq!(
+            (r.resource.as_str(), r.subresource.as_deref()),
+            ("namespaces", Some("finalize"))
+        );
         let r = resource(Method::GET, "/api/v1/namespaces", "");
         assert_eq!((r.resource.as_str(), r.verb), ("namespaces", Verb::List));
     }
@@ -176,14 +229,29 @@ mod tests {
     #[test]
     fn boolean_parameters_follow_apimachinery() {
         let q = Query::parse(Some("a=True&b=0&c=false&d=&e=FALSE"));
-        assert!(q.flag("a") && !q.flag("b") && !q.flag("c") && q.flag("d") && !q.flag("e") && !q.flag("f"));
+        assert!(
+            q.flag("a")
+                && !q.flag("b")
+                && !q.flag("c")
+                && q.flag("d")
+                && !q.flag("e")
+                && !q.flag("f")
+        );
     }
 
     #[test]
     fn discovery_and_other_paths() {
         let q = Query::default();
-        assert_eq!(route(&Method::GET, "/api", &q), Route::DiscoveryRoot { core: true });
-        assert_eq!(route(&Method::GET, "/apis/apps", &q), Route::DiscoveryGroup { group: "apps".into() });
+        assert_eq!(
+            route(&Method::GET, "/api", &q),
+            Route::DiscoveryRoot { core: true }
+        );
+        assert_eq!(
+            route(&Method::GET, "/apis/apps", &q),
+            Route::DiscoveryGroup {
+                group: "apps".into()
+            }
+        );
         assert_eq!(route(&Method::GET, "/version", &q), Route::Version);
         assert_eq!(route(&Method::GET, "/nonsense/x", &q), Route::NotFound);
     }

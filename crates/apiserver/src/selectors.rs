@@ -37,7 +37,9 @@ impl LabelSelector {
 
     /// Whether an object's `metadata.labels` satisfy every requirement.
     pub fn matches(&self, object: &Value) -> bool {
-        let labels = object.pointer("/metadata/labels").and_then(Value::as_object);
+        let labels = object
+            .pointer("/metadata/labels")
+            .and_then(Value::as_object);
         let label = |k: &str| labels.and_then(|l| l.get(k)).and_then(Value::as_str);
         self.0.iter().all(|r| match r {
             Requirement::Exists(k) => label(k).is_some(),
@@ -117,7 +119,9 @@ fn check_key(key: &str) -> Result<(), String> {
     let name = match key.rsplit_once('/') {
         Some((prefix, name)) => {
             if prefix.is_empty() || prefix.len() > 253 || !prefix.split('.').all(is_dns_label) {
-                return Err(format!("invalid label key {key:?}: prefix part must be a DNS subdomain"));
+                return Err(format!(
+                    "invalid label key {key:?}: prefix part must be a DNS subdomain"
+                ));
             }
             name
         }
@@ -145,7 +149,8 @@ fn is_label_name(s: &str) -> bool {
     let b = s.as_bytes();
     b.first().is_some_and(u8::is_ascii_alphanumeric)
         && b.last().is_some_and(u8::is_ascii_alphanumeric)
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
 }
 
 pub fn is_dns_label(s: &str) -> bool {
@@ -154,7 +159,8 @@ pub fn is_dns_label(s: &str) -> bool {
         && b.len() <= 63
         && b[0].is_ascii_alphanumeric()
         && b[b.len() - 1].is_ascii_alphanumeric()
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
 }
 
 /// A parsed field selector; empty matches everything.
@@ -173,11 +179,15 @@ impl FieldSelector {
             } else if let Some((f, v)) = part.split_once('=') {
                 (f, false, v)
             } else {
-                return Err(ApiError::bad_request(format!("invalid selector: '{text}'; can't understand '{part}'")));
+                return Err(ApiError::bad_request(format!(
+                    "invalid selector: '{text}'; can't understand '{part}'"
+                )));
             };
             let field = field.trim();
             if !supported_fields(kind).contains(&field) {
-                return Err(ApiError::bad_request(format!("field label not supported: {field}")));
+                return Err(ApiError::bad_request(format!(
+                    "field label not supported: {field}"
+                )));
             }
             terms.push((field.to_string(), negated, value.trim().to_string()));
         }
@@ -185,7 +195,9 @@ impl FieldSelector {
     }
 
     pub fn matches(&self, object: &Value) -> bool {
-        self.0.iter().all(|(field, negated, value)| (field_value(object, field) == *value) != *negated)
+        self.0
+            .iter()
+            .all(|(field, negated, value)| (field_value(object, field) == *value) != *negated)
     }
 }
 
@@ -244,7 +256,11 @@ fn field_value(object: &Value, field: &str) -> String {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Bool(b)) => b.to_string(),
         Some(Value::Number(n)) => n.to_string(),
-        None | Some(Value::Null) if field == "spec.unschedulable" || field == "spec.hostNetwork" => "false".into(),
+        None | Some(Value::Null)
+            if field == "spec.unschedulable" || field == "spec.hostNetwork" =>
+        {
+            "false".into()
+        }
         _ => String::new(),
     }
 }
@@ -260,15 +276,24 @@ mod tests {
 
     #[test]
     fn label_selector_grammar() {
-        let s = LabelSelector::parse("app=web,tier in (fe, be),!missing,env!=prod,version").unwrap();
+        let s =
+            LabelSelector::parse("app=web,tier in (fe, be),!missing,env!=prod,version").unwrap();
         assert!(s.matches(&obj(json!({"app": "web", "tier": "fe", "version": "1"}))));
         assert!(!s.matches(&obj(json!({"app": "web", "tier": "db", "version": "1"}))));
-        assert!(!s.matches(&obj(json!({"app": "web", "tier": "fe", "version": "1", "missing": "x"}))));
-        assert!(!s.matches(&obj(json!({"app": "web", "tier": "fe", "version": "1", "env": "prod"}))));
+        assert!(!s.matches(&obj(
+            json!({"app": "web", "tier": "fe", "version": "1", "missing": "x"})
+        )));
+        assert!(!s.matches(&obj(
+            json!({"app": "web", "tier": "fe", "version": "1", "env": "prod"})
+        )));
         // != and notin match objects without the key.
         let s = LabelSelector::parse("env!=prod,zone notin (a,b)").unwrap();
         assert!(s.matches(&obj(json!({}))));
-        assert!(LabelSelector::parse("app.kubernetes.io/name==x").unwrap().matches(&obj(json!({"app.kubernetes.io/name": "x"}))));
+        assert!(
+            LabelSelector::parse("app.kubernetes.io/name==x")
+                .unwrap()
+                .matches(&obj(json!({"app.kubernetes.io/name": "x"})))
+        );
         assert!(LabelSelector::parse("").unwrap().matches(&obj(json!(null))));
     }
 
@@ -277,7 +302,11 @@ mod tests {
         for bad in ["a b", "-x=1", "x=bad value", "x in a,b", "a/=1"] {
             let err = LabelSelector::parse(bad).unwrap_err();
             assert_eq!(err.code, 400, "{bad}");
-            assert!(err.message.starts_with("unable to parse requirement"), "{bad}: {}", err.message);
+            assert!(
+                err.message.starts_with("unable to parse requirement"),
+                "{bad}: {}",
+                err.message
+            );
         }
     }
 
@@ -290,6 +319,10 @@ mod tests {
         let cms = crate::kinds::find("", "v1", "configmaps").unwrap();
         let err = FieldSelector::parse("spec.nodeName=x", cms).unwrap_err();
         assert_eq!(err.message, "field label not supported: spec.nodeName");
-        assert!(FieldSelector::parse("metadata.name=a", cms).unwrap().matches(&json!({"metadata": {"name": "a"}})));
+        assert!(
+            FieldSelector::parse("metadata.name=a", cms)
+                .unwrap()
+                .matches(&json!({"metadata": {"name": "a"}}))
+        );
     }
 }

@@ -42,7 +42,10 @@ pub struct User {
 
 impl User {
     fn anonymous() -> User {
-        User { name: "system:anonymous".into(), groups: vec!["system:unauthenticated".into()] }
+        User {
+            name: "system:anonymous".into(),
+            groups: vec!["system:unauthenticated".into()],
+        }
     }
 
     fn is_anonymous(&self) -> bool {
@@ -68,7 +71,8 @@ pub fn tls_config(pki: &Pki) -> anyhow::Result<rustls::ServerConfig> {
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .allow_unauthenticated()
         .build()?;
-    let chain = CertificateDer::pem_slice_iter(pki.serving.cert_pem.as_bytes()).collect::<Result<Vec<_>, _>>()?;
+    let chain = CertificateDer::pem_slice_iter(pki.serving.cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()?;
     let key = PrivateKeyDer::from_pem_slice(pki.serving.key_pem.as_bytes())?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
@@ -87,20 +91,35 @@ fn user_from_certificates(certs: Option<&[CertificateDer<'_>]>) -> User {
         return User::anonymous();
     };
     let subject = cert.subject();
-    let name = subject.iter_common_name().next().and_then(|cn| cn.as_str().ok()).unwrap_or("").to_string();
-    let mut groups: Vec<String> =
-        subject.iter_organization().filter_map(|o| o.as_str().ok().map(str::to_string)).collect();
+    let name = subject
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let mut groups: Vec<String> = subject
+        .iter_organization()
+        .filter_map(|o| o.as_str().ok().map(str::to_string))
+        .collect();
     groups.push("system:authenticated".into());
     User { name, groups }
 }
 
 impl Server {
     pub fn new(registry: Registry, address: String) -> Server {
-        Server { registry, openapi: crate::openapi::OpenApi::build(), address }
+        Server {
+            registry,
+            openapi: crate::openapi::OpenApi::build(),
+            address,
+        }
     }
 
     /// Accepts connections until the listener fails.
-    pub async fn serve(self: Arc<Self>, listener: TcpListener, tls: rustls::ServerConfig) -> anyhow::Result<()> {
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        tls: rustls::ServerConfig,
+    ) -> anyhow::Result<()> {
         let acceptor = TlsAcceptor::from(Arc::new(tls));
         loop {
             let (tcp, peer) = match listener.accept().await {
@@ -127,14 +146,22 @@ impl Server {
                     async move { Ok::<_, Infallible>(server.handle(request, &user, peer).await) }
                 });
                 let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                if let Err(e) = builder.serve_connection_with_upgrades(TokioIo::new(tls), service).await {
+                if let Err(e) = builder
+                    .serve_connection_with_upgrades(TokioIo::new(tls), service)
+                    .await
+                {
                     tracing::debug!(%peer, error = %e, "connection ended with an error");
                 }
             });
         }
     }
 
-    async fn handle(&self, request: Request<Incoming>, user: &User, peer: SocketAddr) -> Response<Body> {
+    async fn handle(
+        &self,
+        request: Request<Incoming>,
+        user: &User,
+        peer: SocketAddr,
+    ) -> Response<Body> {
         let method = request.method().clone();
         let path = request.uri().path().to_string();
         let response = match self.route(request, user).await {
@@ -160,15 +187,20 @@ impl Server {
                 let format = Format::from_accept(&accept);
                 let doc = discovery::root(core, format, &self.address);
                 let mut response = json_response(200, &doc);
-                response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(format.content_type()));
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static(format.content_type()),
+                );
                 Ok(response)
             }
-            Route::DiscoveryGroup { group } => {
-                discovery::group(&group).map(|d| json_response(200, &d)).ok_or_else(ApiError::route_not_found)
-            }
-            Route::DiscoveryGroupVersion { group, version } => discovery::resource_list(&group, &version)
+            Route::DiscoveryGroup { group } => discovery::group(&group)
                 .map(|d| json_response(200, &d))
                 .ok_or_else(ApiError::route_not_found),
+            Route::DiscoveryGroupVersion { group, version } => {
+                discovery::resource_list(&group, &version)
+                    .map(|d| json_response(200, &d))
+                    .ok_or_else(ApiError::route_not_found)
+            }
             Route::OpenApi(path) => self.openapi(&path),
             Route::NotFound => Err(ApiError::route_not_found()),
             Route::Resource(resource) => self.resource(request, resource, &query, &accept).await,
@@ -179,11 +211,16 @@ impl Server {
         if path == "v3" || path == "v3/" {
             return Ok(json_response(200, &self.openapi.index()));
         }
-        let document = path.strip_prefix("v3/").and_then(|gv| self.openapi.document(gv));
+        let document = path
+            .strip_prefix("v3/")
+            .and_then(|gv| self.openapi.document(gv));
         let document = document.ok_or_else(ApiError::route_not_found)?;
         let mut response = bytes_response(200, "application/json", document.body.clone());
         // Clients cache by URL, and the URL carries the content's hash.
-        response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, immutable"));
+        response.headers_mut().insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public, immutable"),
+        );
         Ok(response)
     }
 
@@ -206,46 +243,86 @@ impl Server {
             .get("fieldManager")
             .filter(|m| !m.is_empty())
             .map(str::to_string)
-            .unwrap_or_else(|| header_str(&request, header::USER_AGENT).split('/').next().unwrap_or("").to_string());
+            .unwrap_or_else(|| {
+                header_str(&request, header::USER_AGENT)
+                    .split('/')
+                    .next()
+                    .unwrap_or("")
+                    .to_string()
+            });
         let content_type = header_str(&request, header::CONTENT_TYPE).to_string();
         let body = read_body(request).await?;
-        let call = Call { kind, request: &resource, query, shape, manager };
+        let call = Call {
+            kind,
+            request: &resource,
+            query,
+            shape,
+            manager,
+        };
         let reply = match resource.verb {
             Verb::Get => self.registry.get(&call).await?,
             Verb::List => self.registry.list(&call).await?,
             Verb::Watch => self.registry.watch(&call).await?,
-            Verb::Create => self.registry.create(&call, decode_object(&content_type, &body)?).await?,
-            Verb::Update => self.registry.update(&call, decode_object(&content_type, &body)?).await?,
+            Verb::Create => {
+                self.registry
+                    .create(&call, decode_object(&content_type, &body)?)
+                    .await?
+            }
+            Verb::Update => {
+                self.registry
+                    .update(&call, decode_object(&content_type, &body)?)
+                    .await?
+            }
             Verb::Patch => {
                 let patch_type = content_type.split(';').next().unwrap_or("").trim();
                 if !patch::ACCEPTED.contains(&patch_type) || patch_type == patch::APPLY_PATCH {
-                    return Err(ApiError::unsupported_media_type(patch_type, patch::ACCEPTED));
+                    return Err(ApiError::unsupported_media_type(
+                        patch_type,
+                        patch::ACCEPTED,
+                    ));
                 }
                 self.registry.patch(&call, patch_type, &body).await?
             }
             Verb::Delete => self.registry.delete(&call, delete_options(&body)?).await?,
-            Verb::DeleteCollection => self.registry.delete_collection(&call, delete_options(&body)?).await?,
+            Verb::DeleteCollection => {
+                self.registry
+                    .delete_collection(&call, delete_options(&body)?)
+                    .await?
+            }
         };
         Ok(match reply {
             Reply::Json(code, value) => json_response(code, &value),
             Reply::Bytes(code, bytes) => bytes_response(code, "application/json", bytes),
             Reply::Stream(rx) => {
-                let stream = tokio_stream_from(rx).map(|chunk| Ok::<_, Infallible>(Frame::data(chunk)));
+                let stream =
+                    tokio_stream_from(rx).map(|chunk| Ok::<_, Infallible>(Frame::data(chunk)));
                 let mut response = Response::new(StreamBody::new(stream).boxed_unsync());
-                response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-                response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, private"));
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                response.headers_mut().insert(
+                    header::CACHE_CONTROL,
+                    HeaderValue::from_static("no-cache, private"),
+                );
                 response
             }
         })
     }
 }
 
-fn tokio_stream_from(mut rx: tokio::sync::mpsc::Receiver<Bytes>) -> impl futures::Stream<Item = Bytes> {
+fn tokio_stream_from(
+    mut rx: tokio::sync::mpsc::Receiver<Bytes>,
+) -> impl futures::Stream<Item = Bytes> {
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
 fn header_str<B>(request: &Request<B>, name: header::HeaderName) -> &str {
-    request.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+    request
+        .headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
 }
 
 /// The response shape the Accept header asks for; 406 when nothing in it can be produced.
@@ -266,7 +343,9 @@ fn negotiate(accept: &str, query: &Query) -> ApiResult<Shape> {
                     Some("None") => IncludeObject::None,
                     Some("Object") => IncludeObject::Object,
                     Some(other) => {
-                        return Err(ApiError::bad_request(format!("invalid value for includeObject: {other:?}")));
+                        return Err(ApiError::bad_request(format!(
+                            "invalid value for includeObject: {other:?}"
+                        )));
                     }
                 };
                 return Ok(Shape::Table(include));
@@ -276,7 +355,10 @@ fn negotiate(accept: &str, query: &Query) -> ApiResult<Shape> {
         if params.iter().any(|p| p.starts_with("as=")) {
             continue;
         }
-        if matches!(media, "application/json" | "*/*" | "application/*" | "application/yaml") {
+        if matches!(
+            media,
+            "application/json" | "*/*" | "application/*" | "application/yaml"
+        ) {
             return Ok(Shape::Object);
         }
     }
@@ -286,8 +368,15 @@ fn negotiate(accept: &str, query: &Query) -> ApiResult<Shape> {
 async fn read_body(request: Request<Incoming>) -> ApiResult<Bytes> {
     match Limited::new(request.into_body(), MAX_BODY).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(ApiError::too_large()),
-        Err(e) => Err(ApiError::bad_request(format!("cannot read the request body: {e}"))),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(ApiError::too_large())
+        }
+        Err(e) => Err(ApiError::bad_request(format!(
+            "cannot read the request body: {e}"
+        ))),
     }
 }
 
@@ -297,8 +386,11 @@ const BODY_TYPES: &[&str] = &["application/json", "application/yaml"];
 fn decode_object(content_type: &str, body: &[u8]) -> ApiResult<Value> {
     let media = content_type.split(';').next().unwrap_or("").trim();
     match media {
-        "application/json" | "" => serde_json::from_slice(body)
-            .map_err(|e| ApiError::bad_request(format!("the body of the request could not be decoded as JSON: {e}"))),
+        "application/json" | "" => serde_json::from_slice(body).map_err(|e| {
+            ApiError::bad_request(format!(
+                "the body of the request could not be decoded as JSON: {e}"
+            ))
+        }),
         "application/yaml" => crate::yaml::to_json(body),
         other => Err(ApiError::unsupported_media_type(other, BODY_TYPES)),
     }
@@ -309,14 +401,21 @@ fn delete_options(body: &[u8]) -> ApiResult<Value> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Value::Object(Default::default()));
     }
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))
 }
 
 fn bytes_response(code: u16, content_type: &'static str, bytes: Vec<u8>) -> Response<Body> {
     let mut response = Response::new(Full::new(Bytes::from(bytes)).boxed_unsync());
-    *response.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, private"));
+    *response.status_mut() =
+        StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, private"),
+    );
     response
 }
 
@@ -342,10 +441,21 @@ mod tests {
     fn negotiation() {
         let q = Query::default();
         let kubectl_get = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json";
-        assert_eq!(negotiate(kubectl_get, &q).unwrap(), Shape::Table(IncludeObject::Metadata));
-        assert_eq!(negotiate("application/vnd.kubernetes.protobuf,application/json", &q).unwrap(), Shape::Object);
+        assert_eq!(
+            negotiate(kubectl_get, &q).unwrap(),
+            Shape::Table(IncludeObject::Metadata)
+        );
+        assert_eq!(
+            negotiate("application/vnd.kubernetes.protobuf,application/json", &q).unwrap(),
+            Shape::Object
+        );
         assert_eq!(negotiate("", &q).unwrap(), Shape::Object);
-        assert_eq!(negotiate("application/json;as=Table;v=v2;g=meta.k8s.io", &q).unwrap_err().code, 406);
+        assert_eq!(
+            negotiate("application/json;as=Table;v=v2;g=meta.k8s.io", &q)
+                .unwrap_err()
+                .code,
+            406
+        );
         assert_eq!(negotiate("text/html", &q).unwrap_err().code, 406);
     }
 }

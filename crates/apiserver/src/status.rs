@@ -39,41 +39,60 @@ pub struct ApiError {
     pub code: u16,
     pub reason: &'static str,
     pub message: String,
-    pub details: Option<Details>,
+    /// Boxed: errors travel through every `Result` of the request path, and most have none.
+    pub details: Option<Box<Details>>,
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
 impl ApiError {
     pub fn new(code: u16, reason: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { code, reason, message: message.into(), details: None }
+        ApiError {
+            code,
+            reason,
+            message: message.into(),
+            details: None,
+        }
     }
 
     fn about(mut self, kind: &Kind, name: &str) -> ApiError {
-        self.details = Some(Details {
+        self.details = Some(Box::new(Details {
             name: name.to_string(),
             group: kind.group.to_string(),
             kind: kind.plural.to_string(),
             ..Details::default()
-        });
+        }));
         self
     }
 
     pub fn not_found(kind: &Kind, name: &str) -> ApiError {
-        ApiError::new(404, "NotFound", format!("{} \"{name}\" not found", kind.qualified_plural())).about(kind, name)
+        ApiError::new(
+            404,
+            "NotFound",
+            format!("{} \"{name}\" not found", kind.qualified_plural()),
+        )
+        .about(kind, name)
     }
 
     /// An unknown URL.
     pub fn route_not_found() -> ApiError {
         ApiError {
-            details: Some(Details::default()),
-            ..ApiError::new(404, "NotFound", "the server could not find the requested resource")
+            details: Some(Box::default()),
+            ..ApiError::new(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            )
         }
     }
 
     pub fn already_exists(kind: &Kind, name: &str) -> ApiError {
-        ApiError::new(409, "AlreadyExists", format!("{} \"{name}\" already exists", kind.qualified_plural()))
-            .about(kind, name)
+        ApiError::new(
+            409,
+            "AlreadyExists",
+            format!("{} \"{name}\" already exists", kind.qualified_plural()),
+        )
+        .about(kind, name)
     }
 
     pub fn conflict(kind: &Kind, name: &str) -> ApiError {
@@ -92,18 +111,32 @@ impl ApiError {
     pub fn invalid(kind: &Kind, name: &str, causes: Vec<Cause>) -> ApiError {
         let problems: Vec<String> = causes
             .iter()
-            .map(|c| if c.field.is_empty() { c.message.clone() } else { format!("{}: {}", c.field, c.message) })
+            .map(|c| {
+                if c.field.is_empty() {
+                    c.message.clone()
+                } else {
+                    format!("{}: {}", c.field, c.message)
+                }
+            })
             .collect();
-        let listed = if problems.len() == 1 { problems[0].clone() } else { format!("[{}]", problems.join(", ")) };
+        let listed = if problems.len() == 1 {
+            problems[0].clone()
+        } else {
+            format!("[{}]", problems.join(", "))
+        };
         ApiError {
-            details: Some(Details {
+            details: Some(Box::new(Details {
                 name: name.to_string(),
                 group: kind.group.to_string(),
                 kind: kind.kind.to_string(),
                 causes,
                 ..Details::default()
-            }),
-            ..ApiError::new(422, "Invalid", format!("{} \"{name}\" is invalid: {listed}", kind.qualified_kind()))
+            })),
+            ..ApiError::new(
+                422,
+                "Invalid",
+                format!("{} \"{name}\" is invalid: {listed}", kind.qualified_kind()),
+            )
         }
     }
 
@@ -111,12 +144,16 @@ impl ApiError {
     /// options kind, as upstream reports it.
     pub fn invalid_option(options_kind: &str, field: &str, message: String) -> ApiError {
         ApiError {
-            details: Some(Details {
+            details: Some(Box::new(Details {
                 group: "meta.k8s.io".into(),
                 kind: options_kind.into(),
-                causes: vec![Cause { reason: "FieldValueInvalid".into(), message: message.clone(), field: field.into() }],
+                causes: vec![Cause {
+                    reason: "FieldValueInvalid".into(),
+                    message: message.clone(),
+                    field: field.into(),
+                }],
                 ..Details::default()
-            }),
+            })),
             ..ApiError::new(
                 422,
                 "Invalid",
@@ -143,7 +180,11 @@ impl ApiError {
     }
 
     pub fn method_not_allowed() -> ApiError {
-        ApiError::new(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+        ApiError::new(
+            405,
+            "MethodNotAllowed",
+            "the server does not allow this method on the requested resource",
+        )
     }
 
     pub fn expired(message: impl Into<String>) -> ApiError {
@@ -151,7 +192,11 @@ impl ApiError {
     }
 
     pub fn too_large() -> ApiError {
-        ApiError::new(413, "RequestEntityTooLarge", "Request entity too large: limit is 3145728")
+        ApiError::new(
+            413,
+            "RequestEntityTooLarge",
+            "Request entity too large: limit is 3145728",
+        )
     }
 
     pub fn unsupported_media_type(content_type: &str, accepted: &[&str]) -> ApiError {
@@ -167,21 +212,38 @@ impl ApiError {
     }
 
     pub fn not_acceptable() -> ApiError {
-        ApiError::new(406, "NotAcceptable", "the server was unable to respond with a content type that the client supports")
+        ApiError::new(
+            406,
+            "NotAcceptable",
+            "the server was unable to respond with a content type that the client supports",
+        )
     }
 
     pub fn timeout(message: impl Into<String>) -> ApiError {
-        ApiError { details: Some(Details { retry_after_seconds: Some(1), ..Details::default() }), ..ApiError::new(504, "Timeout", message) }
+        ApiError {
+            details: Some(Box::new(Details {
+                retry_after_seconds: Some(1),
+                ..Details::default()
+            })),
+            ..ApiError::new(504, "Timeout", message)
+        }
     }
 
     pub fn internal(message: impl std::fmt::Display) -> ApiError {
         let message = message.to_string();
         ApiError {
-            details: Some(Details {
-                causes: vec![Cause { message: message.clone(), ..Cause::default() }],
+            details: Some(Box::new(Details {
+                causes: vec![Cause {
+                    message: message.clone(),
+                    ..Cause::default()
+                }],
                 ..Details::default()
-            }),
-            ..ApiError::new(500, "InternalError", format!("Internal error occurred: {message}"))
+            })),
+            ..ApiError::new(
+                500,
+                "InternalError",
+                format!("Internal error occurred: {message}"),
+            )
         }
     }
 
@@ -190,8 +252,11 @@ impl ApiError {
     }
 
     fn with_cause(mut self, message: String) -> ApiError {
-        let details = self.details.get_or_insert_with(Details::default);
-        details.causes.push(Cause { message, ..Cause::default() });
+        let details = self.details.get_or_insert_with(Box::default);
+        details.causes.push(Cause {
+            message,
+            ..Cause::default()
+        });
         self
     }
 
@@ -201,7 +266,9 @@ impl ApiError {
             StoreError::AlreadyExists { .. } => ApiError::already_exists(kind, name),
             StoreError::NotFound { .. } => ApiError::not_found(kind, name),
             StoreError::Conflict { .. } => ApiError::conflict(kind, name),
-            StoreError::Compacted { .. } => ApiError::expired("The resourceVersion for the provided list is too old."),
+            StoreError::Compacted { .. } => {
+                ApiError::expired("The resourceVersion for the provided list is too old.")
+            }
             StoreError::FutureRevision { .. } => ApiError::timeout("Too large resource version"),
             StoreError::Unavailable(m) => ApiError::unavailable(m),
             StoreError::Invalid(m) => ApiError::bad_request(m),
@@ -218,7 +285,7 @@ impl ApiError {
             status: "Failure",
             message: &self.message,
             reason: self.reason,
-            details: self.details.as_ref(),
+            details: self.details.as_deref(),
             code: self.code,
         };
         let mut out = serde_json::to_vec(&status).expect("a Status always encodes");
@@ -288,15 +355,25 @@ mod tests {
     #[test]
     fn unknown_route_has_empty_details() {
         let body = String::from_utf8(ApiError::route_not_found().to_json()).unwrap();
-        assert!(body.contains("\"reason\":\"NotFound\",\"details\":{},\"code\":404}"), "{body}");
+        assert!(
+            body.contains("\"reason\":\"NotFound\",\"details\":{},\"code\":404}"),
+            "{body}"
+        );
     }
 
     #[test]
     fn invalid_lists_causes() {
         let pods = kinds::find("", "v1", "pods").unwrap();
-        let cause = |f: &str, m: &str| Cause { reason: "FieldValueRequired".into(), message: m.into(), field: f.into() };
+        let cause = |f: &str, m: &str| Cause {
+            reason: "FieldValueRequired".into(),
+            message: m.into(),
+            field: f.into(),
+        };
         let one = ApiError::invalid(pods, "p", vec![cause("spec.containers", "Required value")]);
-        assert_eq!(one.message, "Pod \"p\" is invalid: spec.containers: Required value");
+        assert_eq!(
+            one.message,
+            "Pod \"p\" is invalid: spec.containers: Required value"
+        );
         let two = ApiError::invalid(pods, "p", vec![cause("a", "x"), cause("b", "y")]);
         assert_eq!(two.message, "Pod \"p\" is invalid: [a: x, b: y]");
         assert_eq!(two.code, 422);

@@ -28,9 +28,20 @@ enum ListStrategy {
 fn list_strategy(field: &str, in_service_spec: bool) -> ListStrategy {
     use ListStrategy::*;
     match field {
-        "containers" | "initContainers" | "ephemeralContainers" | "env" | "imagePullSecrets" | "volumes"
-        | "schedulingGates" | "resourceClaims" | "secrets" | "drivers" | "allocatedResourcesStatus"
-        | "matchConditions" | "webhooks" | "variables" => MergeOnKey("name"),
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "env"
+        | "imagePullSecrets"
+        | "volumes"
+        | "schedulingGates"
+        | "resourceClaims"
+        | "secrets"
+        | "drivers"
+        | "allocatedResourcesStatus"
+        | "matchConditions"
+        | "webhooks"
+        | "variables" => MergeOnKey("name"),
         "ports" if in_service_spec => MergeOnKey("port"),
         "ports" => MergeOnKey("containerPort"),
         "volumeMounts" => MergeOnKey("mountPath"),
@@ -50,14 +61,19 @@ const DELETE_FROM: &str = "$deleteFromPrimitiveList/";
 /// Applies `patch` to `target` (an object of kind `kind`).
 pub fn apply(kind: &str, target: &mut Value, patch: &Value) -> ApiResult<()> {
     let Value::Object(patch) = patch else {
-        return Err(ApiError::bad_request("a strategic merge patch must be a JSON object"));
+        return Err(ApiError::bad_request(
+            "a strategic merge patch must be a JSON object",
+        ));
     };
     let original = std::mem::take(target);
     let original = match original {
         Value::Object(m) => m,
         _ => Map::new(),
     };
-    let context = Context { service: kind == "Service", path: Vec::new() };
+    let context = Context {
+        service: kind == "Service",
+        path: Vec::new(),
+    };
     *target = match merge_map(original, patch, &context)? {
         Some(m) => Value::Object(m),
         None => Value::Object(Map::new()),
@@ -75,7 +91,10 @@ impl Context {
     fn child(&self, field: &str) -> Context {
         let mut path = self.path.clone();
         path.push(field.to_string());
-        Context { service: self.service, path }
+        Context {
+            service: self.service,
+            path,
+        }
     }
 
     fn strategy(&self, field: &str) -> ListStrategy {
@@ -85,7 +104,11 @@ impl Context {
 }
 
 /// Merges a patch map into an original map; `None` when the patch deletes the map.
-fn merge_map(mut original: Map<String, Value>, patch: &Map<String, Value>, ctx: &Context) -> ApiResult<Option<Map<String, Value>>> {
+fn merge_map(
+    mut original: Map<String, Value>,
+    patch: &Map<String, Value>,
+    ctx: &Context,
+) -> ApiResult<Option<Map<String, Value>>> {
     match patch.get("$patch").and_then(Value::as_str) {
         Some("delete") => return Ok(None),
         Some("replace") => {
@@ -94,7 +117,11 @@ fn merge_map(mut original: Map<String, Value>, patch: &Map<String, Value>, ctx: 
             return Ok(Some(strip_directives(replaced)));
         }
         Some("merge") | None => {}
-        Some(other) => return Err(ApiError::bad_request(format!("unknown patch type: {other:?}"))),
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "unknown patch type: {other:?}"
+            )));
+        }
     }
     if let Some(retain) = patch.get("$retainKeys") {
         let keep: Vec<&str> = retain
@@ -122,9 +149,21 @@ fn merge_map(mut original: Map<String, Value>, patch: &Map<String, Value>, ctx: 
         }
         let child_ctx = ctx.child(key);
         let merged = match (original.remove(key), value) {
-            (Some(Value::Object(o)), Value::Object(p)) => merge_map(o, p, &child_ctx)?.map(Value::Object),
-            (Some(Value::Array(o)), Value::Array(p)) => Some(Value::Array(merge_list(o, p, ctx.strategy(key), &child_ctx)?)),
-            (None, Value::Array(p)) => Some(Value::Array(merge_list(Vec::new(), p, ctx.strategy(key), &child_ctx)?)),
+            (Some(Value::Object(o)), Value::Object(p)) => {
+                merge_map(o, p, &child_ctx)?.map(Value::Object)
+            }
+            (Some(Value::Array(o)), Value::Array(p)) => Some(Value::Array(merge_list(
+                o,
+                p,
+                ctx.strategy(key),
+                &child_ctx,
+            )?)),
+            (None, Value::Array(p)) => Some(Value::Array(merge_list(
+                Vec::new(),
+                p,
+                ctx.strategy(key),
+                &child_ctx,
+            )?)),
             (_, Value::Object(p)) => merge_map(Map::new(), p, &child_ctx)?.map(Value::Object),
             (_, v) => Some(v.clone()),
         };
@@ -135,7 +174,9 @@ fn merge_map(mut original: Map<String, Value>, patch: &Map<String, Value>, ctx: 
     // Orders last, once every list holds its final items.
     for (key, order) in patch.iter().filter(|(k, _)| k.starts_with(SET_ORDER)) {
         let field = &key[SET_ORDER.len()..];
-        if let (Some(Value::Array(items)), Some(order)) = (original.get_mut(field), order.as_array()) {
+        if let (Some(Value::Array(items)), Some(order)) =
+            (original.get_mut(field), order.as_array())
+        {
             let strategy = ctx.strategy(field);
             reorder(items, order, strategy);
         }
@@ -143,7 +184,12 @@ fn merge_map(mut original: Map<String, Value>, patch: &Map<String, Value>, ctx: 
     Ok(Some(original))
 }
 
-fn merge_list(original: Vec<Value>, patch: &[Value], strategy: ListStrategy, ctx: &Context) -> ApiResult<Vec<Value>> {
+fn merge_list(
+    original: Vec<Value>,
+    patch: &[Value],
+    strategy: ListStrategy,
+    ctx: &Context,
+) -> ApiResult<Vec<Value>> {
     match strategy {
         ListStrategy::Replace => Ok(patch.iter().cloned().map(strip_value).collect()),
         ListStrategy::MergeSet => {
@@ -156,7 +202,10 @@ fn merge_list(original: Vec<Value>, patch: &[Value], strategy: ListStrategy, ctx
             Ok(out)
         }
         ListStrategy::MergeOnKey(merge_key) => {
-            if patch.iter().any(|p| p.get("$patch").and_then(Value::as_str) == Some("replace")) {
+            if patch
+                .iter()
+                .any(|p| p.get("$patch").and_then(Value::as_str) == Some("replace"))
+            {
                 return Ok(patch
                     .iter()
                     .filter(|p| p.get("$patch").is_none())
@@ -174,7 +223,8 @@ fn merge_list(original: Vec<Value>, patch: &[Value], strategy: ListStrategy, ctx
                     continue;
                 };
                 let key_value = item_map.get(merge_key);
-                let position = key_value.and_then(|kv| out.iter().position(|o| o.get(merge_key) == Some(kv)));
+                let position =
+                    key_value.and_then(|kv| out.iter().position(|o| o.get(merge_key) == Some(kv)));
                 let deleting = item_map.get("$patch").and_then(Value::as_str) == Some("delete");
                 match (position, deleting) {
                     (Some(i), true) => {
@@ -203,10 +253,12 @@ fn merge_list(original: Vec<Value>, patch: &[Value], strategy: ListStrategy, ctx
 }
 
 /// Puts the items named by `$setElementOrder` first, in that order; the rest keep theirs.
-fn reorder(items: &mut Vec<Value>, order: &[Value], strategy: ListStrategy) {
+fn reorder(items: &mut [Value], order: &[Value], strategy: ListStrategy) {
     let rank = |item: &Value| -> usize {
         let found = match strategy {
-            ListStrategy::MergeOnKey(k) => order.iter().position(|o| o.get(k).is_some() && o.get(k) == item.get(k)),
+            ListStrategy::MergeOnKey(k) => order
+                .iter()
+                .position(|o| o.get(k).is_some() && o.get(k) == item.get(k)),
             _ => order.iter().position(|o| o == item),
         };
         found.unwrap_or(usize::MAX)
@@ -250,8 +302,10 @@ mod tests {
 
     #[test]
     fn containers_merge_by_name_keeping_other_fields() {
-        let live = deployment(json!([{"name": "nginx", "image": "nginx:1.27", "ports": [{"containerPort": 80}],
-            "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]}]));
+        let live = deployment(
+            json!([{"name": "nginx", "image": "nginx:1.27", "ports": [{"containerPort": 80}],
+            "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]}]),
+        );
         // What kubectl apply sends after the image changed and env A was dropped.
         let patch = json!({"spec": {"replicas": 3, "template": {"spec": {
             "$setElementOrder/containers": [{"name": "nginx"}],
@@ -260,10 +314,17 @@ mod tests {
         let out = patched("Deployment", live, patch);
         let c = &out["spec"]["template"]["spec"]["containers"][0];
         assert_eq!(c["image"], "nginx:1.28");
-        assert_eq!(c["ports"], json!([{"containerPort": 80}]), "fields the patch does not mention stay");
+        assert_eq!(
+            c["ports"],
+            json!([{"containerPort": 80}]),
+            "fields the patch does not mention stay"
+        );
         assert_eq!(c["env"], json!([{"name": "B", "value": "3"}]));
         assert_eq!(out["spec"]["replicas"], 3);
-        assert!(!out.to_string().contains('$'), "no directive may be stored: {out}");
+        assert!(
+            !out.to_string().contains('$'),
+            "no directive may be stored: {out}"
+        );
     }
 
     #[test]
@@ -272,22 +333,38 @@ mod tests {
         let patch = json!({"spec": {"template": {"spec": {"$setElementOrder/containers": [{"name": "b"}, {"name": "a"}],
             "containers": [{"name": "b", "image": "y"}]}}}});
         let out = patched("Deployment", live, patch);
-        let names: Vec<_> = out["spec"]["template"]["spec"]["containers"].as_array().unwrap().iter().map(|c| c["name"].clone()).collect();
+        let names: Vec<_> = out["spec"]["template"]["spec"]["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].clone())
+            .collect();
         assert_eq!(names, [json!("b"), json!("a")]);
     }
 
     #[test]
     fn lists_without_strategy_are_replaced() {
         let live = json!({"spec": {"tolerations": [{"key": "a"}], "containers": []}});
-        let out = patched("Pod", live, json!({"spec": {"tolerations": [{"key": "b"}]}}));
+        let out = patched(
+            "Pod",
+            live,
+            json!({"spec": {"tolerations": [{"key": "b"}]}}),
+        );
         assert_eq!(out["spec"]["tolerations"], json!([{"key": "b"}]));
     }
 
     #[test]
     fn service_ports_merge_on_port() {
         let live = json!({"spec": {"ports": [{"port": 80, "targetPort": 8080}, {"port": 443}]}});
-        let out = patched("Service", live, json!({"spec": {"ports": [{"port": 80, "nodePort": 30001}]}}));
-        assert_eq!(out["spec"]["ports"], json!([{"port": 80, "targetPort": 8080, "nodePort": 30001}, {"port": 443}]));
+        let out = patched(
+            "Service",
+            live,
+            json!({"spec": {"ports": [{"port": 80, "nodePort": 30001}]}}),
+        );
+        assert_eq!(
+            out["spec"]["ports"],
+            json!([{"port": 80, "targetPort": 8080, "nodePort": 30001}, {"port": 443}])
+        );
     }
 
     #[test]
@@ -301,7 +378,11 @@ mod tests {
         assert_eq!(out["metadata"]["finalizers"], json!(["b", "c"]));
         assert_eq!(out["metadata"]["labels"], json!({"x": "1"}));
         assert_eq!(out["spec"]["strategy"], json!({"type": "Recreate"}));
-        let out = patched("Pod", json!({"spec": {"a": 1, "b": 2}}), json!({"spec": {"$patch": "replace", "c": 3}}));
+        let out = patched(
+            "Pod",
+            json!({"spec": {"a": 1, "b": 2}}),
+            json!({"spec": {"$patch": "replace", "c": 3}}),
+        );
         assert_eq!(out["spec"], json!({"c": 3}));
     }
 }

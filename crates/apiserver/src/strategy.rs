@@ -18,7 +18,10 @@ fn tracks_generation(kind: &Kind) -> bool {
             | ("batch", _)
             | ("", "ReplicationController")
             | ("policy", "PodDisruptionBudget")
-            | ("networking.k8s.io", "NetworkPolicy" | "Ingress" | "IngressClass")
+            | (
+                "networking.k8s.io",
+                "NetworkPolicy" | "Ingress" | "IngressClass"
+            )
             | ("autoscaling", "HorizontalPodAutoscaler")
     )
 }
@@ -53,7 +56,13 @@ pub fn validate_name(kind: &Kind, name: &str) -> ApiResult<()> {
 /// Fills in what the server owns on a new object and resets what a client may not set.
 pub fn prepare_for_create(kind: &Kind, object: &mut Value) {
     let meta = metadata_mut(object);
-    for owned in ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink", "generation"] {
+    for owned in [
+        "resourceVersion",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "selfLink",
+        "generation",
+    ] {
         meta.remove(owned);
     }
     meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
@@ -84,15 +93,21 @@ pub fn prepare_for_create(kind: &Kind, object: &mut Value) {
 
 /// The object an update stores: `incoming` with what the server owns carried over from
 /// `current`, and only the part the (sub)resource may change.
-pub fn prepare_for_update(kind: &Kind, subresource: Option<&str>, current: &Value, incoming: Value) -> ApiResult<Value> {
+pub fn prepare_for_update(
+    kind: &Kind,
+    subresource: Option<&str>,
+    current: &Value,
+    incoming: Value,
+) -> ApiResult<Value> {
     let mut updated = match subresource {
         Some("status") => {
             let mut updated = current.clone();
             updated["status"] = incoming.get("status").cloned().unwrap_or(json!({}));
             updated
         }
-        Some(_) => return Err(ApiError::method_not_allowed()),
-        None => {
+        Some(sub) if sub != "scale" => return Err(ApiError::method_not_allowed()),
+        // The main resource, or `scale`, whose caller built the whole object.
+        _ => {
             let mut updated = incoming;
             if kind.has_status() {
                 match current.get("status") {
@@ -109,7 +124,14 @@ pub fn prepare_for_update(kind: &Kind, subresource: Option<&str>, current: &Valu
     };
     let current_meta = metadata(current).cloned().unwrap_or_default();
     let meta = metadata_mut(&mut updated);
-    for owned in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation", "namespace"] {
+    for owned in [
+        "uid",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "generation",
+        "namespace",
+    ] {
         match current_meta.get(owned) {
             Some(v) => meta.insert(owned.into(), v.clone()),
             None => meta.remove(owned),
@@ -118,7 +140,10 @@ pub fn prepare_for_update(kind: &Kind, subresource: Option<&str>, current: &Valu
     meta.remove("resourceVersion");
     if meta_str(current, "deletionTimestamp").is_some() {
         let before = object::finalizers(current);
-        let added: Vec<String> = object::finalizers(&updated).into_iter().filter(|f| !before.contains(f)).collect();
+        let added: Vec<String> = object::finalizers(&updated)
+            .into_iter()
+            .filter(|f| !before.contains(f))
+            .collect();
         if !added.is_empty() {
             return Err(ApiError::invalid(
                 kind,
@@ -134,7 +159,11 @@ pub fn prepare_for_update(kind: &Kind, subresource: Option<&str>, current: &Valu
         }
     }
     if tracks_generation(kind) && object::spec_part(&updated) != object::spec_part(current) {
-        let generation = current_meta.get("generation").and_then(Value::as_i64).unwrap_or(0) + 1;
+        let generation = current_meta
+            .get("generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(0)
+            + 1;
         metadata_mut(&mut updated).insert("generation".into(), json!(generation));
     }
     // Compare without the resource version the current object carries.
@@ -148,8 +177,14 @@ pub fn prepare_for_update(kind: &Kind, subresource: Option<&str>, current: &Valu
 
 /// Namespaces the cluster cannot do without.
 pub fn check_delete(kind: &Kind, name: &str) -> ApiResult<()> {
-    if (kind.group, kind.kind) == ("", "Namespace") && matches!(name, "default" | "kube-system" | "kube-public") {
-        return Err(ApiError::forbidden(kind, name, "this namespace may not be deleted"));
+    if (kind.group, kind.kind) == ("", "Namespace")
+        && matches!(name, "default" | "kube-system" | "kube-public")
+    {
+        return Err(ApiError::forbidden(
+            kind,
+            name,
+            "this namespace may not be deleted",
+        ));
     }
     Ok(())
 }
@@ -162,26 +197,43 @@ pub fn deferred_deletion(kind: &Kind, current: &Value, options: &Value) -> Optio
     let is_pod = (kind.group, kind.kind) == ("", "Pod");
     if meta_str(current, "deletionTimestamp").is_some() {
         // Already being deleted: a forced pod deletion finishes it; otherwise nothing changes.
-        return if is_pod && grace == Some(0) && object::finalizers(current).is_empty() { None } else { Some(current.clone()) };
+        return if is_pod && grace == Some(0) && object::finalizers(current).is_empty() {
+            None
+        } else {
+            Some(current.clone())
+        };
     }
     let mut marked = current.clone();
     let mut finalizers = object::finalizers(current);
     match options.get("propagationPolicy").and_then(Value::as_str) {
         Some("Foreground") => finalizers.push("foregroundDeletion".into()),
         Some("Orphan") => finalizers.push("orphan".into()),
-        _ if options.get("orphanDependents") == Some(&json!(true)) => finalizers.push("orphan".into()),
+        _ if options.get("orphanDependents") == Some(&json!(true)) => {
+            finalizers.push("orphan".into())
+        }
         _ => {}
     }
     finalizers.dedup();
     let is_namespace = (kind.group, kind.kind) == ("", "Namespace");
-    let graceful_pod = is_pod && grace != Some(0) && current.pointer("/spec/nodeName").and_then(Value::as_str).is_some();
+    let graceful_pod = is_pod
+        && grace != Some(0)
+        && current
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .is_some();
     if finalizers.is_empty() && !is_namespace && !graceful_pod {
         return None;
     }
     let meta = metadata_mut(&mut marked);
     meta.insert("deletionTimestamp".into(), json!(object::now_rfc3339()));
     let seconds = if graceful_pod {
-        grace.or_else(|| current.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64)).unwrap_or(30)
+        grace
+            .or_else(|| {
+                current
+                    .pointer("/spec/terminationGracePeriodSeconds")
+                    .and_then(Value::as_i64)
+            })
+            .unwrap_or(30)
     } else {
         0
     };
@@ -197,5 +249,8 @@ pub fn deferred_deletion(kind: &Kind, current: &Value, options: &Value) -> Optio
 
 /// Kinds whose DELETE answers with the deleted object rather than a Status.
 pub fn returns_deleted_object(kind: &Kind) -> bool {
-    matches!((kind.group, kind.kind), ("", "Pod" | "ServiceAccount") | ("storage.k8s.io", "StorageClass"))
+    matches!(
+        (kind.group, kind.kind),
+        ("", "Pod" | "ServiceAccount") | ("storage.k8s.io", "StorageClass")
+    )
 }

@@ -15,11 +15,21 @@ struct Column {
 }
 
 const fn col(name: &'static str, kind: &'static str, cell: fn(&Value) -> Value) -> Column {
-    Column { name, kind, priority: 0, cell }
+    Column {
+        name,
+        kind,
+        priority: 0,
+        cell,
+    }
 }
 
 const fn wide(name: &'static str, kind: &'static str, cell: fn(&Value) -> Value) -> Column {
-    Column { name, kind, priority: 1, cell }
+    Column {
+        name,
+        kind,
+        priority: 1,
+        cell,
+    }
 }
 
 fn name_cell(o: &Value) -> Value {
@@ -31,7 +41,11 @@ fn age_cell(o: &Value) -> Value {
 }
 
 fn text(o: &Value, pointer: &str, default: &str) -> Value {
-    json!(o.pointer(pointer).and_then(Value::as_str).unwrap_or(default))
+    json!(
+        o.pointer(pointer)
+            .and_then(Value::as_str)
+            .unwrap_or(default)
+    )
 }
 
 fn count(o: &Value, pointer: &str) -> Value {
@@ -49,9 +63,14 @@ fn int(o: &Value, pointer: &str) -> i64 {
 fn columns(kind: &Kind) -> Vec<Column> {
     let mut columns = vec![col("Name", "string", name_cell)];
     match (kind.group, kind.kind) {
-        ("", "Namespace") => columns.push(col("Status", "string", |o| text(o, "/status/phase", ""))),
+        ("", "Namespace") => {
+            columns.push(col("Status", "string", |o| text(o, "/status/phase", "")))
+        }
         ("", "ConfigMap") => columns.push(col("Data", "integer", |o| {
-            json!(count(o, "/data").as_u64().unwrap_or(0) + count(o, "/binaryData").as_u64().unwrap_or(0))
+            json!(
+                count(o, "/data").as_u64().unwrap_or(0)
+                    + count(o, "/binaryData").as_u64().unwrap_or(0)
+            )
         })),
         ("", "Secret") => {
             columns.push(col("Type", "string", |o| text(o, "/type", "")));
@@ -60,7 +79,10 @@ fn columns(kind: &Kind) -> Vec<Column> {
         ("", "ServiceAccount") => columns.push(col("Secrets", "integer", |o| count(o, "/secrets"))),
         ("", "Pod") => {
             columns.push(col("Ready", "string", |o| {
-                let total = o.pointer("/spec/containers").and_then(Value::as_array).map_or(0, Vec::len);
+                let total = o
+                    .pointer("/spec/containers")
+                    .and_then(Value::as_array)
+                    .map_or(0, Vec::len);
                 let ready = o
                     .pointer("/status/containerStatuses")
                     .and_then(Value::as_array)
@@ -77,37 +99,67 @@ fn columns(kind: &Kind) -> Vec<Column> {
                 let restarts: i64 = o
                     .pointer("/status/containerStatuses")
                     .and_then(Value::as_array)
-                    .map_or(0, |s| s.iter().map(|c| c["restartCount"].as_i64().unwrap_or(0)).sum());
+                    .map_or(0, |s| {
+                        s.iter()
+                            .map(|c| c["restartCount"].as_i64().unwrap_or(0))
+                            .sum()
+                    });
                 json!(restarts.to_string())
             }));
             columns.push(col("Age", "string", age_cell));
             columns.push(wide("IP", "string", |o| text(o, "/status/podIP", "<none>")));
-            columns.push(wide("Node", "string", |o| text(o, "/spec/nodeName", "<none>")));
-            columns.push(wide("Nominated Node", "string", |o| text(o, "/status/nominatedNodeName", "<none>")));
+            columns.push(wide("Node", "string", |o| {
+                text(o, "/spec/nodeName", "<none>")
+            }));
+            columns.push(wide("Nominated Node", "string", |o| {
+                text(o, "/status/nominatedNodeName", "<none>")
+            }));
             columns.push(wide("Readiness Gates", "string", |_| json!("<none>")));
             return columns;
         }
         ("apps", "Deployment") => {
             columns.push(col("Ready", "string", |o| {
-                json!(format!("{}/{}", int(o, "/status/readyReplicas"), int(o, "/spec/replicas")))
+                json!(format!(
+                    "{}/{}",
+                    int(o, "/status/readyReplicas"),
+                    int(o, "/spec/replicas")
+                ))
             }));
-            columns.push(col("Up-to-date", "integer", |o| json!(int(o, "/status/updatedReplicas"))));
-            columns.push(col("Available", "integer", |o| json!(int(o, "/status/availableReplicas"))));
+            columns.push(col("Up-to-date", "integer", |o| {
+                json!(int(o, "/status/updatedReplicas"))
+            }));
+            columns.push(col("Available", "integer", |o| {
+                json!(int(o, "/status/availableReplicas"))
+            }));
             columns.push(col("Age", "string", age_cell));
             columns.push(wide("Containers", "string", |o| containers(o, "name")));
             columns.push(wide("Images", "string", |o| containers(o, "image")));
             columns.push(wide("Selector", "string", |o| {
-                let labels = o.pointer("/spec/selector/matchLabels").and_then(Value::as_object);
+                let labels = o
+                    .pointer("/spec/selector/matchLabels")
+                    .and_then(Value::as_object);
                 let pairs: Vec<String> = labels
-                    .map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect())
+                    .map(|m| {
+                        m.iter()
+                            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                            .collect()
+                    })
                     .unwrap_or_default();
-                json!(if pairs.is_empty() { "<none>".to_string() } else { pairs.join(",") })
+                json!(if pairs.is_empty() {
+                    "<none>".to_string()
+                } else {
+                    pairs.join(",")
+                })
             }));
             return columns;
         }
         ("", "Service") => {
-            columns.push(col("Type", "string", |o| text(o, "/spec/type", "ClusterIP")));
-            columns.push(col("Cluster-IP", "string", |o| text(o, "/spec/clusterIP", "<none>")));
+            columns.push(col("Type", "string", |o| {
+                text(o, "/spec/type", "ClusterIP")
+            }));
+            columns.push(col("Cluster-IP", "string", |o| {
+                text(o, "/spec/clusterIP", "<none>")
+            }));
             columns.push(col("External-IP", "string", |_| json!("<none>")));
             columns.push(col("Port(s)", "string", |o| {
                 let ports = o.pointer("/spec/ports").and_then(Value::as_array);
@@ -124,7 +176,11 @@ fn columns(kind: &Kind) -> Vec<Column> {
                             .collect()
                     })
                     .unwrap_or_default();
-                json!(if shown.is_empty() { "<none>".to_string() } else { shown.join(",") })
+                json!(if shown.is_empty() {
+                    "<none>".to_string()
+                } else {
+                    shown.join(",")
+                })
             }));
         }
         _ => {}
@@ -134,8 +190,12 @@ fn columns(kind: &Kind) -> Vec<Column> {
 }
 
 fn containers(o: &Value, field: &str) -> Value {
-    let list = o.pointer("/spec/template/spec/containers").and_then(Value::as_array);
-    let names: Vec<&str> = list.map(|l| l.iter().filter_map(|c| c[field].as_str()).collect()).unwrap_or_default();
+    let list = o
+        .pointer("/spec/template/spec/containers")
+        .and_then(Value::as_array);
+    let names: Vec<&str> = list
+        .map(|l| l.iter().filter_map(|c| c[field].as_str()).collect())
+        .unwrap_or_default();
     json!(names.join(","))
 }
 
@@ -180,7 +240,13 @@ fn row(kind: &Kind, object: &Value, include: IncludeObject) -> Value {
 }
 
 /// A Table of `objects`; `list_metadata` is the list's metadata (resourceVersion, continue).
-pub fn table(kind: &Kind, objects: &[Value], list_metadata: Value, include: IncludeObject, with_headers: bool) -> Value {
+pub fn table(
+    kind: &Kind,
+    objects: &[Value],
+    list_metadata: Value,
+    include: IncludeObject,
+    with_headers: bool,
+) -> Value {
     let mut t = json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": list_metadata});
     if with_headers {
         t["columnDefinitions"] = column_definitions(kind);
@@ -201,8 +267,26 @@ mod tests {
         let pod = json!({"metadata": {"name": "web"}, "spec": {"containers": [{"name": "a"}, {"name": "b"}]},
             "status": {"phase": "Running", "containerStatuses": [{"ready": true, "restartCount": 2}, {"ready": false, "restartCount": 1}]}});
         let t = table(pods, &[pod], json!({}), IncludeObject::Metadata, true);
-        let names: Vec<_> = t["columnDefinitions"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
-        assert_eq!(names, ["Name", "Ready", "Status", "Restarts", "Age", "IP", "Node", "Nominated Node", "Readiness Gates"]);
+        let names: Vec<_> = t["columnDefinitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "Name",
+                "Ready",
+                "Status",
+                "Restarts",
+                "Age",
+                "IP",
+                "Node",
+                "Nominated Node",
+                "Readiness Gates"
+            ]
+        );
         assert_eq!(t["rows"][0]["cells"][1], "1/2");
         assert_eq!(t["rows"][0]["cells"][3], "3");
         assert_eq!(t["rows"][0]["object"]["kind"], "PartialObjectMetadata");

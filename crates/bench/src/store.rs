@@ -116,7 +116,12 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         false => None,
     };
     let mut etcd_runs = Vec::new();
-    for (i, &writers) in options.writers.iter().enumerate().filter(|_| etcd.is_some()) {
+    for (i, &writers) in options
+        .writers
+        .iter()
+        .enumerate()
+        .filter(|_| etcd.is_some())
+    {
         let etcd = etcd.as_ref().unwrap();
         let connections = writers.div_ceil(16).max(1);
         let mut stores: Vec<Store> = Vec::new();

@@ -67,7 +67,10 @@ impl ControlPlaneArgs {
             data_dir: self.data_dir.clone(),
             bind_address: self.bind_address,
             secure_port: self.secure_port,
-            store: styrman_store::StoreConfig::from_flags(&self.data_dir, self.etcd_servers.as_deref()),
+            store: styrman_store::StoreConfig::from_flags(
+                &self.data_dir,
+                self.etcd_servers.as_deref(),
+            ),
         }
     }
 
@@ -148,7 +151,10 @@ fn run_async(future: impl std::future::Future<Output = anyhow::Result<()>>) -> a
         )
         .with_writer(std::io::stderr)
         .init();
-    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(future)
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(future)
 }
 
 #[cfg(test)]

@@ -43,9 +43,24 @@ spec:
 fn a_new_cluster_has_its_namespaces_and_reports_1_33() {
     let c = cluster();
     let out = c.kubectl_ok(&["get", "namespaces"]);
-    let names: Vec<&str> = out.lines().skip(1).filter_map(|l| l.split_whitespace().next()).collect();
-    assert_eq!(names, ["default", "kube-node-lease", "kube-public", "kube-system"], "{out}");
-    assert!(out.lines().next().unwrap().split_whitespace().eq(["NAME", "STATUS", "AGE"]), "{out}");
+    let names: Vec<&str> = out
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(
+        names,
+        ["default", "kube-node-lease", "kube-public", "kube-system"],
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .eq(["NAME", "STATUS", "AGE"]),
+        "{out}"
+    );
     assert!(out.contains("Active"));
     let version = json(&c.kubectl_ok(&["version", "-o", "json"]));
     assert_eq!(version["serverVersion"]["minor"], "33");
@@ -55,82 +70,188 @@ fn a_new_cluster_has_its_namespaces_and_reports_1_33() {
 #[test]
 fn apply_twice_merges_strategically() {
     let c = cluster();
-    assert!(c.apply(DEPLOYMENT).contains("deployment.apps/nginx-hpa created"));
+    assert!(
+        c.apply(DEPLOYMENT)
+            .contains("deployment.apps/nginx-hpa created")
+    );
     let created = json(&c.kubectl_ok(&["get", "deployment", "nginx-hpa", "-o", "json"]));
     assert_eq!(created["metadata"]["generation"], 1);
-    assert!(created["metadata"]["uid"].as_str().is_some_and(|u| u.len() == 36));
+    assert!(
+        created["metadata"]["uid"]
+            .as_str()
+            .is_some_and(|u| u.len() == 36)
+    );
 
     // Change the image and add an env var: the container keeps its ports and resources.
-    let changed = DEPLOYMENT.replace("image: nginx", "image: nginx:1.27\n        env:\n        - {name: MODE, value: fast}");
-    assert!(c.apply(&changed).contains("deployment.apps/nginx-hpa configured"));
+    let changed = DEPLOYMENT.replace(
+        "image: nginx",
+        "image: nginx:1.27\n        env:\n        - {name: MODE, value: fast}",
+    );
+    assert!(
+        c.apply(&changed)
+            .contains("deployment.apps/nginx-hpa configured")
+    );
     let live = json(&c.kubectl_ok(&["get", "deployment", "nginx-hpa", "-o", "json"]));
     let container = &live["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(container["image"], "nginx:1.27");
     assert_eq!(container["env"][0]["name"], "MODE");
     assert_eq!(container["ports"][0]["containerPort"], 80);
     assert_eq!(container["resources"]["requests"]["cpu"], "10m");
-    assert_eq!(live["spec"]["template"]["spec"]["nodeSelector"]["kubernetes.io/arch"], "amd64");
-    assert_eq!(live["metadata"]["generation"], 2, "a spec change bumps the generation");
+    assert_eq!(
+        live["spec"]["template"]["spec"]["nodeSelector"]["kubernetes.io/arch"],
+        "amd64"
+    );
+    assert_eq!(
+        live["metadata"]["generation"], 2,
+        "a spec change bumps the generation"
+    );
     assert!(
-        live["metadata"]["resourceVersion"].as_str().unwrap().parse::<i64>().unwrap()
-            > created["metadata"]["resourceVersion"].as_str().unwrap().parse::<i64>().unwrap()
+        live["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .parse::<i64>()
+            .unwrap()
+            > created["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap()
+                .parse::<i64>()
+                .unwrap()
     );
 
     // Applying the same file again changes nothing.
     assert!(c.apply(&changed).contains("unchanged"));
     let again = json(&c.kubectl_ok(&["get", "deployment", "nginx-hpa", "-o", "json"]));
-    assert_eq!(again["metadata"]["resourceVersion"], live["metadata"]["resourceVersion"]);
+    assert_eq!(
+        again["metadata"]["resourceVersion"],
+        live["metadata"]["resourceVersion"]
+    );
 
     // Table output has kubectl's columns.
     let table = c.kubectl_ok(&["get", "deploy", "-o", "wide"]);
     let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
-    assert_eq!(header, ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE", "CONTAINERS", "IMAGES", "SELECTOR"]);
-    assert!(table.contains("nginx:1.27") && table.contains("app=nginx-hpa"), "{table}");
+    assert_eq!(
+        header,
+        [
+            "NAME",
+            "READY",
+            "UP-TO-DATE",
+            "AVAILABLE",
+            "AGE",
+            "CONTAINERS",
+            "IMAGES",
+            "SELECTOR"
+        ]
+    );
+    assert!(
+        table.contains("nginx:1.27") && table.contains("app=nginx-hpa"),
+        "{table}"
+    );
 }
 
 #[test]
 fn output_formats_labels_annotations_and_patches() {
     let c = cluster();
-    c.apply("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  mode: \"0644\"\n");
-    assert_eq!(c.kubectl_ok(&["get", "cm", "settings", "-o", "name"]).trim(), "configmap/settings");
-    assert_eq!(c.kubectl_ok(&["get", "cm", "settings", "-o", "jsonpath={.data.mode}"]), "0644");
-    assert!(c.kubectl_ok(&["get", "cm", "settings", "-o", "yaml"]).contains("mode: \"0644\""));
+    c.apply(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  mode: \"0644\"\n",
+    );
+    assert_eq!(
+        c.kubectl_ok(&["get", "cm", "settings", "-o", "name"])
+            .trim(),
+        "configmap/settings"
+    );
+    assert_eq!(
+        c.kubectl_ok(&["get", "cm", "settings", "-o", "jsonpath={.data.mode}"]),
+        "0644"
+    );
+    assert!(
+        c.kubectl_ok(&["get", "cm", "settings", "-o", "yaml"])
+            .contains("mode: \"0644\"")
+    );
 
     c.kubectl_ok(&["label", "cm", "settings", "tier=backend"]);
     c.kubectl_ok(&["annotate", "cm", "settings", "owner=ops"]);
     let labelled = c.kubectl_ok(&["get", "cm", "-l", "tier=backend", "-o", "name"]);
     assert_eq!(labelled.trim(), "configmap/settings");
-    assert!(c.kubectl_ok(&["get", "cm", "-l", "tier notin (backend)", "-o", "name"]).trim().is_empty());
-    assert_eq!(c.kubectl_ok(&["get", "cm", "--field-selector", "metadata.name=settings", "-o", "name"]).trim(), "configmap/settings");
+    assert!(
+        c.kubectl_ok(&["get", "cm", "-l", "tier notin (backend)", "-o", "name"])
+            .trim()
+            .is_empty()
+    );
+    assert_eq!(
+        c.kubectl_ok(&[
+            "get",
+            "cm",
+            "--field-selector",
+            "metadata.name=settings",
+            "-o",
+            "name"
+        ])
+        .trim(),
+        "configmap/settings"
+    );
 
-    c.kubectl_ok(&["patch", "cm", "settings", "--type=merge", "-p", r#"{"data":{"a":"1"}}"#]);
-    c.kubectl_ok(&["patch", "cm", "settings", "--type=json", "-p", r#"[{"op":"add","path":"/data/b","value":"2"}]"#]);
+    c.kubectl_ok(&[
+        "patch",
+        "cm",
+        "settings",
+        "--type=merge",
+        "-p",
+        r#"{"data":{"a":"1"}}"#,
+    ]);
+    c.kubectl_ok(&[
+        "patch",
+        "cm",
+        "settings",
+        "--type=json",
+        "-p",
+        r#"[{"op":"add","path":"/data/b","value":"2"}]"#,
+    ]);
     c.kubectl_ok(&["patch", "cm", "settings", "-p", r#"{"data":{"c":"3"}}"#]);
     let data = json(&c.kubectl_ok(&["get", "cm", "settings", "-o", "jsonpath={.data}"]));
-    assert_eq!(data, serde_json::json!({"mode": "0644", "a": "1", "b": "2", "c": "3"}));
+    assert_eq!(
+        data,
+        serde_json::json!({"mode": "0644", "a": "1", "b": "2", "c": "3"})
+    );
     let meta = json(&c.kubectl_ok(&["get", "cm", "settings", "-o", "jsonpath={.metadata}"]));
     assert_eq!(meta["labels"]["tier"], "backend");
     assert_eq!(meta["annotations"]["owner"], "ops");
 
     c.kubectl_ok(&["label", "cm", "settings", "tier-"]);
-    assert!(c.kubectl_ok(&["get", "cm", "-l", "tier", "-o", "name"]).trim().is_empty());
+    assert!(
+        c.kubectl_ok(&["get", "cm", "-l", "tier", "-o", "name"])
+            .trim()
+            .is_empty()
+    );
 }
 
 #[test]
 fn errors_read_as_kubernetes_errors() {
     let c = cluster();
     let err = c.kubectl_err(&["get", "deployment", "nope"]);
-    assert!(err.contains(r#"Error from server (NotFound): deployments.apps "nope" not found"#), "{err}");
+    assert!(
+        err.contains(r#"Error from server (NotFound): deployments.apps "nope" not found"#),
+        "{err}"
+    );
 
     let cm = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: twice\n";
     assert!(c.kubectl_stdin(&["create", "-f", "-"], cm).status.success());
     let again = c.kubectl_stdin(&["create", "-f", "-"], cm);
     let err = String::from_utf8_lossy(&again.stderr);
-    assert!(err.contains(r#"Error from server (AlreadyExists)"#) && err.contains(r#"configmaps "twice" already exists"#), "{err}");
+    assert!(
+        err.contains(r#"Error from server (AlreadyExists)"#)
+            && err.contains(r#"configmaps "twice" already exists"#),
+        "{err}"
+    );
 
-    let bad = c.kubectl_stdin(&["create", "-f", "-"], "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: Not_Valid\n");
+    let bad = c.kubectl_stdin(
+        &["create", "-f", "-"],
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: Not_Valid\n",
+    );
     let err = String::from_utf8_lossy(&bad.stderr);
-    assert!(err.contains(r#"ConfigMap "Not_Valid" is invalid: metadata.name: Invalid value"#), "{err}");
+    assert!(
+        err.contains(r#"ConfigMap "Not_Valid" is invalid: metadata.name: Invalid value"#),
+        "{err}"
+    );
 
     let missing_ns = c.kubectl_stdin(&["create", "-n", "nowhere", "-f", "-"], cm);
     let err = String::from_utf8_lossy(&missing_ns.stderr);
@@ -139,7 +260,10 @@ fn errors_read_as_kubernetes_errors() {
     let err = c.kubectl_err(&["get", "pods", "-l", "a b"]);
     assert!(err.contains("unable to parse requirement"), "{err}");
     let err = c.kubectl_err(&["get", "cm", "--field-selector", "spec.nodeName=x"]);
-    assert!(err.contains("field label not supported: spec.nodeName"), "{err}");
+    assert!(
+        err.contains("field label not supported: spec.nodeName"),
+        "{err}"
+    );
 
     let err = c.kubectl_err(&["delete", "namespace", "kube-system"]);
     assert!(err.contains("this namespace may not be deleted"), "{err}");
@@ -157,13 +281,21 @@ fn requests_without_credentials_are_unauthorized() {
         ),
     )
     .unwrap();
-    let anon = |args: &[&str]| c.kubectl_command(args).env("KUBECONFIG", &anonymous).output().unwrap();
+    let anon = |args: &[&str]| {
+        c.kubectl_command(args)
+            .env("KUBECONFIG", &anonymous)
+            .output()
+            .unwrap()
+    };
     let out = anon(&["get", "namespaces"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("error: You must be logged in to the server (the server has asked for the client to provide credentials)"), "{err}");
     // Health and version stay open.
-    assert_eq!(String::from_utf8(anon(&["get", "--raw", "/readyz"]).stdout).unwrap(), "ok");
+    assert_eq!(
+        String::from_utf8(anon(&["get", "--raw", "/readyz"]).stdout).unwrap(),
+        "ok"
+    );
     assert!(anon(&["get", "--raw", "/version"]).status.success());
 }
 
@@ -172,14 +304,29 @@ fn watches_see_changes() {
     let c = cluster();
     c.apply("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: watched\ndata:\n  v: \"1\"\n");
     let mut watch = c
-        .kubectl_command(&["get", "cm", "watched", "-w", "--output-watch-events", "-o", "jsonpath={.type} {.object.data.v}{\"\\n\"}"])
+        .kubectl_command(&[
+            "get",
+            "cm",
+            "watched",
+            "-w",
+            "--output-watch-events",
+            "-o",
+            "jsonpath={.type} {.object.data.v}{\"\\n\"}",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(watch.stdout.take().unwrap()).lines();
     assert_eq!(lines.next().unwrap().unwrap(), "ADDED 1");
-    c.kubectl_ok(&["patch", "cm", "watched", "--type=merge", "-p", r#"{"data":{"v":"2"}}"#]);
+    c.kubectl_ok(&[
+        "patch",
+        "cm",
+        "watched",
+        "--type=merge",
+        "-p",
+        r#"{"data":{"v":"2"}}"#,
+    ]);
     assert_eq!(lines.next().unwrap().unwrap(), "MODIFIED 2");
     c.kubectl_ok(&["delete", "cm", "watched"]);
     assert_eq!(lines.next().unwrap().unwrap(), "DELETED 2");
@@ -202,16 +349,32 @@ fn delete_and_wait() {
 fn discovery_api_resources_and_get_all() {
     let c = cluster();
     let resources = c.kubectl_ok(&["api-resources", "-o", "name"]);
-    for name in ["pods", "deployments.apps", "leases.coordination.k8s.io", "clusterroles.rbac.authorization.k8s.io"] {
-        assert!(resources.lines().any(|l| l == name), "api-resources lacks {name}:\n{resources}");
+    for name in [
+        "pods",
+        "deployments.apps",
+        "leases.coordination.k8s.io",
+        "clusterroles.rbac.authorization.k8s.io",
+    ] {
+        assert!(
+            resources.lines().any(|l| l == name),
+            "api-resources lacks {name}:\n{resources}"
+        );
     }
     let short = c.kubectl_ok(&["api-resources"]);
-    assert!(short.lines().any(|l| l.starts_with("deployments") && l.contains("deploy") && l.contains("apps/v1")), "{short}");
+    assert!(
+        short
+            .lines()
+            .any(|l| l.starts_with("deployments") && l.contains("deploy") && l.contains("apps/v1")),
+        "{short}"
+    );
     c.apply(DEPLOYMENT);
     let all = c.kubectl_ok(&["get", "all"]);
     assert!(all.contains("deployment.apps/nginx-hpa"), "{all}");
     let versions = c.kubectl_ok(&["api-versions"]);
-    assert!(versions.lines().any(|l| l == "apps/v1") && versions.lines().any(|l| l == "v1"), "{versions}");
+    assert!(
+        versions.lines().any(|l| l == "apps/v1") && versions.lines().any(|l| l == "v1"),
+        "{versions}"
+    );
 }
 
 #[test]
@@ -227,21 +390,142 @@ rules:
   resources: ["secrets"]
   verbs: ["get", "watch", "list"]
 "#;
-    assert!(c.apply(role).contains("clusterrole.rbac.authorization.k8s.io/secret-reader created"));
+    assert!(
+        c.apply(role)
+            .contains("clusterrole.rbac.authorization.k8s.io/secret-reader created")
+    );
     let live = json(&c.kubectl_ok(&["get", "clusterrole", "secret-reader", "-o", "json"]));
-    assert_eq!(live["rules"][0]["resources"], serde_json::json!(["secrets"]));
-    assert_eq!(live["rules"][0]["verbs"], serde_json::json!(["get", "watch", "list"]));
-    assert!(live["metadata"].get("namespace").is_none(), "cluster-scoped objects have no namespace");
+    assert_eq!(
+        live["rules"][0]["resources"],
+        serde_json::json!(["secrets"])
+    );
+    assert_eq!(
+        live["rules"][0]["verbs"],
+        serde_json::json!(["get", "watch", "list"])
+    );
+    assert!(
+        live["metadata"].get("namespace").is_none(),
+        "cluster-scoped objects have no namespace"
+    );
 }
 
 #[test]
 fn paginated_lists_are_consistent() {
     let c = cluster();
     for i in 0..7 {
-        c.apply(&format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: page-{i}\n"));
+        c.apply(&format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: page-{i}\n"
+        ));
     }
     let out = c.kubectl_ok(&["get", "cm", "--chunk-size=2", "-o", "name"]);
     let names: Vec<&str> = out.lines().collect();
     assert_eq!(names.len(), 7, "{out}");
-    assert!(names.windows(2).all(|w| w[0] < w[1]), "sorted by name: {out}");
+    assert!(
+        names.windows(2).all(|w| w[0] < w[1]),
+        "sorted by name: {out}"
+    );
+}
+
+const NODEPORT_SERVICE: &str = r#"
+apiVersion: v1
+kind: Service
+metadata:
+  name: nginx-hpa
+spec:
+  type: NodePort
+  selector: {app: nginx-hpa}
+  ports:
+  - port: 80
+    nodePort: 30001
+"#;
+
+#[test]
+fn services_get_addresses_and_clear_conflicts() {
+    let c = cluster();
+    assert!(
+        c.apply(NODEPORT_SERVICE)
+            .contains("service/nginx-hpa created")
+    );
+    let svc = json(&c.kubectl_ok(&["get", "svc", "nginx-hpa", "-o", "json"]));
+    let ip = svc["spec"]["clusterIP"].as_str().unwrap();
+    assert!(ip.starts_with("10.96."), "{ip}");
+    assert_eq!(svc["spec"]["ports"][0]["nodePort"], 30001);
+    assert_eq!(
+        svc["spec"]["ports"][0]["targetPort"], 80,
+        "targetPort defaults to port"
+    );
+    assert_eq!(svc["spec"]["ports"][0]["protocol"], "TCP");
+    let table = c.kubectl_ok(&["get", "svc", "nginx-hpa"]);
+    assert!(
+        table.contains("80:30001/TCP") && table.contains("NodePort"),
+        "{table}"
+    );
+
+    // Another service asking for the same node port is refused, naming the field.
+    let clash = NODEPORT_SERVICE.replace("name: nginx-hpa\nspec", "name: other\nspec");
+    let out = c.kubectl_stdin(&["apply", "-f", "-"], &clash);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "spec.ports[0].nodePort: Invalid value: 30001: provided port is already allocated"
+        ),
+        "{err}"
+    );
+
+    // A plain ClusterIP service gets a different address and no node port.
+    c.apply("apiVersion: v1\nkind: Service\nmetadata:\n  name: plain\nspec:\n  ports:\n  - port: 8080\n");
+    let plain = json(&c.kubectl_ok(&["get", "svc", "plain", "-o", "json"]));
+    assert_ne!(plain["spec"]["clusterIP"], svc["spec"]["clusterIP"]);
+    assert!(plain["spec"]["ports"][0].get("nodePort").is_none());
+
+    // Re-applying keeps the addresses.
+    assert!(c.apply(NODEPORT_SERVICE).contains("unchanged"));
+}
+
+#[test]
+fn scale_and_defaults() {
+    let c = cluster();
+    c.apply(DEPLOYMENT);
+    let d = json(&c.kubectl_ok(&["get", "deploy", "nginx-hpa", "-o", "json"]));
+    assert_eq!(d["spec"]["strategy"]["rollingUpdate"]["maxSurge"], "25%");
+    assert_eq!(d["spec"]["revisionHistoryLimit"], 10);
+    let pod = &d["spec"]["template"]["spec"];
+    assert_eq!(pod["restartPolicy"], "Always");
+    assert_eq!(pod["dnsPolicy"], "ClusterFirst");
+    assert_eq!(
+        pod["containers"][0]["imagePullPolicy"], "Always",
+        "an untagged image is pulled always"
+    );
+
+    assert!(
+        c.kubectl_ok(&["scale", "deploy", "nginx-hpa", "--replicas=4"])
+            .contains("scaled")
+    );
+    assert_eq!(
+        c.kubectl_ok(&[
+            "get",
+            "deploy",
+            "nginx-hpa",
+            "-o",
+            "jsonpath={.spec.replicas}"
+        ]),
+        "4"
+    );
+    let scale = json(&c.kubectl_ok(&[
+        "get",
+        "--raw",
+        "/apis/apps/v1/namespaces/default/deployments/nginx-hpa/scale",
+    ]));
+    assert_eq!(scale["kind"], "Scale");
+    assert_eq!(scale["spec"]["replicas"], 4);
+    assert_eq!(scale["status"]["selector"], "app=nginx-hpa");
+    // A stale resource version on the Scale is a conflict.
+    let err = c.kubectl_err(&[
+        "scale",
+        "deploy",
+        "nginx-hpa",
+        "--replicas=2",
+        "--resource-version=1",
+    ]);
+    assert!(err.contains("Expected resource version to be 1"), "{err}");
 }

@@ -26,8 +26,12 @@ impl Cluster {
 
     /// Same, with extra flags for `styrman server`.
     pub fn start_with(styrman: &Path, extra: &[&str]) -> anyhow::Result<Cluster> {
-        let data = tempfile::Builder::new().prefix("styrman-cluster-").tempdir()?;
-        let home = tempfile::Builder::new().prefix("styrman-kubectl-home-").tempdir()?;
+        let data = tempfile::Builder::new()
+            .prefix("styrman-cluster-")
+            .tempdir()?;
+        let home = tempfile::Builder::new()
+            .prefix("styrman-kubectl-home-")
+            .tempdir()?;
         let port = free_port()?;
         let log = data.path().join("server.log");
         let log_file = std::fs::File::create(&log)?;
@@ -49,7 +53,13 @@ impl Cluster {
                 .spawn()
                 .with_context(|| format!("cannot run {}", styrman.display()))?
         };
-        let mut cluster = Cluster { server, data, home, port, log };
+        let mut cluster = Cluster {
+            server,
+            data,
+            home,
+            port,
+            log,
+        };
         cluster.wait_ready(Duration::from_secs(30))?;
         Ok(cluster)
     }
@@ -67,7 +77,10 @@ impl Cluster {
                 }
             }
             if Instant::now() > deadline {
-                bail!("styrman server not ready within {timeout:?}:\n{}", self.log());
+                bail!(
+                    "styrman server not ready within {timeout:?}:\n{}",
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -103,7 +116,9 @@ impl Cluster {
 
     /// Runs kubectl and returns what it printed.
     pub fn kubectl(&self, args: &[&str]) -> Output {
-        self.kubectl_command(args).output().expect("kubectl runs (is it installed?)")
+        self.kubectl_command(args)
+            .output()
+            .expect("kubectl runs (is it installed?)")
     }
 
     /// Runs kubectl, fails with its output unless it succeeds, and returns its stdout.
@@ -124,7 +139,12 @@ impl Cluster {
     /// Runs kubectl expecting failure, and returns its stderr.
     pub fn kubectl_err(&self, args: &[&str]) -> String {
         let out = self.kubectl(args);
-        assert!(!out.status.success(), "kubectl {} should have failed:\n{}", args.join(" "), String::from_utf8_lossy(&out.stdout));
+        assert!(
+            !out.status.success(),
+            "kubectl {} should have failed:\n{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout)
+        );
         String::from_utf8(out.stderr).expect("kubectl prints UTF-8")
     }
 
@@ -138,7 +158,12 @@ impl Cluster {
             .stderr(Stdio::piped())
             .spawn()
             .expect("kubectl runs");
-        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
         child.wait_with_output().unwrap()
     }
 
@@ -163,7 +188,9 @@ fn tail(text: &str, lines: usize) -> String {
 impl Drop for Cluster {
     fn drop(&mut self) {
         // The whole group: the supervisor and every component it started.
-        let _ = Command::new("kill").args(["-s", "KILL", "--", &format!("-{}", self.server.id())]).status();
+        let _ = Command::new("kill")
+            .args(["-s", "KILL", "--", &format!("-{}", self.server.id())])
+            .status();
         let _ = self.server.wait();
     }
 }
