@@ -27,6 +27,11 @@ ensure_packages() {
     "${sudo[@]}" apt-get update -qq
     DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
   fi
+  if ! command -v kubectl >/dev/null 2>&1; then
+    echo "kubectl is not on PATH: the tests drive a real kubectl (1.32 or newer)." >&2
+    echo "Debian's kubernetes-client is too old; install kubectl from the Kubernetes release." >&2
+    return 1
+  fi
   if ! cargo nextest --version >/dev/null 2>&1; then
     echo "installing cargo-nextest" >&2
     cargo install --locked cargo-nextest >&2
