@@ -1,6 +1,7 @@
 //! `styrman-bench`: the benchmarks behind `scripts/bench`. Each measures styrman beside its
 //! anchor in the same run, on the same machine, with the same workload, and prints both.
 
+mod api;
 mod store;
 
 use clap::{Parser, Subcommand};
@@ -19,6 +20,8 @@ struct Cli {
 enum Command {
     /// The embedded store against a real etcd: durable writes and watch fan-out
     Store(store::Options),
+    /// The API server over HTTPS: creates, gets, lists and watches of pods, and memory per pod
+    Api(api::Options),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -28,5 +31,9 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     match cli.command {
         Command::Store(options) => runtime.block_on(store::run(options)),
+        Command::Api(options) => {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            runtime.block_on(api::run(options))
+        }
     }
 }
