@@ -15,6 +15,7 @@ mod object;
 mod openapi;
 mod patch;
 pub mod pki;
+mod protobuf;
 mod registry;
 mod request;
 mod scale;

@@ -380,7 +380,11 @@ async fn read_body(request: Request<Incoming>) -> ApiResult<Bytes> {
     }
 }
 
-const BODY_TYPES: &[&str] = &["application/json", "application/yaml"];
+const BODY_TYPES: &[&str] = &[
+    "application/json",
+    "application/yaml",
+    "application/vnd.kubernetes.protobuf",
+];
 
 /// A create or update body as JSON.
 fn decode_object(content_type: &str, body: &[u8]) -> ApiResult<Value> {
@@ -392,6 +396,7 @@ fn decode_object(content_type: &str, body: &[u8]) -> ApiResult<Value> {
             ))
         }),
         "application/yaml" => crate::yaml::to_json(body),
+        "application/vnd.kubernetes.protobuf" => crate::protobuf::decode(body),
         other => Err(ApiError::unsupported_media_type(other, BODY_TYPES)),
     }
 }

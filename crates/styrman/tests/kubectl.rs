@@ -529,3 +529,72 @@ fn scale_and_defaults() {
     ]);
     assert!(err.contains("Expected resource version to be 1"), "{err}");
 }
+
+#[test]
+fn imperative_generators_send_protobuf() {
+    let c = cluster();
+    assert!(
+        c.kubectl_ok(&[
+            "create",
+            "deployment",
+            "web2",
+            "--image=nginx:1.27",
+            "--replicas=2",
+            "--port=80"
+        ])
+        .contains("created")
+    );
+    c.kubectl_ok(&["create", "namespace", "team-a"]);
+    c.kubectl_ok(&["create", "configmap", "c1", "--from-literal=a=b"]);
+    c.kubectl_ok(&["create", "secret", "generic", "s1", "--from-literal=a=b"]);
+    c.kubectl_ok(&["create", "service", "nodeport", "np", "--tcp=80:8080"]);
+    c.kubectl_ok(&[
+        "create",
+        "clusterrole",
+        "node-reader",
+        "--verb=get",
+        "--resource=nodes",
+    ]);
+
+    let d = json(&c.kubectl_ok(&["get", "deploy", "web2", "-o", "json"]));
+    assert_eq!(d["spec"]["replicas"], 2);
+    assert_eq!(d["spec"]["selector"]["matchLabels"]["app"], "web2");
+    let container = &d["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        (container["name"].as_str(), container["image"].as_str()),
+        (Some("nginx"), Some("nginx:1.27"))
+    );
+    assert_eq!(container["ports"][0]["containerPort"], 80);
+    assert_eq!(d["metadata"]["generation"], 1);
+    assert!(
+        d["metadata"]["creationTimestamp"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z'))
+    );
+
+    assert_eq!(
+        c.kubectl_ok(&["get", "ns", "team-a", "-o", "jsonpath={.status.phase}"]),
+        "Active"
+    );
+    assert_eq!(
+        c.kubectl_ok(&["get", "cm", "c1", "-o", "jsonpath={.data.a}"]),
+        "b"
+    );
+    assert_eq!(
+        c.kubectl_ok(&["get", "secret", "s1", "-o", "jsonpath={.data.a}"]),
+        "Yg=="
+    );
+    assert_eq!(
+        c.kubectl_ok(&["get", "secret", "s1", "-o", "jsonpath={.type}"]),
+        "Opaque"
+    );
+    let svc = json(&c.kubectl_ok(&["get", "svc", "np", "-o", "json"]));
+    assert_eq!(svc["spec"]["ports"][0]["targetPort"], 8080);
+    assert!(
+        svc["spec"]["ports"][0]["nodePort"]
+            .as_i64()
+            .is_some_and(|p| (30000..=32767).contains(&p))
+    );
+    let role = json(&c.kubectl_ok(&["get", "clusterrole", "node-reader", "-o", "json"]));
+    assert_eq!(role["rules"][0]["resources"], serde_json::json!(["nodes"]));
+}
