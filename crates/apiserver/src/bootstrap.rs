@@ -6,8 +6,7 @@ use styrman_store::{Store, StoreError, keys};
 
 use crate::{kinds, object, strategy};
 
-pub const SYSTEM_NAMESPACES: &[&str] =
-    &["default", "kube-system", "kube-public", "kube-node-lease"];
+pub const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
 
 /// Creates the system namespaces that do not exist yet (several API servers may race here;
 /// whoever loses finds the namespace there).
@@ -18,13 +17,9 @@ pub async fn ensure_namespaces(store: &Store) -> Result<(), StoreError> {
         if store.get(&key).await?.is_some() {
             continue;
         }
-        let mut namespace =
-            json!({"kind": "Namespace", "apiVersion": "v1", "metadata": {"name": name}});
+        let mut namespace = json!({"kind": "Namespace", "apiVersion": "v1", "metadata": {"name": name}});
         strategy::prepare_for_create(namespaces, &mut namespace);
-        match store
-            .create(&key, object::encode_for_storage(&namespace))
-            .await
-        {
+        match store.create(&key, object::encode_for_storage(&namespace)).await {
             Ok(_) | Err(StoreError::AlreadyExists { .. }) => {}
             Err(e) => return Err(e),
         }

@@ -57,10 +57,7 @@ pub fn apply(kind: &Kind, object: &mut Value) {
                     default(strategy, "type", json!("RollingUpdate"));
                     if strategy.get("type") == Some(&json!("RollingUpdate")) {
                         default(strategy, "rollingUpdate", json!({}));
-                        if let Some(ru) = strategy
-                            .get_mut("rollingUpdate")
-                            .and_then(Value::as_object_mut)
-                        {
+                        if let Some(ru) = strategy.get_mut("rollingUpdate").and_then(Value::as_object_mut) {
                             default(ru, "maxSurge", json!("25%"));
                             default(ru, "maxUnavailable", json!("25%"));
                         }
@@ -164,11 +161,7 @@ fn container(container: &mut Map<String, Value>) {
         "IfNotPresent"
     };
     default(container, "imagePullPolicy", json!(policy));
-    default(
-        container,
-        "terminationMessagePath",
-        json!("/dev/termination-log"),
-    );
+    default(container, "terminationMessagePath", json!("/dev/termination-log"));
     default(container, "terminationMessagePolicy", json!("File"));
     default(container, "resources", json!({}));
     if let Some(Value::Array(ports)) = container.get_mut("ports") {
@@ -254,8 +247,7 @@ mod tests {
 
     #[test]
     fn job_defaults() {
-        let mut j =
-            json!({"spec": {"template": {"spec": {"restartPolicy": "Never", "containers": []}}}});
+        let mut j = json!({"spec": {"template": {"spec": {"restartPolicy": "Never", "containers": []}}}});
         apply(kinds::find("batch", "v1", "jobs").unwrap(), &mut j);
         assert_eq!(
             (

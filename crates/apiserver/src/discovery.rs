@@ -50,9 +50,7 @@ impl Format {
     pub fn from_accept(accept: &str) -> Format {
         for entry in accept.split(',') {
             let params: Vec<&str> = entry.split(';').map(str::trim).collect();
-            if params.contains(&"g=apidiscovery.k8s.io")
-                && params.contains(&"as=APIGroupDiscoveryList")
-            {
+            if params.contains(&"g=apidiscovery.k8s.io") && params.contains(&"as=APIGroupDiscoveryList") {
                 if params.contains(&"v=v2") {
                     return Format::AggregatedV2;
                 }
@@ -60,10 +58,7 @@ impl Format {
                     return Format::AggregatedV2Beta1;
                 }
             }
-            if params
-                .first()
-                .is_some_and(|m| *m == "application/json" || *m == "*/*")
-            {
+            if params.first().is_some_and(|m| *m == "application/json" || *m == "*/*") {
                 return Format::Legacy;
             }
         }
@@ -73,12 +68,8 @@ impl Format {
     pub fn content_type(self) -> &'static str {
         match self {
             Format::Legacy => "application/json",
-            Format::AggregatedV2 => {
-                "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
-            }
-            Format::AggregatedV2Beta1 => {
-                "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList"
-            }
+            Format::AggregatedV2 => "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList",
+            Format::AggregatedV2Beta1 => "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList",
         }
     }
 }
@@ -194,9 +185,7 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
     } else {
         format!("{group}/{version}")
     };
-    Some(
-        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources}),
-    )
+    Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources}))
 }
 
 fn aggregated_group(group: &str, versions: &[(&str, Vec<&Kind>)]) -> Value {

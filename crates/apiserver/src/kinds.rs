@@ -205,26 +205,11 @@ pub static KINDS: &[Kind] = &[
     .all()
     .stored_as("controllers")
     .subresources(&[status("", "v1", "ReplicationController"), scale()]),
-    kind(
-        "",
-        "v1",
-        "ResourceQuota",
-        "resourcequotas",
-        "resourcequota",
-        true,
-    )
-    .short(&["quota"])
-    .subresources(&[status("", "v1", "ResourceQuota")]),
+    kind("", "v1", "ResourceQuota", "resourcequotas", "resourcequota", true)
+        .short(&["quota"])
+        .subresources(&[status("", "v1", "ResourceQuota")]),
     kind("", "v1", "Secret", "secrets", "secret", true),
-    kind(
-        "",
-        "v1",
-        "ServiceAccount",
-        "serviceaccounts",
-        "serviceaccount",
-        true,
-    )
-    .short(&["sa"]),
+    kind("", "v1", "ServiceAccount", "serviceaccounts", "serviceaccount", true).short(&["sa"]),
     kind("", "v1", "Service", "services", "service", true)
         .short(&["svc"])
         .all()
@@ -243,39 +228,18 @@ pub static KINDS: &[Kind] = &[
         .short(&["ds"])
         .all()
         .subresources(&[status("apps", "v1", "DaemonSet")]),
-    kind(
-        "apps",
-        "v1",
-        "Deployment",
-        "deployments",
-        "deployment",
-        true,
-    )
-    .short(&["deploy"])
-    .all()
-    .subresources(&[status("apps", "v1", "Deployment"), scale()]),
-    kind(
-        "apps",
-        "v1",
-        "ReplicaSet",
-        "replicasets",
-        "replicaset",
-        true,
-    )
-    .short(&["rs"])
-    .all()
-    .subresources(&[status("apps", "v1", "ReplicaSet"), scale()]),
-    kind(
-        "apps",
-        "v1",
-        "StatefulSet",
-        "statefulsets",
-        "statefulset",
-        true,
-    )
-    .short(&["sts"])
-    .all()
-    .subresources(&[status("apps", "v1", "StatefulSet"), scale()]),
+    kind("apps", "v1", "Deployment", "deployments", "deployment", true)
+        .short(&["deploy"])
+        .all()
+        .subresources(&[status("apps", "v1", "Deployment"), scale()]),
+    kind("apps", "v1", "ReplicaSet", "replicasets", "replicaset", true)
+        .short(&["rs"])
+        .all()
+        .subresources(&[status("apps", "v1", "ReplicaSet"), scale()]),
+    kind("apps", "v1", "StatefulSet", "statefulsets", "statefulset", true)
+        .short(&["sts"])
+        .all()
+        .subresources(&[status("apps", "v1", "StatefulSet"), scale()]),
     // batch/v1
     kind("batch", "v1", "CronJob", "cronjobs", "cronjob", true)
         .short(&["cj"])
@@ -297,14 +261,7 @@ pub static KINDS: &[Kind] = &[
     .all()
     .subresources(&[status("autoscaling", "v2", "HorizontalPodAutoscaler")]),
     // coordination.k8s.io/v1
-    kind(
-        "coordination.k8s.io",
-        "v1",
-        "Lease",
-        "leases",
-        "lease",
-        true,
-    ),
+    kind("coordination.k8s.io", "v1", "Lease", "leases", "lease", true),
     // discovery.k8s.io/v1
     kind(
         "discovery.k8s.io",
@@ -323,17 +280,10 @@ pub static KINDS: &[Kind] = &[
         "ingressclass",
         false,
     ),
-    kind(
-        "networking.k8s.io",
-        "v1",
-        "Ingress",
-        "ingresses",
-        "ingress",
-        true,
-    )
-    .short(&["ing"])
-    .stored_as("ingress")
-    .subresources(&[status("networking.k8s.io", "v1", "Ingress")]),
+    kind("networking.k8s.io", "v1", "Ingress", "ingresses", "ingress", true)
+        .short(&["ing"])
+        .stored_as("ingress")
+        .subresources(&[status("networking.k8s.io", "v1", "Ingress")]),
     kind(
         "networking.k8s.io",
         "v1",
@@ -379,31 +329,10 @@ pub static KINDS: &[Kind] = &[
         "rolebinding",
         true,
     ),
-    kind(
-        "rbac.authorization.k8s.io",
-        "v1",
-        "Role",
-        "roles",
-        "role",
-        true,
-    ),
+    kind("rbac.authorization.k8s.io", "v1", "Role", "roles", "role", true),
     // storage.k8s.io/v1
-    kind(
-        "storage.k8s.io",
-        "v1",
-        "CSIDriver",
-        "csidrivers",
-        "csidriver",
-        false,
-    ),
-    kind(
-        "storage.k8s.io",
-        "v1",
-        "CSINode",
-        "csinodes",
-        "csinode",
-        false,
-    ),
+    kind("storage.k8s.io", "v1", "CSIDriver", "csidrivers", "csidriver", false),
+    kind("storage.k8s.io", "v1", "CSINode", "csinodes", "csinode", false),
     kind(
         "storage.k8s.io",
         "v1",
@@ -455,10 +384,7 @@ pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Kind> {
 pub fn group_versions() -> Vec<(&'static str, &'static str, Vec<&'static Kind>)> {
     let mut out: Vec<(&str, &str, Vec<&Kind>)> = Vec::new();
     for k in KINDS {
-        match out
-            .iter_mut()
-            .find(|(g, v, _)| *g == k.group && *v == k.version)
-        {
+        match out.iter_mut().find(|(g, v, _)| *g == k.group && *v == k.version) {
             Some((_, _, kinds)) => kinds.push(k),
             None => out.push((k.group, k.version, vec![k])),
         }
@@ -474,11 +400,7 @@ mod tests {
     fn names_are_unique_and_consistent() {
         let mut seen = std::collections::HashSet::new();
         for k in KINDS {
-            assert!(
-                seen.insert((k.group, k.version, k.plural)),
-                "{} listed twice",
-                k.plural
-            );
+            assert!(seen.insert((k.group, k.version, k.plural)), "{} listed twice", k.plural);
             assert_eq!(k.plural, k.plural.to_lowercase());
             assert_eq!(k.singular, k.kind.to_lowercase(), "{}", k.kind);
         }

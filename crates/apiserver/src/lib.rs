@@ -19,6 +19,7 @@ mod protobuf;
 mod registry;
 mod request;
 mod scale;
+mod schema;
 mod selectors;
 mod server;
 mod services;
@@ -26,6 +27,7 @@ mod status;
 mod strategic;
 mod strategy;
 mod table;
+mod validation;
 mod yaml;
 
 use std::net::{IpAddr, SocketAddr};
@@ -51,12 +53,8 @@ pub struct Config {
 /// Runs the API server until it fails.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    std::fs::create_dir_all(&config.data_dir).with_context(|| {
-        format!(
-            "cannot create the data directory {}",
-            config.data_dir.display()
-        )
-    })?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
     let store = styrman_store::open(&config.store)
         .await
         .context("cannot open the store")?;
@@ -66,12 +64,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let listener = TcpListener::bind(SocketAddr::new(config.bind_address, config.secure_port))
         .await
-        .with_context(|| {
-            format!(
-                "cannot listen on {}:{}",
-                config.bind_address, config.secure_port
-            )
-        })?;
+        .with_context(|| format!("cannot listen on {}:{}", config.bind_address, config.secure_port))?;
     let port = listener.local_addr()?.port();
     let client_host = if config.bind_address.is_unspecified() || config.bind_address.is_loopback() {
         "127.0.0.1".to_string()
@@ -85,8 +78,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     hosts.retain(|h| !h.is_empty());
     let pki = pki::Pki::ensure(&config.data_dir, &hosts)?;
     let address = format!("{client_host}:{port}");
-    let kubeconfig =
-        kubeconfig::write_admin(&config.data_dir, &pki, &format!("https://{address}"))?;
+    let kubeconfig = kubeconfig::write_admin(&config.data_dir, &pki, &format!("https://{address}"))?;
     tracing::info!(
         "API server ready at https://{address} (store: {}); try: kubectl --kubeconfig {} get namespaces",
         store.name(),

@@ -10,9 +10,7 @@ pub fn metadata(object: &Value) -> Option<&Map<String, Value>> {
 
 pub fn metadata_mut(object: &mut Value) -> &mut Map<String, Value> {
     let root = object.as_object_mut().expect("objects are JSON objects");
-    let meta = root
-        .entry("metadata")
-        .or_insert_with(|| Value::Object(Map::new()));
+    let meta = root.entry("metadata").or_insert_with(|| Value::Object(Map::new()));
     if !meta.is_object() {
         *meta = Value::Object(Map::new());
     }
@@ -31,10 +29,7 @@ pub fn name(object: &Value) -> &str {
 }
 
 pub fn set_resource_version(object: &mut Value, revision: Revision) {
-    metadata_mut(object).insert(
-        "resourceVersion".into(),
-        Value::String(revision.to_string()),
-    );
+    metadata_mut(object).insert("resourceVersion".into(), Value::String(revision.to_string()));
 }
 
 /// The object as stored: compact JSON without `resourceVersion` (the store's revision is the
@@ -61,9 +56,7 @@ pub fn spec_part(object: &Value) -> Map<String, Value> {
         .as_object()
         .map(|o| {
             o.iter()
-                .filter(|(k, _)| {
-                    !matches!(k.as_str(), "metadata" | "status" | "kind" | "apiVersion")
-                })
+                .filter(|(k, _)| !matches!(k.as_str(), "metadata" | "status" | "kind" | "apiVersion"))
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect()
         })
@@ -84,11 +77,7 @@ pub fn finalizers(object: &Value) -> Vec<String> {
     metadata(object)
         .and_then(|m| m.get("finalizers"))
         .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect()
-        })
+        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
         .unwrap_or_default()
 }
 
@@ -108,29 +97,17 @@ pub fn human_duration(secs: i64) -> String {
         format!("{secs}s")
     } else if m < 10 {
         let s = secs % 60;
-        if s == 0 {
-            format!("{m}m")
-        } else {
-            format!("{m}m{s}s")
-        }
+        if s == 0 { format!("{m}m") } else { format!("{m}m{s}s") }
     } else if h < 3 {
         format!("{m}m")
     } else if h < 8 {
         let mm = m % 60;
-        if mm == 0 {
-            format!("{h}h")
-        } else {
-            format!("{h}h{mm}m")
-        }
+        if mm == 0 { format!("{h}h") } else { format!("{h}h{mm}m") }
     } else if h < 48 {
         format!("{h}h")
     } else if h < 24 * 8 {
         let hh = h % 24;
-        if hh == 0 {
-            format!("{d}d")
-        } else {
-            format!("{d}d{hh}h")
-        }
+        if hh == 0 { format!("{d}d") } else { format!("{d}d{hh}h") }
     } else if h < 24 * 365 * 2 {
         format!("{d}d")
     } else if h < 24 * 365 * 8 {

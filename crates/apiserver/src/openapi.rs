@@ -4,7 +4,10 @@
 //! takes. kubectl reads these before `create -f`, `apply`, `replace`, `edit` and `diff`: the
 //! `fieldValidation` parameter on a kind's patch operation tells it the server validates fields.
 //!
-//! Component schemas (what `kubectl explain` prints) are not generated yet.
+//! Component schemas come from the type schema ([`crate::schema`]): each message a
+//! group-version's kinds reach, with descriptions (what `kubectl explain` prints), required
+//! fields, and the list semantics (`x-kubernetes-patch-strategy`, `-patch-merge-key`,
+//! `-list-type`, `-list-map-keys`) that strategic merge patch uses.
 
 use std::hash::{Hash, Hasher};
 
@@ -12,6 +15,7 @@ use serde_json::{Map, Value, json};
 
 use crate::discovery::GIT_VERSION;
 use crate::kinds::{self, Kind};
+use crate::schema;
 
 /// Key of a group-version in the index: `api/v1`, `apis/apps/v1`.
 fn gv_path(group: &str, version: &str) -> String {
@@ -71,10 +75,7 @@ impl OpenApi {
 
     /// The document at `/openapi/v3/<gv path>`.
     pub fn document(&self, path: &str) -> Option<&Document> {
-        self.documents
-            .iter()
-            .find(|(p, _)| p == path)
-            .map(|(_, d)| d)
+        self.documents.iter().find(|(p, _)| p == path).map(|(_, d)| d)
     }
 }
 
@@ -129,13 +130,9 @@ fn operation(gvk: &Value, action: &str, id: String, mut params: Vec<Value>, body
         "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}}},
     });
     if body {
-        op["requestBody"] =
-            json!({"content": {"*/*": {"schema": {"type": "object"}}}, "required": true});
+        op["requestBody"] = json!({"content": {"*/*": {"schema": {"type": "object"}}}, "required": true});
     }
-    params.push(param(
-        "pretty",
-        "If 'true', then the output is pretty printed.",
-    ));
+    params.push(param("pretty", "If 'true', then the output is pretty printed."));
     op["parameters"] = Value::Array(params);
     op
 }
@@ -202,10 +199,7 @@ fn group_version_document(kinds: &[&Kind]) -> Value {
             }
             ops.insert("parameters".into(), Value::Array(item_params.clone()));
             if kind.namespaced || !ops.is_empty() {
-                paths.insert(
-                    format!("{collection}/{{name}}/{}", sub.name),
-                    Value::Object(ops),
-                );
+                paths.insert(format!("{collection}/{{name}}/{}", sub.name), Value::Object(ops));
             }
         }
     }
@@ -213,16 +207,154 @@ fn group_version_document(kinds: &[&Kind]) -> Value {
         "openapi": "3.0.0",
         "info": {"title": "Kubernetes", "version": GIT_VERSION},
         "paths": paths,
-        "components": {"schemas": {}},
+        "components": {"schemas": component_schemas(kinds)},
+    })
+}
+
+const SCHEMAS: &str = "#/components/schemas/";
+
+/// The schemas of the kinds and of every type they reach.
+fn component_schemas(kinds: &[&Kind]) -> Map<String, Value> {
+    let schema = schema::schema();
+    let mut todo: Vec<(&str, Option<&Kind>)> = Vec::new();
+    for kind in kinds {
+        if let Some(m) = schema.message_for(&kind.api_version(), kind.kind) {
+            todo.push((m.path, Some(kind)));
+        }
+    }
+    let mut out = Map::new();
+    let mut seen = std::collections::HashSet::new();
+    while let Some((path, kind)) = todo.pop() {
+        if !seen.insert(path) {
+            continue;
+        }
+        let Some(message) = schema.message(path) else { continue };
+        for field in &message.fields {
+            let referenced = match &field.kind {
+                schema::Kind::Message(p) => Some(*p),
+                schema::Kind::Map(v) => match v.as_ref() {
+                    schema::Kind::Message(p) => Some(*p),
+                    _ => None,
+                },
+                _ => None,
+            };
+            if let Some(p) = referenced {
+                todo.push((p, None));
+            }
+        }
+        out.insert(message.definition.to_string(), message_schema(schema, message, kind));
+    }
+    out
+}
+
+fn message_schema(schema: &schema::Schema, message: &schema::Message, kind: Option<&Kind>) -> Value {
+    if let Some(special) = special_schema(message.path) {
+        return special;
+    }
+    let mut properties = Map::new();
+    let mut required = Vec::new();
+    if kind.is_some() {
+        properties.insert(
+            "apiVersion".into(),
+            json!({"type": "string", "description": API_VERSION_DOC}),
+        );
+        properties.insert("kind".into(), json!({"type": "string", "description": KIND_DOC}));
+    }
+    for (name, field) in schema.properties(message) {
+        let mut property = field_schema(schema, message, name, field);
+        if !field.description.is_empty() {
+            property["description"] = json!(schema::unescape(field.description));
+        }
+        if field.required {
+            required.push(name);
+        }
+        properties.insert(name.to_string(), property);
+    }
+    let mut out = json!({"type": "object", "properties": properties});
+    if !message.description.is_empty() {
+        out["description"] = json!(schema::unescape(message.description));
+    }
+    if !required.is_empty() {
+        out["required"] = json!(required);
+    }
+    if let Some(kind) = kind {
+        out["x-kubernetes-group-version-kind"] =
+            json!([{"group": kind.group, "kind": kind.kind, "version": kind.version}]);
+    }
+    out
+}
+
+const API_VERSION_DOC: &str = "APIVersion defines the versioned schema of this representation of an object. Servers should convert recognized schemas to the latest internal value, and may reject unrecognized values. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#resources";
+const KIND_DOC: &str = "Kind is a string value representing the REST resource this object represents. Servers may infer this from the endpoint the client submits requests to. Cannot be updated. In CamelCase. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#types-kinds";
+
+fn scalar_schema(schema: &schema::Schema, kind: &schema::Kind) -> Value {
+    match kind {
+        schema::Kind::String => json!({"type": "string"}),
+        schema::Kind::Bytes => json!({"type": "string", "format": "byte"}),
+        schema::Kind::Bool => json!({"type": "boolean"}),
+        schema::Kind::Int32 => json!({"type": "integer", "format": "int32"}),
+        schema::Kind::Int64 => json!({"type": "integer", "format": "int64"}),
+        schema::Kind::Double => json!({"type": "number", "format": "double"}),
+        schema::Kind::Message(path) => match schema.message(path) {
+            Some(m) => json!({"allOf": [{"$ref": format!("{SCHEMAS}{}", m.definition)}]}),
+            None => json!({"type": "object"}),
+        },
+        schema::Kind::Map(value) => json!({"type": "object", "additionalProperties": scalar_schema(schema, value)}),
+    }
+}
+
+fn field_schema(schema: &schema::Schema, message: &schema::Message, name: &str, field: &schema::Field) -> Value {
+    let item = scalar_schema(schema, &field.kind);
+    if !field.repeated {
+        return item;
+    }
+    let mut array = json!({"type": "array", "items": item});
+    let in_service_spec = message.path == "api/core/v1/ServiceSpec";
+    match crate::strategic::list_strategy(name, in_service_spec) {
+        crate::strategic::ListStrategy::MergeOnKey(key) => {
+            array["x-kubernetes-patch-strategy"] = json!("merge");
+            array["x-kubernetes-patch-merge-key"] = json!(key);
+            array["x-kubernetes-list-type"] = json!("map");
+            array["x-kubernetes-list-map-keys"] = json!([key]);
+        }
+        crate::strategic::ListStrategy::MergeSet => {
+            array["x-kubernetes-patch-strategy"] = json!("merge");
+            array["x-kubernetes-list-type"] = json!("set");
+        }
+        crate::strategic::ListStrategy::Replace => {
+            array["x-kubernetes-list-type"] = json!("atomic");
+        }
+    }
+    array
+}
+
+/// The apimachinery types whose JSON is not an object of their fields.
+fn special_schema(path: &str) -> Option<Value> {
+    Some(match path {
+        "apimachinery/pkg/apis/meta/v1/Time" | "apimachinery/pkg/apis/meta/v1/MicroTime" => json!({
+            "type": "string", "format": "date-time",
+            "description": "Time is a wrapper around time.Time which supports correct marshaling to YAML and JSON.",
+        }),
+        "apimachinery/pkg/util/intstr/IntOrString" => json!({
+            "type": "string", "format": "int-or-string", "x-kubernetes-int-or-string": true,
+            "description": "IntOrString is a type that can hold an int32 or a string.",
+        }),
+        "apimachinery/pkg/api/resource/Quantity" => json!({
+            "type": "string",
+            "description": "Quantity is a fixed-point representation of a number, written as a string such as 100m, 1Gi or 2.5.",
+        }),
+        "apimachinery/pkg/runtime/RawExtension" => {
+            json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true})
+        }
+        "apimachinery/pkg/apis/meta/v1/FieldsV1" => json!({"type": "object"}),
+        "apimachinery/pkg/apis/meta/v1/Duration" => json!({"type": "string"}),
+        _ => return None,
     })
 }
 
 fn patch_params() -> Vec<Value> {
     let mut params = write_params();
-    params.push(param(
-        "force",
-        "Force is going to \"force\" Apply requests.",
-    ));
+    params.push(param("force", "Force is going to \"force\" Apply requests."));
     params
 }
 
@@ -238,8 +370,7 @@ mod tests {
             let path = gv_path(group, version);
             let url = index["paths"][&path]["serverRelativeURL"].as_str().unwrap();
             assert!(url.starts_with(&format!("/openapi/v3/{path}?hash=")));
-            let doc: Value =
-                serde_json::from_slice(&openapi.document(&path).unwrap().body).unwrap();
+            let doc: Value = serde_json::from_slice(&openapi.document(&path).unwrap().body).unwrap();
             for kind in kinds {
                 let patch = doc["paths"]
                     .as_object()

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
 };
 
 /// PEM-encoded certificate and private key.
@@ -39,8 +39,7 @@ impl Pki {
     /// start, and issues a serving certificate for `hosts` (names and addresses clients dial).
     pub fn ensure(data_dir: &Path, hosts: &[String]) -> anyhow::Result<Pki> {
         let dir = data_dir.join("pki");
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
+        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let (ca_pem, ca_key) = match (read(&dir, CA_CERT)?, read(&dir, CA_KEY)?) {
             (Some(cert), Some(key)) => (cert, key),
             _ => {
@@ -52,8 +51,8 @@ impl Pki {
             }
         };
         let ca_key_pair = KeyPair::from_pem(&ca_key).context("the cluster CA key is unreadable")?;
-        let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key_pair)
-            .context("the cluster CA certificate is unreadable")?;
+        let issuer =
+            Issuer::from_ca_cert_pem(&ca_pem, ca_key_pair).context("the cluster CA certificate is unreadable")?;
 
         let admin = match (read(&dir, ADMIN_CERT)?, read(&dir, ADMIN_KEY)?) {
             (Some(cert_pem), Some(key_pem)) => CertAndKey { cert_pem, key_pem },
@@ -153,10 +152,7 @@ fn issue_serving(issuer: &Issuer<'_, KeyPair>, hosts: &[String]) -> anyhow::Resu
             Err(_) => Ok(SanType::DnsName(h.as_str().try_into()?)),
         })
         .collect::<Result<_, rcgen::Error>>()?;
-    params.key_usages = vec![
-        KeyUsagePurpose::DigitalSignature,
-        KeyUsagePurpose::KeyEncipherment,
-    ];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     validity(&mut params);
     let key = KeyPair::generate()?;
@@ -168,11 +164,7 @@ fn issue_serving(issuer: &Issuer<'_, KeyPair>, hosts: &[String]) -> anyhow::Resu
 }
 
 /// A client certificate: the common name is the user, each organisation a group.
-pub fn issue_client(
-    issuer: &Issuer<'_, KeyPair>,
-    user: &str,
-    groups: &[&str],
-) -> anyhow::Result<CertAndKey> {
+pub fn issue_client(issuer: &Issuer<'_, KeyPair>, user: &str, groups: &[&str]) -> anyhow::Result<CertAndKey> {
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     let mut name = DistinguishedName::new();
     name.push(DnType::CommonName, user);
@@ -180,10 +172,7 @@ pub fn issue_client(
         name.push(DnType::OrganizationName, *group);
     }
     params.distinguished_name = name;
-    params.key_usages = vec![
-        KeyUsagePurpose::DigitalSignature,
-        KeyUsagePurpose::KeyEncipherment,
-    ];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     validity(&mut params);
     let key = KeyPair::generate()?;

@@ -52,9 +52,23 @@ pub struct Call<'a> {
     pub shape: Shape,
     /// `fieldManager`, or the client's name from its User-Agent.
     pub manager: String,
+    /// What the response's `Warning` headers will say.
+    pub warnings: std::sync::Mutex<Vec<String>>,
 }
 
 impl Call<'_> {
+    /// Drops the fields the kind does not have, as `fieldValidation` says (refusing them when
+    /// Strict, warning about them by default).
+    fn validate_fields(&self, object: &mut Value, options_kind: &str) -> ApiResult<()> {
+        let mode = crate::validation::Mode::from_query(self.query, options_kind)?;
+        let unknown = crate::validation::check(self.kind, object, mode)?;
+        if mode == crate::validation::Mode::Warn {
+            let mut warnings = self.warnings.lock().expect("warnings lock");
+            warnings.extend(unknown.into_iter().map(|u| format!("unknown field \"{u}\"")));
+        }
+        Ok(())
+    }
+
     fn namespace(&self) -> Option<&str> {
         if self.kind.namespaced {
             self.request.namespace.as_deref()
@@ -104,9 +118,7 @@ impl Registry {
     }
 
     pub async fn get(&self, call: &Call<'_>) -> ApiResult<Reply> {
-        let (object, _) = self
-            .read(call.kind, &call.key(call.name()), call.name())
-            .await?;
+        let (object, _) = self.read(call.kind, &call.key(call.name()), call.name()).await?;
         if call.request.subresource.as_deref() == Some("scale") {
             return Ok(Reply::Json(200, crate::scale::to_scale(&object)));
         }
@@ -127,13 +139,9 @@ impl Registry {
 
     /// Objects under the call's prefix matching its selectors, one page: (items, list
     /// revision, continue token).
-    async fn list_page(
-        &self,
-        call: &Call<'_>,
-    ) -> ApiResult<(Vec<Value>, Revision, Option<String>)> {
+    async fn list_page(&self, call: &Call<'_>) -> ApiResult<(Vec<Value>, Revision, Option<String>)> {
         let labels = LabelSelector::parse(call.query.get("labelSelector").unwrap_or(""))?;
-        let fields =
-            FieldSelector::parse(call.query.get("fieldSelector").unwrap_or(""), call.kind)?;
+        let fields = FieldSelector::parse(call.query.get("fieldSelector").unwrap_or(""), call.kind)?;
         let limit = call.query.number("limit")?.unwrap_or(0) as usize;
         let prefix = keys::prefix(call.kind.storage, call.namespace());
         let (mut start, mut revision) = (None, None);
@@ -148,11 +156,7 @@ impl Registry {
         let mut read_at = revision;
         loop {
             // Read ahead of the limit: selectors may drop much of what a page holds.
-            let batch = if limit == 0 {
-                0
-            } else {
-                (limit - items.len()).max(64)
-            };
+            let batch = if limit == 0 { 0 } else { (limit - items.len()).max(64) };
             let page = self
                 .store
                 .range(RangeRequest { prefix: prefix.clone(), start: start.clone(), limit: batch, revision: read_at })
@@ -166,8 +170,7 @@ impl Registry {
             read_at = Some(page.revision);
             let mut last_key = None;
             for kv in page.kvs {
-                let object =
-                    decode_from_storage(&kv.value, kv.mod_revision).map_err(ApiError::internal)?;
+                let object = decode_from_storage(&kv.value, kv.mod_revision).map_err(ApiError::internal)?;
                 last_key = Some(kv.key);
                 if labels.matches(&object) && fields.matches(&object) {
                     items.push(object);
@@ -192,8 +195,7 @@ impl Registry {
                             })
                             .await
                             .map_err(|e| ApiError::from_store(e, call.kind, ""))?;
-                        (!probe.kvs.is_empty())
-                            .then(|| encode_continue(page.revision, &keys::after(k)))
+                        (!probe.kvs.is_empty()).then(|| encode_continue(page.revision, &keys::after(k)))
                     }
                     _ => None,
                 };
@@ -206,23 +208,18 @@ impl Registry {
     /// The revision a list reads at, from `resourceVersion` and `resourceVersionMatch`.
     async fn list_revision(&self, call: &Call<'_>) -> ApiResult<Option<Revision>> {
         let rv = call.query.get("resourceVersion").filter(|v| !v.is_empty());
-        let matching = call
-            .query
-            .get("resourceVersionMatch")
-            .filter(|v| !v.is_empty());
+        let matching = call.query.get("resourceVersionMatch").filter(|v| !v.is_empty());
         let parsed = rv.map(parse_rv).transpose()?;
         match (parsed, matching) {
             (None, Some(_)) => Err(ApiError::invalid_option(
                 "ListOptions",
                 "resourceVersionMatch",
-                "Forbidden: resourceVersionMatch is forbidden unless resourceVersion is provided"
-                    .into(),
+                "Forbidden: resourceVersionMatch is forbidden unless resourceVersion is provided".into(),
             )),
             (Some(0), Some("Exact")) => Err(ApiError::invalid_option(
                 "ListOptions",
                 "resourceVersionMatch",
-                "Forbidden: resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\""
-                    .into(),
+                "Forbidden: resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\"".into(),
             )),
             (Some(n), Some("Exact")) => Ok(Some(n)),
             (Some(n), None | Some("NotOlderThan")) => {
@@ -241,9 +238,7 @@ impl Registry {
             (_, Some(other)) => Err(ApiError::invalid_option(
                 "ListOptions",
                 "resourceVersionMatch",
-                format!(
-                    "Unsupported value: \"{other}\": supported values: \"Exact\", \"NotOlderThan\""
-                ),
+                format!("Unsupported value: \"{other}\": supported values: \"Exact\", \"NotOlderThan\""),
             )),
             (None, None) => Ok(None),
         }
@@ -256,10 +251,7 @@ impl Registry {
             metadata["continue"] = json!(t);
         }
         Ok(match call.shape {
-            Shape::Table(include) => Reply::Json(
-                200,
-                table::table(call.kind, &items, metadata, include, true),
-            ),
+            Shape::Table(include) => Reply::Json(200, table::table(call.kind, &items, metadata, include, true)),
             Shape::Object => Reply::Json(
                 200,
                 json!({
@@ -274,8 +266,7 @@ impl Registry {
 
     pub async fn watch(&self, call: &Call<'_>) -> ApiResult<Reply> {
         let labels = LabelSelector::parse(call.query.get("labelSelector").unwrap_or(""))?;
-        let fields =
-            FieldSelector::parse(call.query.get("fieldSelector").unwrap_or(""), call.kind)?;
+        let fields = FieldSelector::parse(call.query.get("fieldSelector").unwrap_or(""), call.kind)?;
         let timeout = call
             .query
             .number("timeoutSeconds")?
@@ -315,8 +306,7 @@ impl Registry {
         let stream = match self.store.watch(&prefix, from).await {
             Ok(s) => s,
             Err(StoreError::Compacted { compacted, .. }) => {
-                let gone =
-                    ApiError::expired(format!("too old resource version: {from} ({compacted})"));
+                let gone = ApiError::expired(format!("too old resource version: {from} ({compacted})"));
                 let line = event_line("ERROR", &gone.to_value());
                 let _ = tx.try_send(line);
                 return Ok(Reply::Stream(rx));
@@ -348,20 +338,13 @@ impl Registry {
                 let events = match batch {
                     None => return,
                     Some(Ok(events)) => events,
-                    Some(Err(StoreError::Compacted {
-                        requested,
-                        compacted,
-                    })) => {
-                        let gone = ApiError::expired(format!(
-                            "too old resource version: {requested} ({compacted})"
-                        ));
+                    Some(Err(StoreError::Compacted { requested, compacted })) => {
+                        let gone = ApiError::expired(format!("too old resource version: {requested} ({compacted})"));
                         let _ = tx.send(event_line("ERROR", &gone.to_value())).await;
                         return;
                     }
                     Some(Err(e)) => {
-                        let _ = tx
-                            .send(event_line("ERROR", &ApiError::internal(e).to_value()))
-                            .await;
+                        let _ = tx.send(event_line("ERROR", &ApiError::internal(e).to_value())).await;
                         return;
                     }
                 };
@@ -383,13 +366,10 @@ impl Registry {
             return Err(ApiError::method_not_allowed());
         }
         let mut object = check_body(call.kind, body)?;
+        call.validate_fields(&mut object, "CreateOptions")?;
         let meta = metadata_mut(&mut object);
         if let Some(ns) = call.namespace() {
-            match meta
-                .get("namespace")
-                .and_then(Value::as_str)
-                .filter(|s| !s.is_empty())
-            {
+            match meta.get("namespace").and_then(Value::as_str).filter(|s| !s.is_empty()) {
                 Some(body_ns) if body_ns != ns => {
                     return Err(ApiError::bad_request(
                         "the namespace of the provided object does not match the namespace sent on the request",
@@ -429,11 +409,7 @@ impl Registry {
         crate::defaults::apply(call.kind, &mut object);
         strategy::prepare_for_create(call.kind, &mut object);
         let _allocation = match is_service(call.kind) {
-            true => Some(
-                self.services
-                    .assign(&self.store, call.kind, &mut object, None)
-                    .await?,
-            ),
+            true => Some(self.services.assign(&self.store, call.kind, &mut object, None).await?),
             false => None,
         };
         let dry_run = call.dry_run()?;
@@ -454,19 +430,13 @@ impl Registry {
     async fn check_namespace_open(&self, kind: &Kind, ns: &str, name: &str) -> ApiResult<()> {
         let namespaces = kinds::find("", "v1", "namespaces").expect("namespaces are in the table");
         let (namespace, _) = self
-            .read(
-                namespaces,
-                &keys::object_key(namespaces.storage, None, ns),
-                ns,
-            )
+            .read(namespaces, &keys::object_key(namespaces.storage, None, ns), ns)
             .await?;
         if meta_str(&namespace, "deletionTimestamp").is_some() {
             let mut err = ApiError::forbidden(
                 kind,
                 name,
-                &format!(
-                    "unable to create new content in namespace {ns} because it is being terminated"
-                ),
+                &format!("unable to create new content in namespace {ns} because it is being terminated"),
             );
             if let Some(details) = err.details.as_mut() {
                 details.causes.push(crate::status::Cause {
@@ -485,7 +455,8 @@ impl Registry {
             return self.update_scale(call, |_| Ok(body.clone())).await;
         }
         let name = call.name().to_string();
-        let incoming = check_body(call.kind, body)?;
+        let mut incoming = check_body(call.kind, body)?;
+        call.validate_fields(&mut incoming, "UpdateOptions")?;
         if object::name(&incoming) != name {
             return Err(ApiError::bad_request(format!(
                 "the name of the object ({}) does not match the name on the URL ({name})",
@@ -532,9 +503,7 @@ impl Registry {
             return Ok(Reply::Json(200, updated));
         }
         // The last finalizer of an object being deleted is gone: the object goes.
-        if meta_str(&updated, "deletionTimestamp").is_some()
-            && object::finalizers(&updated).is_empty()
-        {
+        if meta_str(&updated, "deletionTimestamp").is_some() && object::finalizers(&updated).is_empty() {
             let deleted = self
                 .store
                 .delete(key, Some(revision))
@@ -552,16 +521,11 @@ impl Registry {
         Ok(Reply::Json(200, updated))
     }
 
-    pub async fn patch(
-        &self,
-        call: &Call<'_>,
-        content_type: &str,
-        body: &[u8],
-    ) -> ApiResult<Reply> {
+    pub async fn patch(&self, call: &Call<'_>, content_type: &str, body: &[u8]) -> ApiResult<Reply> {
         let name = call.name().to_string();
         let key = call.key(&name);
-        let patch: Value = serde_json::from_slice(body)
-            .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
+        let patch: Value =
+            serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
         if call.request.subresource.as_deref() == Some("scale") {
             return self
                 .update_scale(call, |scale| {
@@ -575,10 +539,9 @@ impl Registry {
             let (current, kv) = self.read(call.kind, &key, &name).await?;
             let mut patched = current.clone();
             crate::patch::apply(call.kind, content_type, &mut patched, &patch)?;
+            call.validate_fields(&mut patched, "PatchOptions")?;
             // A patch that names a resource version makes it a precondition.
-            let pinned = meta_str(&patched, "resourceVersion")
-                .map(parse_rv)
-                .transpose()?;
+            let pinned = meta_str(&patched, "resourceVersion").map(parse_rv).transpose()?;
             if pinned.is_some_and(|rv| rv != kv.mod_revision) {
                 return Err(ApiError::conflict(call.kind, &name));
             }
@@ -595,19 +558,13 @@ impl Registry {
 
     /// Reads the Scale of the call's object, lets `change` produce the new Scale, and writes
     /// its replica count back (a Scale naming a resource version makes it a precondition).
-    async fn update_scale(
-        &self,
-        call: &Call<'_>,
-        change: impl Fn(&Value) -> ApiResult<Value>,
-    ) -> ApiResult<Reply> {
+    async fn update_scale(&self, call: &Call<'_>, change: impl Fn(&Value) -> ApiResult<Value>) -> ApiResult<Reply> {
         let name = call.name().to_string();
         let key = call.key(&name);
         for _ in 0..RETRIES {
             let (current, kv) = self.read(call.kind, &key, &name).await?;
             let scale = change(&crate::scale::to_scale(&current))?;
-            let pinned = meta_str(&scale, "resourceVersion")
-                .map(parse_rv)
-                .transpose()?;
+            let pinned = meta_str(&scale, "resourceVersion").map(parse_rv).transpose()?;
             if pinned.is_some_and(|rv| rv != kv.mod_revision) {
                 return Err(ApiError::conflict(call.kind, &name));
             }
@@ -630,9 +587,7 @@ impl Registry {
         let name = call.name().to_string();
         let key = call.key(&name);
         let (current, kv) = self.read(call.kind, &key, &name).await?;
-        if let Some(uid) = options
-            .pointer("/preconditions/uid")
-            .and_then(Value::as_str)
+        if let Some(uid) = options.pointer("/preconditions/uid").and_then(Value::as_str)
             && meta_str(&current, "uid") != Some(uid)
         {
             return Err(ApiError::new(
@@ -697,10 +652,12 @@ impl Registry {
                 ..call.request.clone()
             };
             let one = Call {
+                kind: call.kind,
                 request: &request,
+                query: call.query,
                 shape: Shape::Object,
                 manager: call.manager.clone(),
-                ..*call
+                warnings: Default::default(),
             };
             match self.delete(&one, options.clone()).await {
                 Ok(_) => deleted.push(item),
@@ -727,9 +684,7 @@ fn is_service(kind: &Kind) -> bool {
 /// Checks a request body names the kind the URL does, filling in what may be left out.
 fn check_body(kind: &Kind, body: Value) -> ApiResult<Value> {
     let Value::Object(mut map) = body else {
-        return Err(ApiError::bad_request(
-            "the body of the request must be a JSON object",
-        ));
+        return Err(ApiError::bad_request("the body of the request must be a JSON object"));
     };
     let api_version = kind.api_version();
     match map.get("apiVersion").and_then(Value::as_str) {
@@ -826,16 +781,13 @@ impl EventEncoder {
 }
 
 fn event_line(kind: &str, object: &Value) -> Bytes {
-    let mut line =
-        serde_json::to_vec(&json!({"type": kind, "object": object})).expect("JSON encodes");
+    let mut line = serde_json::to_vec(&json!({"type": kind, "object": object})).expect("JSON encodes");
     line.push(b'\n');
     Bytes::from(line)
 }
 
 fn rv(object: &Value) -> String {
-    meta_str(object, "resourceVersion")
-        .unwrap_or("")
-        .to_string()
+    meta_str(object, "resourceVersion").unwrap_or("").to_string()
 }
 
 pub fn parse_rv(text: &str) -> ApiResult<Revision> {
@@ -850,8 +802,7 @@ pub fn parse_rv(text: &str) -> ApiResult<Revision> {
 fn encode_continue(revision: Revision, start: &str) -> String {
     use base64::Engine;
     let body = json!({"v": "meta.k8s.io/v1", "rv": revision, "start": start});
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .encode(serde_json::to_vec(&body).expect("JSON encodes"))
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(&body).expect("JSON encodes"))
 }
 
 fn decode_continue(token: &str) -> ApiResult<(Revision, String)> {
@@ -903,16 +854,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ok.as_object().unwrap().keys().next().unwrap(), "kind");
-        assert_eq!(
-            check_body(cms, json!({"kind": "Secret"})).unwrap_err().code,
-            400
-        );
-        assert_eq!(
-            check_body(cms, json!({"apiVersion": "apps/v1"}))
-                .unwrap_err()
-                .code,
-            400
-        );
+        assert_eq!(check_body(cms, json!({"kind": "Secret"})).unwrap_err().code, 400);
+        assert_eq!(check_body(cms, json!({"apiVersion": "apps/v1"})).unwrap_err().code, 400);
         assert_eq!(check_body(cms, json!([1])).unwrap_err().code, 400);
     }
 }

@@ -57,11 +57,7 @@ pub enum Route {
 const NAMESPACE_SUBRESOURCES: &[&str] = &["status", "finalize"];
 
 pub fn route(method: &http::Method, path: &str, query: &Query) -> Route {
-    let parts: Vec<&str> = path
-        .trim_matches('/')
-        .split('/')
-        .filter(|p| !p.is_empty())
-        .collect();
+    let parts: Vec<&str> = path.trim_matches('/').split('/').filter(|p| !p.is_empty()).collect();
     match parts.as_slice() {
         ["version"] => Route::Version,
         [h @ ("healthz" | "livez" | "readyz"), ..] => Route::Health(h.to_string()),
@@ -85,17 +81,9 @@ pub fn route(method: &http::Method, path: &str, query: &Query) -> Route {
     }
 }
 
-fn resource_route(
-    group: &str,
-    version: &str,
-    rest: &[&str],
-    method: &http::Method,
-    query: &Query,
-) -> Route {
+fn resource_route(group: &str, version: &str, rest: &[&str], method: &http::Method, query: &Query) -> Route {
     let (namespace, rest): (Option<&str>, &[&str]) = match rest {
-        ["namespaces", ns, tail @ ..]
-            if !tail.is_empty() && !NAMESPACE_SUBRESOURCES.contains(&tail[0]) =>
-        {
+        ["namespaces", ns, tail @ ..] if !tail.is_empty() && !NAMESPACE_SUBRESOURCES.contains(&tail[0]) => {
             (Some(ns), tail)
         }
         other => (None, other),
@@ -158,9 +146,10 @@ impl Query {
     pub fn number(&self, key: &str) -> ApiResult<Option<u64>> {
         match self.get(key).filter(|v| !v.is_empty()) {
             None => Ok(None),
-            Some(v) => v.parse().map(Some).map_err(|_| {
-                ApiError::bad_request(format!("invalid value {v:?} for query parameter {key}"))
-            }),
+            Some(v) => v
+                .parse()
+                .map(Some)
+                .map_err(|_| ApiError::bad_request(format!("invalid value {v:?} for query parameter {key}"))),
         }
     }
 }
@@ -179,11 +168,7 @@ mod tests {
 
     #[test]
     fn namespaced_and_cluster_paths() {
-        let r = resource(
-            Method::GET,
-            "/apis/apps/v1/namespaces/ns/deployments/web/scale",
-            "",
-        );
+        let r = resource(Method::GET, "/apis/apps/v1/namespaces/ns/deployments/web/scale", "");
         assert_eq!(
             (
                 r.group.as_str(),
@@ -192,20 +177,11 @@ mod tests {
                 r.name.as_deref(),
                 r.subresource.as_deref()
             ),
-            (
-                "apps",
-                "deployments",
-                Some("ns"),
-                Some("web"),
-                Some("scale")
-            )
+            ("apps", "deployments", Some("ns"), Some("web"), Some("scale"))
         );
         assert_eq!(r.verb, Verb::Get);
         let r = resource(Method::GET, "/api/v1/pods", "watch=1");
-        assert_eq!(
-            (r.resource.as_str(), r.namespace, r.verb),
-            ("pods", None, Verb::Watch)
-        );
+        assert_eq!((r.resource.as_str(), r.namespace, r.verb), ("pods", None, Verb::Watch));
         let r = resource(Method::DELETE, "/api/v1/namespaces/ns/configmaps", "");
         assert_eq!(r.verb, Verb::DeleteCollection);
     }
@@ -229,28 +205,16 @@ mod tests {
     #[test]
     fn boolean_parameters_follow_apimachinery() {
         let q = Query::parse(Some("a=True&b=0&c=false&d=&e=FALSE"));
-        assert!(
-            q.flag("a")
-                && !q.flag("b")
-                && !q.flag("c")
-                && q.flag("d")
-                && !q.flag("e")
-                && !q.flag("f")
-        );
+        assert!(q.flag("a") && !q.flag("b") && !q.flag("c") && q.flag("d") && !q.flag("e") && !q.flag("f"));
     }
 
     #[test]
     fn discovery_and_other_paths() {
         let q = Query::default();
-        assert_eq!(
-            route(&Method::GET, "/api", &q),
-            Route::DiscoveryRoot { core: true }
-        );
+        assert_eq!(route(&Method::GET, "/api", &q), Route::DiscoveryRoot { core: true });
         assert_eq!(
             route(&Method::GET, "/apis/apps", &q),
-            Route::DiscoveryGroup {
-                group: "apps".into()
-            }
+            Route::DiscoveryGroup { group: "apps".into() }
         );
         assert_eq!(route(&Method::GET, "/version", &q), Route::Version);
         assert_eq!(route(&Method::GET, "/nonsense/x", &q), Route::NotFound);

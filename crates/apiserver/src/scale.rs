@@ -10,13 +10,7 @@ use crate::status::{ApiError, ApiResult};
 pub fn to_scale(object: &Value) -> Value {
     let meta = metadata(object).cloned().unwrap_or_default();
     let mut scale_meta = serde_json::Map::new();
-    for field in [
-        "name",
-        "namespace",
-        "uid",
-        "resourceVersion",
-        "creationTimestamp",
-    ] {
+    for field in ["name", "namespace", "uid", "resourceVersion", "creationTimestamp"] {
         if let Some(v) = meta.get(field) {
             scale_meta.insert(field.into(), v.clone());
         }
@@ -60,15 +54,10 @@ fn selector_string(selector: Option<&Value>) -> String {
     let Some(selector) = selector else {
         return String::new();
     };
-    let labels = selector
-        .get("matchLabels")
-        .and_then(Value::as_object)
-        .or_else(|| {
-            // A ReplicationController selector is the map itself.
-            selector
-                .as_object()
-                .filter(|m| !m.contains_key("matchExpressions"))
-        });
+    let labels = selector.get("matchLabels").and_then(Value::as_object).or_else(|| {
+        // A ReplicationController selector is the map itself.
+        selector.as_object().filter(|m| !m.contains_key("matchExpressions"))
+    });
     let mut parts: Vec<String> = labels
         .map(|m| {
             m.iter()
@@ -114,9 +103,7 @@ mod tests {
         let scaled = apply_scale(&d, &json!({"spec": {"replicas": 5}})).unwrap();
         assert_eq!(scaled["spec"]["replicas"], 5);
         assert_eq!(
-            apply_scale(&d, &json!({"spec": {"replicas": -1}}))
-                .unwrap_err()
-                .code,
+            apply_scale(&d, &json!({"spec": {"replicas": -1}})).unwrap_err().code,
             422
         );
     }

@@ -28,18 +28,17 @@ impl LabelSelector {
             if part.is_empty() {
                 continue;
             }
-            requirements.push(parse_requirement(part).map_err(|why| {
-                ApiError::bad_request(format!("unable to parse requirement: {why}"))
-            })?);
+            requirements.push(
+                parse_requirement(part)
+                    .map_err(|why| ApiError::bad_request(format!("unable to parse requirement: {why}")))?,
+            );
         }
         Ok(LabelSelector(requirements))
     }
 
     /// Whether an object's `metadata.labels` satisfy every requirement.
     pub fn matches(&self, object: &Value) -> bool {
-        let labels = object
-            .pointer("/metadata/labels")
-            .and_then(Value::as_object);
+        let labels = object.pointer("/metadata/labels").and_then(Value::as_object);
         let label = |k: &str| labels.and_then(|l| l.get(k)).and_then(Value::as_str);
         self.0.iter().all(|r| match r {
             Requirement::Exists(k) => label(k).is_some(),
@@ -185,9 +184,7 @@ impl FieldSelector {
             };
             let field = field.trim();
             if !supported_fields(kind).contains(&field) {
-                return Err(ApiError::bad_request(format!(
-                    "field label not supported: {field}"
-                )));
+                return Err(ApiError::bad_request(format!("field label not supported: {field}")));
             }
             terms.push((field.to_string(), negated, value.trim().to_string()));
         }
@@ -256,11 +253,7 @@ fn field_value(object: &Value, field: &str) -> String {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Bool(b)) => b.to_string(),
         Some(Value::Number(n)) => n.to_string(),
-        None | Some(Value::Null)
-            if field == "spec.unschedulable" || field == "spec.hostNetwork" =>
-        {
-            "false".into()
-        }
+        None | Some(Value::Null) if field == "spec.unschedulable" || field == "spec.hostNetwork" => "false".into(),
         _ => String::new(),
     }
 }
@@ -276,16 +269,13 @@ mod tests {
 
     #[test]
     fn label_selector_grammar() {
-        let s =
-            LabelSelector::parse("app=web,tier in (fe, be),!missing,env!=prod,version").unwrap();
+        let s = LabelSelector::parse("app=web,tier in (fe, be),!missing,env!=prod,version").unwrap();
         assert!(s.matches(&obj(json!({"app": "web", "tier": "fe", "version": "1"}))));
         assert!(!s.matches(&obj(json!({"app": "web", "tier": "db", "version": "1"}))));
         assert!(!s.matches(&obj(
             json!({"app": "web", "tier": "fe", "version": "1", "missing": "x"})
         )));
-        assert!(!s.matches(&obj(
-            json!({"app": "web", "tier": "fe", "version": "1", "env": "prod"})
-        )));
+        assert!(!s.matches(&obj(json!({"app": "web", "tier": "fe", "version": "1", "env": "prod"}))));
         // != and notin match objects without the key.
         let s = LabelSelector::parse("env!=prod,zone notin (a,b)").unwrap();
         assert!(s.matches(&obj(json!({}))));

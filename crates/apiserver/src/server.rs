@@ -71,8 +71,7 @@ pub fn tls_config(pki: &Pki) -> anyhow::Result<rustls::ServerConfig> {
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .allow_unauthenticated()
         .build()?;
-    let chain = CertificateDer::pem_slice_iter(pki.serving.cert_pem.as_bytes())
-        .collect::<Result<Vec<_>, _>>()?;
+    let chain = CertificateDer::pem_slice_iter(pki.serving.cert_pem.as_bytes()).collect::<Result<Vec<_>, _>>()?;
     let key = PrivateKeyDer::from_pem_slice(pki.serving.key_pem.as_bytes())?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
@@ -115,11 +114,7 @@ impl Server {
     }
 
     /// Accepts connections until the listener fails.
-    pub async fn serve(
-        self: Arc<Self>,
-        listener: TcpListener,
-        tls: rustls::ServerConfig,
-    ) -> anyhow::Result<()> {
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, tls: rustls::ServerConfig) -> anyhow::Result<()> {
         let acceptor = TlsAcceptor::from(Arc::new(tls));
         loop {
             let (tcp, peer) = match listener.accept().await {
@@ -146,22 +141,14 @@ impl Server {
                     async move { Ok::<_, Infallible>(server.handle(request, &user, peer).await) }
                 });
                 let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                if let Err(e) = builder
-                    .serve_connection_with_upgrades(TokioIo::new(tls), service)
-                    .await
-                {
+                if let Err(e) = builder.serve_connection_with_upgrades(TokioIo::new(tls), service).await {
                     tracing::debug!(%peer, error = %e, "connection ended with an error");
                 }
             });
         }
     }
 
-    async fn handle(
-        &self,
-        request: Request<Incoming>,
-        user: &User,
-        peer: SocketAddr,
-    ) -> Response<Body> {
+    async fn handle(&self, request: Request<Incoming>, user: &User, peer: SocketAddr) -> Response<Body> {
         let method = request.method().clone();
         let path = request.uri().path().to_string();
         let response = match self.route(request, user).await {
@@ -187,20 +174,17 @@ impl Server {
                 let format = Format::from_accept(&accept);
                 let doc = discovery::root(core, format, &self.address);
                 let mut response = json_response(200, &doc);
-                response.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static(format.content_type()),
-                );
+                response
+                    .headers_mut()
+                    .insert(header::CONTENT_TYPE, HeaderValue::from_static(format.content_type()));
                 Ok(response)
             }
             Route::DiscoveryGroup { group } => discovery::group(&group)
                 .map(|d| json_response(200, &d))
                 .ok_or_else(ApiError::route_not_found),
-            Route::DiscoveryGroupVersion { group, version } => {
-                discovery::resource_list(&group, &version)
-                    .map(|d| json_response(200, &d))
-                    .ok_or_else(ApiError::route_not_found)
-            }
+            Route::DiscoveryGroupVersion { group, version } => discovery::resource_list(&group, &version)
+                .map(|d| json_response(200, &d))
+                .ok_or_else(ApiError::route_not_found),
             Route::OpenApi(path) => self.openapi(&path),
             Route::NotFound => Err(ApiError::route_not_found()),
             Route::Resource(resource) => self.resource(request, resource, &query, &accept).await,
@@ -211,16 +195,13 @@ impl Server {
         if path == "v3" || path == "v3/" {
             return Ok(json_response(200, &self.openapi.index()));
         }
-        let document = path
-            .strip_prefix("v3/")
-            .and_then(|gv| self.openapi.document(gv));
+        let document = path.strip_prefix("v3/").and_then(|gv| self.openapi.document(gv));
         let document = document.ok_or_else(ApiError::route_not_found)?;
         let mut response = bytes_response(200, "application/json", document.body.clone());
         // Clients cache by URL, and the URL carries the content's hash.
-        response.headers_mut().insert(
-            header::CACHE_CONTROL,
-            HeaderValue::from_static("public, immutable"),
-        );
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("public, immutable"));
         Ok(response)
     }
 
@@ -258,6 +239,7 @@ impl Server {
             query,
             shape,
             manager,
+            warnings: Default::default(),
         };
         let reply = match resource.verb {
             Verb::Get => self.registry.get(&call).await?,
@@ -276,53 +258,44 @@ impl Server {
             Verb::Patch => {
                 let patch_type = content_type.split(';').next().unwrap_or("").trim();
                 if !patch::ACCEPTED.contains(&patch_type) || patch_type == patch::APPLY_PATCH {
-                    return Err(ApiError::unsupported_media_type(
-                        patch_type,
-                        patch::ACCEPTED,
-                    ));
+                    return Err(ApiError::unsupported_media_type(patch_type, patch::ACCEPTED));
                 }
                 self.registry.patch(&call, patch_type, &body).await?
             }
             Verb::Delete => self.registry.delete(&call, delete_options(&body)?).await?,
-            Verb::DeleteCollection => {
-                self.registry
-                    .delete_collection(&call, delete_options(&body)?)
-                    .await?
-            }
+            Verb::DeleteCollection => self.registry.delete_collection(&call, delete_options(&body)?).await?,
         };
-        Ok(match reply {
+        let mut response = match reply {
             Reply::Json(code, value) => json_response(code, &value),
             Reply::Bytes(code, bytes) => bytes_response(code, "application/json", bytes),
             Reply::Stream(rx) => {
-                let stream =
-                    tokio_stream_from(rx).map(|chunk| Ok::<_, Infallible>(Frame::data(chunk)));
+                let stream = tokio_stream_from(rx).map(|chunk| Ok::<_, Infallible>(Frame::data(chunk)));
                 let mut response = Response::new(StreamBody::new(stream).boxed_unsync());
-                response.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                );
-                response.headers_mut().insert(
-                    header::CACHE_CONTROL,
-                    HeaderValue::from_static("no-cache, private"),
-                );
+                response
+                    .headers_mut()
+                    .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                response
+                    .headers_mut()
+                    .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, private"));
                 response
             }
-        })
+        };
+        for warning in call.warnings.lock().expect("warnings lock").iter() {
+            let text = format!("299 - \"{}\"", warning.replace('\\', "\\\\").replace('"', "\\\""));
+            if let Ok(value) = HeaderValue::from_str(&text) {
+                response.headers_mut().append("Warning", value);
+            }
+        }
+        Ok(response)
     }
 }
 
-fn tokio_stream_from(
-    mut rx: tokio::sync::mpsc::Receiver<Bytes>,
-) -> impl futures::Stream<Item = Bytes> {
+fn tokio_stream_from(mut rx: tokio::sync::mpsc::Receiver<Bytes>) -> impl futures::Stream<Item = Bytes> {
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
 fn header_str<B>(request: &Request<B>, name: header::HeaderName) -> &str {
-    request
-        .headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
+    request.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
 }
 
 /// The response shape the Accept header asks for; 406 when nothing in it can be produced.
@@ -355,10 +328,7 @@ fn negotiate(accept: &str, query: &Query) -> ApiResult<Shape> {
         if params.iter().any(|p| p.starts_with("as=")) {
             continue;
         }
-        if matches!(
-            media,
-            "application/json" | "*/*" | "application/*" | "application/yaml"
-        ) {
+        if matches!(media, "application/json" | "*/*" | "application/*" | "application/yaml") {
             return Ok(Shape::Object);
         }
     }
@@ -368,15 +338,8 @@ fn negotiate(accept: &str, query: &Query) -> ApiResult<Shape> {
 async fn read_body(request: Request<Incoming>) -> ApiResult<Bytes> {
     match Limited::new(request.into_body(), MAX_BODY).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(e)
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            Err(ApiError::too_large())
-        }
-        Err(e) => Err(ApiError::bad_request(format!(
-            "cannot read the request body: {e}"
-        ))),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(ApiError::too_large()),
+        Err(e) => Err(ApiError::bad_request(format!("cannot read the request body: {e}"))),
     }
 }
 
@@ -390,11 +353,8 @@ const BODY_TYPES: &[&str] = &[
 fn decode_object(content_type: &str, body: &[u8]) -> ApiResult<Value> {
     let media = content_type.split(';').next().unwrap_or("").trim();
     match media {
-        "application/json" | "" => serde_json::from_slice(body).map_err(|e| {
-            ApiError::bad_request(format!(
-                "the body of the request could not be decoded as JSON: {e}"
-            ))
-        }),
+        "application/json" | "" => serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("the body of the request could not be decoded as JSON: {e}"))),
         "application/yaml" => crate::yaml::to_json(body),
         "application/vnd.kubernetes.protobuf" => crate::protobuf::decode(body),
         other => Err(ApiError::unsupported_media_type(other, BODY_TYPES)),
@@ -406,21 +366,18 @@ fn delete_options(body: &[u8]) -> ApiResult<Value> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Value::Object(Default::default()));
     }
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))
 }
 
 fn bytes_response(code: u16, content_type: &'static str, bytes: Vec<u8>) -> Response<Body> {
     let mut response = Response::new(Full::new(Bytes::from(bytes)).boxed_unsync());
-    *response.status_mut() =
-        StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    *response.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    response.headers_mut().insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("no-cache, private"),
-    );
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, private"));
     response
 }
 

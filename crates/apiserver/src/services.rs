@@ -118,12 +118,7 @@ fn invalid(kind: &Kind, service: &Value, field: String, message: String) -> ApiE
     )
 }
 
-fn assign(
-    kind: &Kind,
-    service: &mut Value,
-    previous: Option<&Value>,
-    in_use: &InUse,
-) -> ApiResult<()> {
+fn assign(kind: &Kind, service: &mut Value, previous: Option<&Value>, in_use: &InUse) -> ApiResult<()> {
     let service_type = service
         .pointer("/spec/type")
         .and_then(Value::as_str)
@@ -163,7 +158,14 @@ fn assign(
                 .to_string(),
             (a, None) => {
                 let ip: Ipv4Addr = a.parse().map_err(|_| {
-                    invalid(kind, service, "spec.clusterIP".into(), format!("Invalid value: \"{a}\": must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)"))
+                    invalid(
+                        kind,
+                        service,
+                        "spec.clusterIP".into(),
+                        format!(
+                            "Invalid value: \"{a}\": must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)"
+                        ),
+                    )
                 })?;
                 if !in_cidr(ip) {
                     return Err(invalid(
@@ -181,9 +183,7 @@ fn assign(
                         kind,
                         service,
                         "spec.clusterIP".into(),
-                        format!(
-                            "Invalid value: \"{a}\": failed to allocate IP {a}: provided IP is already allocated"
-                        ),
+                        format!("Invalid value: \"{a}\": failed to allocate IP {a}: provided IP is already allocated"),
                     ));
                 }
                 a.to_string()
@@ -207,15 +207,10 @@ fn assign(
             }
             continue;
         }
-        let requested = port
-            .get("nodePort")
-            .and_then(Value::as_i64)
-            .filter(|p| *p != 0);
+        let requested = port.get("nodePort").and_then(Value::as_i64).filter(|p| *p != 0);
         let kept = old_ports
             .iter()
-            .find(|o| {
-                o.get("port") == port.get("port") && o.get("protocol") == port.get("protocol")
-            })
+            .find(|o| o.get("port") == port.get("port") && o.get("protocol") == port.get("protocol"))
             .and_then(|o| o.get("nodePort"))
             .and_then(Value::as_i64);
         let node_port = match requested.or(kept) {
@@ -242,17 +237,14 @@ fn assign(
                 }
                 np
             }
-            None => NODE_PORTS
-                .clone()
-                .find(|p| !taken.contains(p))
-                .ok_or_else(|| {
-                    invalid(
-                        kind,
-                        service,
-                        format!("spec.ports[{i}].nodePort"),
-                        "Internal error: range is full".into(),
-                    )
-                })?,
+            None => NODE_PORTS.clone().find(|p| !taken.contains(p)).ok_or_else(|| {
+                invalid(
+                    kind,
+                    service,
+                    format!("spec.ports[{i}].nodePort"),
+                    "Internal error: range is full".into(),
+                )
+            })?,
         };
         taken.insert(node_port);
         port["nodePort"] = json!(node_port);
@@ -275,9 +267,7 @@ fn allocate_ip(in_use: &InUse) -> Option<Ipv4Addr> {
     let (base, bits) = SERVICE_CIDR;
     let first = u32::from(base) + 2;
     let last = u32::from(base) + (1u32 << (32 - bits)) - 2;
-    (first..=last)
-        .map(Ipv4Addr::from)
-        .find(|ip| !in_use.ips.contains(ip))
+    (first..=last).map(Ipv4Addr::from).find(|ip| !in_use.ips.contains(ip))
 }
 
 #[cfg(test)]
@@ -305,20 +295,21 @@ mod tests {
         let mut clash = json!({"metadata": {"name": "b"}, "spec": {"type": "NodePort", "ports": [{"port": 80, "nodePort": 30001}]}});
         let err = assign(services(), &mut clash, None, &in_use).unwrap_err();
         assert!(
-            err.message.contains(
-                "spec.ports[0].nodePort: Invalid value: 30001: provided port is already allocated"
-            ),
+            err.message
+                .contains("spec.ports[0].nodePort: Invalid value: 30001: provided port is already allocated"),
             "{}",
             err.message
         );
-        let mut out_of_range = json!({"metadata": {"name": "c"}, "spec": {"type": "NodePort", "ports": [{"port": 80, "nodePort": 80}]}});
+        let mut out_of_range =
+            json!({"metadata": {"name": "c"}, "spec": {"type": "NodePort", "ports": [{"port": 80, "nodePort": 80}]}});
         assert!(
             assign(services(), &mut out_of_range, None, &in_use)
                 .unwrap_err()
                 .message
                 .contains("valid range")
         );
-        let mut ip_clash = json!({"metadata": {"name": "d"}, "spec": {"clusterIP": "10.96.0.2", "ports": [{"port": 80}]}});
+        let mut ip_clash =
+            json!({"metadata": {"name": "d"}, "spec": {"clusterIP": "10.96.0.2", "ports": [{"port": 80}]}});
         assert!(
             assign(services(), &mut ip_clash, None, &in_use)
                 .unwrap_err()

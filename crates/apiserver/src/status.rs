@@ -78,11 +78,7 @@ impl ApiError {
     pub fn route_not_found() -> ApiError {
         ApiError {
             details: Some(Box::default()),
-            ..ApiError::new(
-                404,
-                "NotFound",
-                "the server could not find the requested resource",
-            )
+            ..ApiError::new(404, "NotFound", "the server could not find the requested resource")
         }
     }
 
@@ -239,11 +235,7 @@ impl ApiError {
                 }],
                 ..Details::default()
             })),
-            ..ApiError::new(
-                500,
-                "InternalError",
-                format!("Internal error occurred: {message}"),
-            )
+            ..ApiError::new(500, "InternalError", format!("Internal error occurred: {message}"))
         }
     }
 
@@ -266,9 +258,7 @@ impl ApiError {
             StoreError::AlreadyExists { .. } => ApiError::already_exists(kind, name),
             StoreError::NotFound { .. } => ApiError::not_found(kind, name),
             StoreError::Conflict { .. } => ApiError::conflict(kind, name),
-            StoreError::Compacted { .. } => {
-                ApiError::expired("The resourceVersion for the provided list is too old.")
-            }
+            StoreError::Compacted { .. } => ApiError::expired("The resourceVersion for the provided list is too old."),
             StoreError::FutureRevision { .. } => ApiError::timeout("Too large resource version"),
             StoreError::Unavailable(m) => ApiError::unavailable(m),
             StoreError::Invalid(m) => ApiError::bad_request(m),
@@ -370,10 +360,7 @@ mod tests {
             field: f.into(),
         };
         let one = ApiError::invalid(pods, "p", vec![cause("spec.containers", "Required value")]);
-        assert_eq!(
-            one.message,
-            "Pod \"p\" is invalid: spec.containers: Required value"
-        );
+        assert_eq!(one.message, "Pod \"p\" is invalid: spec.containers: Required value");
         let two = ApiError::invalid(pods, "p", vec![cause("a", "x"), cause("b", "y")]);
         assert_eq!(two.message, "Pod \"p\" is invalid: [a: x, b: y]");
         assert_eq!(two.code, 422);

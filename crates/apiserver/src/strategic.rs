@@ -14,7 +14,7 @@ use crate::status::{ApiError, ApiResult};
 
 /// How a list field merges.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum ListStrategy {
+pub(crate) enum ListStrategy {
     /// Items are maps merged on this key.
     MergeOnKey(&'static str),
     /// A list of scalars merged as a set (union, order kept).
@@ -25,7 +25,7 @@ enum ListStrategy {
 
 /// The patch strategy of a list field named `field`; `in_service_spec` says the list sits in a
 /// Service's spec.
-fn list_strategy(field: &str, in_service_spec: bool) -> ListStrategy {
+pub(crate) fn list_strategy(field: &str, in_service_spec: bool) -> ListStrategy {
     use ListStrategy::*;
     match field {
         "containers"
@@ -61,9 +61,7 @@ const DELETE_FROM: &str = "$deleteFromPrimitiveList/";
 /// Applies `patch` to `target` (an object of kind `kind`).
 pub fn apply(kind: &str, target: &mut Value, patch: &Value) -> ApiResult<()> {
     let Value::Object(patch) = patch else {
-        return Err(ApiError::bad_request(
-            "a strategic merge patch must be a JSON object",
-        ));
+        return Err(ApiError::bad_request("a strategic merge patch must be a JSON object"));
     };
     let original = std::mem::take(target);
     let original = match original {
@@ -118,9 +116,7 @@ fn merge_map(
         }
         Some("merge") | None => {}
         Some(other) => {
-            return Err(ApiError::bad_request(format!(
-                "unknown patch type: {other:?}"
-            )));
+            return Err(ApiError::bad_request(format!("unknown patch type: {other:?}")));
         }
     }
     if let Some(retain) = patch.get("$retainKeys") {
@@ -149,21 +145,11 @@ fn merge_map(
         }
         let child_ctx = ctx.child(key);
         let merged = match (original.remove(key), value) {
-            (Some(Value::Object(o)), Value::Object(p)) => {
-                merge_map(o, p, &child_ctx)?.map(Value::Object)
+            (Some(Value::Object(o)), Value::Object(p)) => merge_map(o, p, &child_ctx)?.map(Value::Object),
+            (Some(Value::Array(o)), Value::Array(p)) => {
+                Some(Value::Array(merge_list(o, p, ctx.strategy(key), &child_ctx)?))
             }
-            (Some(Value::Array(o)), Value::Array(p)) => Some(Value::Array(merge_list(
-                o,
-                p,
-                ctx.strategy(key),
-                &child_ctx,
-            )?)),
-            (None, Value::Array(p)) => Some(Value::Array(merge_list(
-                Vec::new(),
-                p,
-                ctx.strategy(key),
-                &child_ctx,
-            )?)),
+            (None, Value::Array(p)) => Some(Value::Array(merge_list(Vec::new(), p, ctx.strategy(key), &child_ctx)?)),
             (_, Value::Object(p)) => merge_map(Map::new(), p, &child_ctx)?.map(Value::Object),
             (_, v) => Some(v.clone()),
         };
@@ -174,9 +160,7 @@ fn merge_map(
     // Orders last, once every list holds its final items.
     for (key, order) in patch.iter().filter(|(k, _)| k.starts_with(SET_ORDER)) {
         let field = &key[SET_ORDER.len()..];
-        if let (Some(Value::Array(items)), Some(order)) =
-            (original.get_mut(field), order.as_array())
-        {
+        if let (Some(Value::Array(items)), Some(order)) = (original.get_mut(field), order.as_array()) {
             let strategy = ctx.strategy(field);
             reorder(items, order, strategy);
         }
@@ -184,12 +168,7 @@ fn merge_map(
     Ok(Some(original))
 }
 
-fn merge_list(
-    original: Vec<Value>,
-    patch: &[Value],
-    strategy: ListStrategy,
-    ctx: &Context,
-) -> ApiResult<Vec<Value>> {
+fn merge_list(original: Vec<Value>, patch: &[Value], strategy: ListStrategy, ctx: &Context) -> ApiResult<Vec<Value>> {
     match strategy {
         ListStrategy::Replace => Ok(patch.iter().cloned().map(strip_value).collect()),
         ListStrategy::MergeSet => {
@@ -223,8 +202,7 @@ fn merge_list(
                     continue;
                 };
                 let key_value = item_map.get(merge_key);
-                let position =
-                    key_value.and_then(|kv| out.iter().position(|o| o.get(merge_key) == Some(kv)));
+                let position = key_value.and_then(|kv| out.iter().position(|o| o.get(merge_key) == Some(kv)));
                 let deleting = item_map.get("$patch").and_then(Value::as_str) == Some("delete");
                 match (position, deleting) {
                     (Some(i), true) => {
@@ -256,9 +234,7 @@ fn merge_list(
 fn reorder(items: &mut [Value], order: &[Value], strategy: ListStrategy) {
     let rank = |item: &Value| -> usize {
         let found = match strategy {
-            ListStrategy::MergeOnKey(k) => order
-                .iter()
-                .position(|o| o.get(k).is_some() && o.get(k) == item.get(k)),
+            ListStrategy::MergeOnKey(k) => order.iter().position(|o| o.get(k).is_some() && o.get(k) == item.get(k)),
             _ => order.iter().position(|o| o == item),
         };
         found.unwrap_or(usize::MAX)
@@ -321,10 +297,7 @@ mod tests {
         );
         assert_eq!(c["env"], json!([{"name": "B", "value": "3"}]));
         assert_eq!(out["spec"]["replicas"], 3);
-        assert!(
-            !out.to_string().contains('$'),
-            "no directive may be stored: {out}"
-        );
+        assert!(!out.to_string().contains('$'), "no directive may be stored: {out}");
     }
 
     #[test]
@@ -345,11 +318,7 @@ mod tests {
     #[test]
     fn lists_without_strategy_are_replaced() {
         let live = json!({"spec": {"tolerations": [{"key": "a"}], "containers": []}});
-        let out = patched(
-            "Pod",
-            live,
-            json!({"spec": {"tolerations": [{"key": "b"}]}}),
-        );
+        let out = patched("Pod", live, json!({"spec": {"tolerations": [{"key": "b"}]}}));
         assert_eq!(out["spec"]["tolerations"], json!([{"key": "b"}]));
     }
 

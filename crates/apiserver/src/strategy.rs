@@ -18,10 +18,7 @@ fn tracks_generation(kind: &Kind) -> bool {
             | ("batch", _)
             | ("", "ReplicationController")
             | ("policy", "PodDisruptionBudget")
-            | (
-                "networking.k8s.io",
-                "NetworkPolicy" | "Ingress" | "IngressClass"
-            )
+            | ("networking.k8s.io", "NetworkPolicy" | "Ingress" | "IngressClass")
             | ("autoscaling", "HorizontalPodAutoscaler")
     )
 }
@@ -159,11 +156,7 @@ pub fn prepare_for_update(
         }
     }
     if tracks_generation(kind) && object::spec_part(&updated) != object::spec_part(current) {
-        let generation = current_meta
-            .get("generation")
-            .and_then(Value::as_i64)
-            .unwrap_or(0)
-            + 1;
+        let generation = current_meta.get("generation").and_then(Value::as_i64).unwrap_or(0) + 1;
         metadata_mut(&mut updated).insert("generation".into(), json!(generation));
     }
     // Compare without the resource version the current object carries.
@@ -177,14 +170,8 @@ pub fn prepare_for_update(
 
 /// Namespaces the cluster cannot do without.
 pub fn check_delete(kind: &Kind, name: &str) -> ApiResult<()> {
-    if (kind.group, kind.kind) == ("", "Namespace")
-        && matches!(name, "default" | "kube-system" | "kube-public")
-    {
-        return Err(ApiError::forbidden(
-            kind,
-            name,
-            "this namespace may not be deleted",
-        ));
+    if (kind.group, kind.kind) == ("", "Namespace") && matches!(name, "default" | "kube-system" | "kube-public") {
+        return Err(ApiError::forbidden(kind, name, "this namespace may not be deleted"));
     }
     Ok(())
 }
@@ -208,19 +195,13 @@ pub fn deferred_deletion(kind: &Kind, current: &Value, options: &Value) -> Optio
     match options.get("propagationPolicy").and_then(Value::as_str) {
         Some("Foreground") => finalizers.push("foregroundDeletion".into()),
         Some("Orphan") => finalizers.push("orphan".into()),
-        _ if options.get("orphanDependents") == Some(&json!(true)) => {
-            finalizers.push("orphan".into())
-        }
+        _ if options.get("orphanDependents") == Some(&json!(true)) => finalizers.push("orphan".into()),
         _ => {}
     }
     finalizers.dedup();
     let is_namespace = (kind.group, kind.kind) == ("", "Namespace");
-    let graceful_pod = is_pod
-        && grace != Some(0)
-        && current
-            .pointer("/spec/nodeName")
-            .and_then(Value::as_str)
-            .is_some();
+    let graceful_pod =
+        is_pod && grace != Some(0) && current.pointer("/spec/nodeName").and_then(Value::as_str).is_some();
     if finalizers.is_empty() && !is_namespace && !graceful_pod {
         return None;
     }

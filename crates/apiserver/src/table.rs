@@ -41,11 +41,7 @@ fn age_cell(o: &Value) -> Value {
 }
 
 fn text(o: &Value, pointer: &str, default: &str) -> Value {
-    json!(
-        o.pointer(pointer)
-            .and_then(Value::as_str)
-            .unwrap_or(default)
-    )
+    json!(o.pointer(pointer).and_then(Value::as_str).unwrap_or(default))
 }
 
 fn count(o: &Value, pointer: &str) -> Value {
@@ -63,14 +59,9 @@ fn int(o: &Value, pointer: &str) -> i64 {
 fn columns(kind: &Kind) -> Vec<Column> {
     let mut columns = vec![col("Name", "string", name_cell)];
     match (kind.group, kind.kind) {
-        ("", "Namespace") => {
-            columns.push(col("Status", "string", |o| text(o, "/status/phase", "")))
-        }
+        ("", "Namespace") => columns.push(col("Status", "string", |o| text(o, "/status/phase", ""))),
         ("", "ConfigMap") => columns.push(col("Data", "integer", |o| {
-            json!(
-                count(o, "/data").as_u64().unwrap_or(0)
-                    + count(o, "/binaryData").as_u64().unwrap_or(0)
-            )
+            json!(count(o, "/data").as_u64().unwrap_or(0) + count(o, "/binaryData").as_u64().unwrap_or(0))
         })),
         ("", "Secret") => {
             columns.push(col("Type", "string", |o| text(o, "/type", "")));
@@ -99,18 +90,12 @@ fn columns(kind: &Kind) -> Vec<Column> {
                 let restarts: i64 = o
                     .pointer("/status/containerStatuses")
                     .and_then(Value::as_array)
-                    .map_or(0, |s| {
-                        s.iter()
-                            .map(|c| c["restartCount"].as_i64().unwrap_or(0))
-                            .sum()
-                    });
+                    .map_or(0, |s| s.iter().map(|c| c["restartCount"].as_i64().unwrap_or(0)).sum());
                 json!(restarts.to_string())
             }));
             columns.push(col("Age", "string", age_cell));
             columns.push(wide("IP", "string", |o| text(o, "/status/podIP", "<none>")));
-            columns.push(wide("Node", "string", |o| {
-                text(o, "/spec/nodeName", "<none>")
-            }));
+            columns.push(wide("Node", "string", |o| text(o, "/spec/nodeName", "<none>")));
             columns.push(wide("Nominated Node", "string", |o| {
                 text(o, "/status/nominatedNodeName", "<none>")
             }));
@@ -135,9 +120,7 @@ fn columns(kind: &Kind) -> Vec<Column> {
             columns.push(wide("Containers", "string", |o| containers(o, "name")));
             columns.push(wide("Images", "string", |o| containers(o, "image")));
             columns.push(wide("Selector", "string", |o| {
-                let labels = o
-                    .pointer("/spec/selector/matchLabels")
-                    .and_then(Value::as_object);
+                let labels = o.pointer("/spec/selector/matchLabels").and_then(Value::as_object);
                 let pairs: Vec<String> = labels
                     .map(|m| {
                         m.iter()
@@ -154,12 +137,8 @@ fn columns(kind: &Kind) -> Vec<Column> {
             return columns;
         }
         ("", "Service") => {
-            columns.push(col("Type", "string", |o| {
-                text(o, "/spec/type", "ClusterIP")
-            }));
-            columns.push(col("Cluster-IP", "string", |o| {
-                text(o, "/spec/clusterIP", "<none>")
-            }));
+            columns.push(col("Type", "string", |o| text(o, "/spec/type", "ClusterIP")));
+            columns.push(col("Cluster-IP", "string", |o| text(o, "/spec/clusterIP", "<none>")));
             columns.push(col("External-IP", "string", |_| json!("<none>")));
             columns.push(col("Port(s)", "string", |o| {
                 let ports = o.pointer("/spec/ports").and_then(Value::as_array);
@@ -190,9 +169,7 @@ fn columns(kind: &Kind) -> Vec<Column> {
 }
 
 fn containers(o: &Value, field: &str) -> Value {
-    let list = o
-        .pointer("/spec/template/spec/containers")
-        .and_then(Value::as_array);
+    let list = o.pointer("/spec/template/spec/containers").and_then(Value::as_array);
     let names: Vec<&str> = list
         .map(|l| l.iter().filter_map(|c| c[field].as_str()).collect())
         .unwrap_or_default();
@@ -212,7 +189,8 @@ fn column_definitions(kind: &Kind) -> Value {
     let defs: Vec<Value> = columns(kind)
         .iter()
         .map(|c| {
-            let mut d = json!({"name": c.name, "type": c.kind, "format": "", "description": "", "priority": c.priority});
+            let mut d =
+                json!({"name": c.name, "type": c.kind, "format": "", "description": "", "priority": c.priority});
             if c.name == "Name" {
                 d["format"] = json!("name");
             }

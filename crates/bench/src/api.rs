@@ -149,11 +149,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
             bail!("the list returned {items} pods, expected {}", options.pods);
         }
     }
-    report(
-        &format!("list {}", options.pods),
-        &lists,
-        list_start.elapsed(),
-    );
+    report(&format!("list {}", options.pods), &lists, list_start.elapsed());
 
     // Watches: every watcher must see every new pod.
     let extra = 1000;
@@ -165,10 +161,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         )
         .await?;
         let list: serde_json::Value = serde_json::from_slice(&body)?;
-        list["metadata"]["resourceVersion"]
-            .as_str()
-            .unwrap_or("0")
-            .to_string()
+        list["metadata"]["resourceVersion"].as_str().unwrap_or("0").to_string()
     };
     let mut watchers = Vec::new();
     for _ in 0..options.watchers {
@@ -266,12 +259,7 @@ async fn start(styrman: &Path, parent: &Path) -> anyhow::Result<Server> {
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .spawn()
-        .with_context(|| {
-            format!(
-                "cannot run {} (build it with cargo build --release)",
-                styrman.display()
-            )
-        })?;
+        .with_context(|| format!("cannot run {} (build it with cargo build --release)", styrman.display()))?;
     let server = Server {
         child,
         base: format!("https://127.0.0.1:{port}"),
@@ -296,8 +284,7 @@ fn client(data_dir: &Path) -> anyhow::Result<HttpsClient> {
     for cert in CertificateDer::pem_file_iter(pki.join("ca.crt"))? {
         roots.add(cert?)?;
     }
-    let chain =
-        CertificateDer::pem_file_iter(pki.join("admin.crt"))?.collect::<Result<Vec<_>, _>>()?;
+    let chain = CertificateDer::pem_file_iter(pki.join("admin.crt"))?.collect::<Result<Vec<_>, _>>()?;
     let key = PrivateKeyDer::from_pem_file(pki.join("admin.key"))?;
     let tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
@@ -308,9 +295,7 @@ fn client(data_dir: &Path) -> anyhow::Result<HttpsClient> {
         .https_only()
         .enable_http2()
         .build();
-    Ok(Client::builder(TokioExecutor::new())
-        .http2_only(true)
-        .build(connector))
+    Ok(Client::builder(TokioExecutor::new()).http2_only(true).build(connector))
 }
 
 fn pod(i: usize) -> String {
@@ -320,12 +305,7 @@ fn pod(i: usize) -> String {
     )
 }
 
-async fn request(
-    client: &HttpsClient,
-    method: &str,
-    uri: &str,
-    body: Option<String>,
-) -> anyhow::Result<()> {
+async fn request(client: &HttpsClient, method: &str, uri: &str, body: Option<String>) -> anyhow::Result<()> {
     let request = http::Request::builder()
         .method(method)
         .uri(uri)
@@ -335,10 +315,7 @@ async fn request(
     let status = response.status();
     let body = response.into_body().collect().await?.to_bytes();
     if !status.is_success() {
-        bail!(
-            "{method} {uri}: {status}: {}",
-            String::from_utf8_lossy(&body)
-        );
+        bail!("{method} {uri}: {status}: {}", String::from_utf8_lossy(&body));
     }
     Ok(())
 }
@@ -359,11 +336,7 @@ async fn request_body(client: &HttpsClient, method: &str, uri: &str) -> anyhow::
 
 /// Runs `count` operations over `workers` concurrent tasks; returns each one's latency and
 /// the total time.
-async fn timed_in_parallel<F, Fut>(
-    workers: usize,
-    count: usize,
-    op: F,
-) -> anyhow::Result<(Vec<Duration>, Duration)>
+async fn timed_in_parallel<F, Fut>(workers: usize, count: usize, op: F) -> anyhow::Result<(Vec<Duration>, Duration)>
 where
     F: Fn(usize) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = anyhow::Result<()>> + Send,

@@ -110,34 +110,18 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
 
     // etcd: one connection per 16 writers, as a client pool would use.
     let etcd = match options.etcd {
-        true => Some(
-            EtcdServer::start_in(&parent).context("start etcd (install Debian's etcd-server)")?,
-        ),
+        true => Some(EtcdServer::start_in(&parent).context("start etcd (install Debian's etcd-server)")?),
         false => None,
     };
     let mut etcd_runs = Vec::new();
-    for (i, &writers) in options
-        .writers
-        .iter()
-        .enumerate()
-        .filter(|_| etcd.is_some())
-    {
+    for (i, &writers) in options.writers.iter().enumerate().filter(|_| etcd.is_some()) {
         let etcd = etcd.as_ref().unwrap();
         let connections = writers.div_ceil(16).max(1);
         let mut stores: Vec<Store> = Vec::new();
         for _ in 0..connections {
-            stores.push(Arc::new(
-                EtcdStore::connect(&[etcd.url().to_string()]).await?,
-            ));
+            stores.push(Arc::new(EtcdStore::connect(&[etcd.url().to_string()]).await?));
         }
-        let run = write_run(
-            &stores,
-            writers,
-            &value,
-            options.seconds,
-            &format!("t{i}-{writers}"),
-        )
-        .await?;
+        let run = write_run(&stores, writers, &value, options.seconds, &format!("t{i}-{writers}")).await?;
         print_run("etcd", &run);
         etcd_runs.push(run);
     }
@@ -182,9 +166,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
 
 /// Pod-sized JSON-looking bytes (what the API server will store).
 fn json_like_value(size: usize) -> Vec<u8> {
-    let mut v =
-        br#"{"kind":"Pod","apiVersion":"v1","metadata":{"name":"bench","annotations":{"pad":""#
-            .to_vec();
+    let mut v = br#"{"kind":"Pod","apiVersion":"v1","metadata":{"name":"bench","annotations":{"pad":""#.to_vec();
     while v.len() + 4 < size {
         v.push(b'a' + (v.len() % 26) as u8);
     }
@@ -292,9 +274,7 @@ async fn fan_out(
         write_tasks.push(tokio::spawn(async move {
             let mut n = 0u64;
             while Instant::now() < deadline {
-                store
-                    .create(&format!("{prefix}w{w}-{n}"), value.clone())
-                    .await?;
+                store.create(&format!("{prefix}w{w}-{n}"), value.clone()).await?;
                 written.fetch_add(1, Ordering::Relaxed);
                 n += 1;
             }
@@ -317,13 +297,7 @@ async fn fan_out(
     let drain = match drained {
         Ok(result) => {
             result?;
-            let latest = done_at
-                .lock()
-                .unwrap()
-                .iter()
-                .copied()
-                .max()
-                .unwrap_or(last_write);
+            let latest = done_at.lock().unwrap().iter().copied().max().unwrap_or(last_write);
             Some(latest.saturating_duration_since(last_write))
         }
         Err(_) => None,
@@ -360,11 +334,7 @@ fn print_fanout(backend: &str, f: &FanOut) {
 
 fn summarise(options: &Options, embedded: &[WriteRun], etcd: &[WriteRun], fanout: Option<&FanOut>) {
     let top = options.writers.iter().copied().max().unwrap_or(0);
-    let pick = |runs: &[WriteRun]| {
-        runs.iter()
-            .find(|r| r.writers == top)
-            .map(|r| (r.rate(), r.p99))
-    };
+    let pick = |runs: &[WriteRun]| runs.iter().find(|r| r.writers == top).map(|r| (r.rate(), r.p99));
     let (Some((e_rate, e_p99)), Some((t_rate, t_p99))) = (pick(embedded), pick(etcd)) else {
         return;
     };
@@ -378,8 +348,7 @@ fn summarise(options: &Options, embedded: &[WriteRun], etcd: &[WriteRun], fanout
     if let Some(f) = fanout {
         // Keeping up: every watcher has everything within a second of the last write, while
         // the writers still ran at the goal rate.
-        let kept_up =
-            f.drain.is_some_and(|d| d <= Duration::from_secs(1)) && f.writes_per_sec >= 20_000.0;
+        let kept_up = f.drain.is_some_and(|d| d <= Duration::from_secs(1)) && f.writes_per_sec >= 20_000.0;
         goals.push(format!(
             "{}-watcher fan-out keeps up {}",
             options.watchers,

@@ -27,17 +27,11 @@ pub enum StoreError {
 
     /// The requested revision is below the compaction horizon: history that old is gone.
     #[error("revision {requested} has been compacted (oldest available is {compacted})")]
-    Compacted {
-        requested: Revision,
-        compacted: Revision,
-    },
+    Compacted { requested: Revision, compacted: Revision },
 
     /// The requested revision is newer than anything committed.
     #[error("revision {requested} is in the future (current is {current})")]
-    FutureRevision {
-        requested: Revision,
-        current: Revision,
-    },
+    FutureRevision { requested: Revision, current: Revision },
 
     /// The data file exists but is not a store this program can trust. Never re-initialised:
     /// the operator decides what to do with it.

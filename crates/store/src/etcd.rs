@@ -11,14 +11,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use etcd_client::{
-    Client, CompactionOptions, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType,
-    GetOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
+    Client, CompactionOptions, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, Txn, TxnOp,
+    TxnOpResponse, WatchOptions,
 };
 use tonic::Code;
 
 use crate::{
-    Backend, DeleteResponse, Event, EventBatch, EventKind, KeyValue, RangeRequest, RangeResponse,
-    Result, Revision, StoreError, WatchStream, keys,
+    Backend, DeleteResponse, Event, EventBatch, EventKind, KeyValue, RangeRequest, RangeResponse, Result, Revision,
+    StoreError, WatchStream, keys,
 };
 
 /// How long one request may take before it fails as [`StoreError::Unavailable`].
@@ -41,12 +41,9 @@ impl EtcdStore {
             .with_connect_timeout(CONNECT_TIMEOUT)
             .with_timeout(REQUEST_TIMEOUT)
             .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
-        let unavailable = |e: etcd_client::Error| {
-            StoreError::Unavailable(format!("etcd at {}: {e}", endpoints.join(",")))
-        };
-        let client = Client::connect(endpoints, Some(options))
-            .await
-            .map_err(unavailable)?;
+        let unavailable =
+            |e: etcd_client::Error| StoreError::Unavailable(format!("etcd at {}: {e}", endpoints.join(",")));
+        let client = Client::connect(endpoints, Some(options)).await.map_err(unavailable)?;
         let store = EtcdStore {
             client,
             endpoints: endpoints.into(),
@@ -76,21 +73,13 @@ impl EtcdStore {
     }
 
     async fn txn(&self, txn: Txn) -> Result<etcd_client::TxnResponse> {
-        self.client
-            .kv_client()
-            .txn(txn)
-            .await
-            .map_err(|e| self.map_err(e))
+        self.client.kv_client().txn(txn).await.map_err(|e| self.map_err(e))
     }
 
     async fn get_current(&self, key: &str) -> Result<Option<KeyValue>> {
         let mut kv = self.client.kv_client();
         let mut resp = kv.get(key, None).await.map_err(|e| self.map_err(e))?;
-        resp.take_kvs()
-            .into_iter()
-            .next()
-            .map(convert_kv)
-            .transpose()
+        resp.take_kvs().into_iter().next().map(convert_kv).transpose()
     }
 }
 
@@ -129,8 +118,7 @@ fn map_error(endpoints: &[String], e: etcd_client::Error) -> StoreError {
 fn convert_kv(kv: etcd_client::KeyValue) -> Result<KeyValue> {
     let (create_revision, mod_revision) = (kv.create_revision(), kv.mod_revision());
     let (key, value) = kv.into_key_value();
-    let key = String::from_utf8(key)
-        .map_err(|_| StoreError::Internal("etcd returned a non-UTF-8 key".into()))?;
+    let key = String::from_utf8(key).map_err(|_| StoreError::Internal("etcd returned a non-UTF-8 key".into()))?;
     Ok(KeyValue {
         key,
         value: Bytes::from(value),
@@ -149,12 +137,7 @@ fn header_revision(header: Option<&etcd_client::ResponseHeader>) -> Result<Revis
 fn else_value(responses: Vec<TxnOpResponse>) -> Result<Option<KeyValue>> {
     for response in responses {
         if let TxnOpResponse::Get(mut get) = response {
-            return get
-                .take_kvs()
-                .into_iter()
-                .next()
-                .map(convert_kv)
-                .transpose();
+            return get.take_kvs().into_iter().next().map(convert_kv).transpose();
         }
     }
     Ok(None)
@@ -184,20 +167,17 @@ impl Backend for EtcdStore {
             options = options.with_revision(revision);
         }
         let mut kv = self.client.kv_client();
-        let mut resp = kv
-            .get(start, Some(options))
-            .await
-            .map_err(|e| match self.map_err(e) {
-                StoreError::Compacted { .. } => StoreError::Compacted {
-                    requested: request.revision.unwrap_or_default(),
-                    compacted: 0,
-                },
-                StoreError::FutureRevision { .. } => StoreError::FutureRevision {
-                    requested: request.revision.unwrap_or_default(),
-                    current: 0,
-                },
-                other => other,
-            })?;
+        let mut resp = kv.get(start, Some(options)).await.map_err(|e| match self.map_err(e) {
+            StoreError::Compacted { .. } => StoreError::Compacted {
+                requested: request.revision.unwrap_or_default(),
+                compacted: 0,
+            },
+            StoreError::FutureRevision { .. } => StoreError::FutureRevision {
+                requested: request.revision.unwrap_or_default(),
+                current: 0,
+            },
+            other => other,
+        })?;
         let revision = match request.revision.filter(|&r| r > 0) {
             Some(r) => r,
             None => header_revision(resp.header())?,
@@ -208,11 +188,7 @@ impl Backend for EtcdStore {
             .into_iter()
             .map(convert_kv)
             .collect::<Result<Vec<_>>>()?;
-        Ok(RangeResponse {
-            kvs,
-            more,
-            revision,
-        })
+        Ok(RangeResponse { kvs, more, revision })
     }
 
     async fn create(&self, key: &str, value: Bytes) -> Result<Revision> {
@@ -221,9 +197,7 @@ impl Backend for EtcdStore {
             .and_then([TxnOp::put(key, value.to_vec(), None)]);
         let resp = self.txn(txn).await?;
         if !resp.succeeded() {
-            return Err(StoreError::AlreadyExists {
-                key: key.to_string(),
-            });
+            return Err(StoreError::AlreadyExists { key: key.to_string() });
         }
         header_revision(resp.header())
     }
@@ -243,9 +217,7 @@ impl Backend for EtcdStore {
                 expected,
                 current: Box::new(current),
             }),
-            None => Err(StoreError::NotFound {
-                key: key.to_string(),
-            }),
+            None => Err(StoreError::NotFound { key: key.to_string() }),
         }
     }
 
@@ -256,10 +228,7 @@ impl Backend for EtcdStore {
         };
         let txn = Txn::new()
             .when([guard])
-            .and_then([TxnOp::delete(
-                key,
-                Some(DeleteOptions::new().with_prev_key()),
-            )])
+            .and_then([TxnOp::delete(key, Some(DeleteOptions::new().with_prev_key()))])
             .or_else([TxnOp::get(key, None)]);
         let resp = self.txn(txn).await?;
         let revision = header_revision(resp.header())?;
@@ -285,9 +254,7 @@ impl Backend for EtcdStore {
                 expected: expected.unwrap_or_default(),
                 current: Box::new(current),
             }),
-            None => Err(StoreError::NotFound {
-                key: key.to_string(),
-            }),
+            None => Err(StoreError::NotFound { key: key.to_string() }),
         }
     }
 
@@ -325,14 +292,10 @@ impl Backend for EtcdStore {
             Err(other) => return Err(other),
         }
         let mut client = self.client.watch_client();
-        let mut etcd_stream = client
-            .watch(prefix, Some(options))
-            .await
-            .map_err(|e| self.map_err(e))?;
+        let mut etcd_stream = client.watch(prefix, Some(options)).await.map_err(|e| self.map_err(e))?;
         // The first response says whether the watch was created or refused (compacted).
         let first = etcd_stream.message().await.map_err(|e| self.map_err(e))?;
-        let first =
-            first.ok_or_else(|| StoreError::Unavailable("etcd closed the watch stream".into()))?;
+        let first = first.ok_or_else(|| StoreError::Unavailable("etcd closed the watch stream".into()))?;
         if first.canceled() {
             return Err(watch_canceled(&first, after));
         }
@@ -358,9 +321,7 @@ impl Backend for EtcdStore {
                             .map(convert_event)
                             .collect::<Result<Vec<_>>>()
                             .map(Into::into),
-                        Ok(None) => Err(StoreError::Unavailable(
-                            "etcd closed the watch stream".into(),
-                        )),
+                        Ok(None) => Err(StoreError::Unavailable("etcd closed the watch stream".into())),
                         Err(e) => Err(map_error(&endpoints, e)),
                     };
                     return Some((item, (etcd_stream, None)));
@@ -406,10 +367,7 @@ fn watch_canceled(response: &etcd_client::WatchResponse, after: Revision) -> Sto
             compacted: response.compact_revision(),
         }
     } else {
-        StoreError::Unavailable(format!(
-            "etcd canceled the watch: {}",
-            response.cancel_reason()
-        ))
+        StoreError::Unavailable(format!("etcd canceled the watch: {}", response.cancel_reason()))
     }
 }
 

@@ -51,10 +51,7 @@ mod tests {
 
     #[test]
     fn layout_matches_kubernetes() {
-        assert_eq!(
-            object_key("pods", Some("default"), "web"),
-            "/registry/pods/default/web"
-        );
+        assert_eq!(object_key("pods", Some("default"), "web"), "/registry/pods/default/web");
         assert_eq!(
             object_key("namespaces", None, "kube-system"),
             "/registry/namespaces/kube-system"
@@ -76,10 +73,7 @@ mod tests {
 
     #[test]
     fn prefix_end_bounds_the_prefix() {
-        assert_eq!(
-            prefix_end("/registry/pods/").unwrap(),
-            b"/registry/pods0".to_vec()
-        );
+        assert_eq!(prefix_end("/registry/pods/").unwrap(), b"/registry/pods0".to_vec());
         assert_eq!(prefix_end(""), None);
     }
 }

@@ -19,9 +19,7 @@ pub struct WatchStream {
 
 impl WatchStream {
     /// Wraps a backend's stream, ending it after its first error.
-    pub(crate) fn new(
-        stream: impl Stream<Item = Result<EventBatch>> + Send + 'static,
-    ) -> WatchStream {
+    pub(crate) fn new(stream: impl Stream<Item = Result<EventBatch>> + Send + 'static) -> WatchStream {
         let mut failed = false;
         let inner = stream
             .take_while(move |item| {

@@ -76,8 +76,7 @@ async fn kill_9_loses_no_acknowledged_write() {
         );
         all_created.extend(acked.created);
 
-        let store = EmbeddedStore::open(dir.path())
-            .expect("the store must reopen after kill -9 without repair");
+        let store = EmbeddedStore::open(dir.path()).expect("the store must reopen after kill -9 without repair");
         let max_acked = all_created.values().copied().max().unwrap();
         assert!(store.current_revision().await.unwrap() >= max_acked);
         let stored = store
@@ -87,21 +86,13 @@ async fn kill_9_loses_no_acknowledged_write() {
             })
             .await
             .unwrap();
-        let stored: HashMap<_, _> = stored
-            .kvs
-            .into_iter()
-            .map(|kv| (kv.key.clone(), kv))
-            .collect();
+        let stored: HashMap<_, _> = stored.kvs.into_iter().map(|kv| (kv.key.clone(), kv)).collect();
         for (key, rev) in &all_created {
-            let kv = stored.get(key).unwrap_or_else(|| {
-                panic!("round {round}: acknowledged {key} (rev {rev}) is missing")
-            });
+            let kv = stored
+                .get(key)
+                .unwrap_or_else(|| panic!("round {round}: acknowledged {key} (rev {rev}) is missing"));
             assert_eq!(kv.mod_revision, *rev, "{key}");
-            assert_eq!(
-                kv.value,
-                styrman_store_stress_value(key),
-                "{key} is damaged"
-            );
+            assert_eq!(kv.value, styrman_store_stress_value(key), "{key} is damaged");
         }
         for (key, (value, rev)) in &acked.counters {
             let kv = store.get(key).await.unwrap().unwrap();

@@ -26,10 +26,7 @@ async fn reopening_keeps_data_and_revision() {
     let dir = tempfile::tempdir().unwrap();
     let rev = {
         let store = EmbeddedStore::open(dir.path()).unwrap();
-        store
-            .create("/registry/namespaces/default", "{}".into())
-            .await
-            .unwrap();
+        store.create("/registry/namespaces/default", "{}".into()).await.unwrap();
         store
             .create("/registry/namespaces/kube-system", "{}".into())
             .await
@@ -46,13 +43,7 @@ async fn reopening_keeps_data_and_revision() {
             .mod_revision,
         rev
     );
-    assert!(
-        store
-            .create("/registry/namespaces/x", "{}".into())
-            .await
-            .unwrap()
-            > rev
-    );
+    assert!(store.create("/registry/namespaces/x", "{}".into()).await.unwrap() > rev);
 }
 
 #[test]
@@ -63,11 +54,7 @@ fn a_foreign_file_is_refused_and_left_alone() {
     std::fs::write(&path, &junk).unwrap();
     let message = refused(dir.path());
     assert!(message.contains("not a readable store file"), "{message}");
-    assert_eq!(
-        std::fs::read(&path).unwrap(),
-        junk,
-        "the file must not be touched"
-    );
+    assert_eq!(std::fs::read(&path).unwrap(), junk, "the file must not be touched");
 }
 
 #[test]
@@ -78,10 +65,7 @@ fn a_damaged_file_is_refused() {
         let store = EmbeddedStore::open(dir.path()).unwrap();
         for i in 0..500 {
             store
-                .create(
-                    &format!("/registry/pods/default/p{i}"),
-                    vec![b'x'; 2000].into(),
-                )
+                .create(&format!("/registry/pods/default/p{i}"), vec![b'x'; 2000].into())
                 .await
                 .unwrap();
         }

@@ -17,10 +17,7 @@ async fn connecting_to_nothing_is_unavailable() {
         .expect("nothing listens there");
     assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
     assert!(err.is_transient());
-    assert!(
-        err.to_string().contains(&url),
-        "the error names the endpoint: {err}"
-    );
+    assert!(err.to_string().contains(&url), "the error names the endpoint: {err}");
     assert!(
         started.elapsed() < Duration::from_secs(15),
         "gave up in {:?}",
@@ -32,10 +29,7 @@ async fn connecting_to_nothing_is_unavailable() {
 async fn a_lost_etcd_fails_requests_cleanly() {
     let etcd = EtcdServer::start().unwrap();
     let store = EtcdStore::connect(&[etcd.url().to_string()]).await.unwrap();
-    store
-        .create("/registry/pods/default/a", "x".into())
-        .await
-        .unwrap();
+    store.create("/registry/pods/default/a", "x".into()).await.unwrap();
     drop(etcd);
     let err = store.get("/registry/pods/default/a").await.unwrap_err();
     assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
@@ -52,18 +46,12 @@ async fn connect_with_retry_waits_for_etcd() {
         async move { EtcdStore::connect_with_retry(&[url]).await }
     });
     tokio::time::sleep(Duration::from_millis(800)).await;
-    assert!(
-        !waiting.is_finished(),
-        "it must keep waiting while etcd is down"
-    );
+    assert!(!waiting.is_finished(), "it must keep waiting while etcd is down");
     let _etcd = EtcdServer::start_at(etcd_dir.path(), port).unwrap();
     let store = tokio::time::timeout(Duration::from_secs(30), waiting)
         .await
         .expect("connected in time")
         .unwrap()
         .unwrap();
-    store
-        .create("/registry/pods/default/a", "x".into())
-        .await
-        .unwrap();
+    store.create("/registry/pods/default/a", "x".into()).await.unwrap();
 }

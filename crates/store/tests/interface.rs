@@ -37,42 +37,23 @@ for_each_backend!(
 
 /// (key, value) of each key a range returned.
 fn key_values(read: &styrman_store::RangeResponse) -> Vec<(String, bytes::Bytes)> {
-    read.kvs
-        .iter()
-        .map(|kv| (kv.key.clone(), kv.value.clone()))
-        .collect()
+    read.kvs.iter().map(|kv| (kv.key.clone(), kv.value.clone())).collect()
 }
 
 async fn create_then_get(store: Store) {
     let start = store.current_revision().await.unwrap();
-    assert!(
-        store
-            .get("/registry/pods/default/a")
-            .await
-            .unwrap()
-            .is_none()
-    );
-    let rev = store
-        .create("/registry/pods/default/a", value("one"))
-        .await
-        .unwrap();
+    assert!(store.get("/registry/pods/default/a").await.unwrap().is_none());
+    let rev = store.create("/registry/pods/default/a", value("one")).await.unwrap();
     assert!(rev > start);
     assert_eq!(store.current_revision().await.unwrap(), rev);
-    let kv = store
-        .get("/registry/pods/default/a")
-        .await
-        .unwrap()
-        .unwrap();
+    let kv = store.get("/registry/pods/default/a").await.unwrap().unwrap();
     assert_eq!(kv.key, "/registry/pods/default/a");
     assert_eq!(kv.value, value("one"));
     assert_eq!((kv.create_revision, kv.mod_revision), (rev, rev));
 }
 
 async fn create_of_existing_key_fails(store: Store) {
-    let rev = store
-        .create("/registry/pods/default/a", value("one"))
-        .await
-        .unwrap();
+    let rev = store.create("/registry/pods/default/a", value("one")).await.unwrap();
     let err = store
         .create("/registry/pods/default/a", value("two"))
         .await
@@ -84,12 +65,7 @@ async fn create_of_existing_key_fails(store: Store) {
     // The failed write changed nothing and took no revision.
     assert_eq!(store.current_revision().await.unwrap(), rev);
     assert_eq!(
-        store
-            .get("/registry/pods/default/a")
-            .await
-            .unwrap()
-            .unwrap()
-            .value,
+        store.get("/registry/pods/default/a").await.unwrap().unwrap().value,
         value("one")
     );
 }
@@ -101,14 +77,9 @@ async fn update_is_compare_and_swap(store: Store) {
     assert!(updated > created);
 
     // A writer still holding the first revision loses, and learns the current value.
-    let err = store
-        .update(key, value("stale"), created)
-        .await
-        .unwrap_err();
+    let err = store.update(key, value("stale"), created).await.unwrap_err();
     match err {
-        StoreError::Conflict {
-            expected, current, ..
-        } => {
+        StoreError::Conflict { expected, current, .. } => {
             assert_eq!(expected, created);
             assert_eq!(current.mod_revision, updated);
             assert_eq!(current.value, value("v2"));
@@ -157,18 +128,12 @@ async fn delete_is_guarded_and_returns_the_value(store: Store) {
 async fn range_pages_through_a_prefix(store: Store) {
     for i in 0..7 {
         store
-            .create(
-                &keys::object_key("pods", Some("default"), &format!("p{i}")),
-                value("x"),
-            )
+            .create(&keys::object_key("pods", Some("default"), &format!("p{i}")), value("x"))
             .await
             .unwrap();
     }
     // Neighbours that must not show up: a longer namespace name and another resource.
-    store
-        .create("/registry/pods/default2/p0", value("y"))
-        .await
-        .unwrap();
+    store.create("/registry/pods/default2/p0", value("y")).await.unwrap();
     store
         .create("/registry/podtemplates/default/p0", value("z"))
         .await
@@ -221,10 +186,7 @@ async fn range_pages_through_a_prefix(store: Store) {
             .await
             .unwrap();
     }
-    assert_eq!(
-        seen,
-        all.kvs.iter().map(|kv| kv.key.clone()).collect::<Vec<_>>()
-    );
+    assert_eq!(seen, all.kvs.iter().map(|kv| kv.key.clone()).collect::<Vec<_>>());
 
     // An exact page: `more` is false when nothing follows.
     let cluster = store
@@ -265,11 +227,7 @@ async fn range_reads_a_past_revision(store: Store) {
     let got = key_values(&old);
     assert_eq!(
         got,
-        [
-            (p("a"), value("a1")),
-            (p("b"), value("b1")),
-            (p("c"), value("c1"))
-        ]
+        [(p("a"), value("a1")), (p("b"), value("b1")), (p("c"), value("c1"))]
     );
     assert_eq!(old.revision, snapshot);
 
@@ -316,10 +274,7 @@ async fn watch_replays_history_then_follows(store: Store) {
     let history = next_events(&mut watch, 2).await;
     assert_eq!(revisions(&history), [r1, r2]);
     assert_eq!(history[0].kind, EventKind::Put);
-    assert!(
-        history[0].prev.is_none(),
-        "a creation has no previous value"
-    );
+    assert!(history[0].prev.is_none(), "a creation has no previous value");
     assert_eq!(history[1].kv.value, value("v2"));
     assert_eq!(history[1].prev.as_ref().unwrap().value, value("v1"));
     assert_eq!(history[1].kv.create_revision, r1);
@@ -334,10 +289,7 @@ async fn watch_replays_history_then_follows(store: Store) {
     assert_quiet(&mut watch).await;
 
     // Watching from the newest revision sees only what comes next.
-    let mut fresh = store
-        .watch("/registry/deployments/", deleted.revision)
-        .await
-        .unwrap();
+    let mut fresh = store.watch("/registry/deployments/", deleted.revision).await.unwrap();
     let r4 = store.create(key, value("v3")).await.unwrap();
     assert_eq!(revisions(&next_events(&mut fresh, 1).await), [r4]);
 }
@@ -353,10 +305,7 @@ async fn watch_filters_by_prefix(store: Store) {
         .create("/registry/services/default/x", value("other resource"))
         .await
         .unwrap();
-    let mine = store
-        .create("/registry/pods/default/x", value("mine"))
-        .await
-        .unwrap();
+    let mine = store.create("/registry/pods/default/x", value("mine")).await.unwrap();
     let events = next_events(&mut watch, 1).await;
     assert_eq!(revisions(&events), [mine]);
     assert_quiet(&mut watch).await;
@@ -392,10 +341,7 @@ async fn compaction_refuses_older_revisions(store: Store) {
         .expect("watch below the horizon must fail");
     assert!(matches!(err, StoreError::Compacted { .. }), "{err}");
     let err = store.compact(horizon).await.unwrap_err();
-    assert!(
-        matches!(err, StoreError::Compacted { .. }),
-        "compacting twice: {err}"
-    );
+    assert!(matches!(err, StoreError::Compacted { .. }), "compacting twice: {err}");
 
     // At the horizon, reads and watches still work, and every key keeps its newest value.
     let at = store
@@ -418,20 +364,14 @@ async fn compaction_refuses_older_revisions(store: Store) {
     let now = store.get(key).await.unwrap().unwrap();
     assert_eq!(now.value, value("4"));
     // Writing on after compaction: the watch sees it with its previous value.
-    let next = store
-        .update(key, value("5"), now.mod_revision)
-        .await
-        .unwrap();
+    let next = store.update(key, value("5"), now.mod_revision).await.unwrap();
     let live = next_events(&mut watch, 1).await;
     assert_eq!(live[0].revision(), next);
     assert_eq!(live[0].prev.as_ref().unwrap().value, value("4"));
 }
 
 async fn future_revisions_are_refused(store: Store) {
-    store
-        .create("/registry/pods/default/a", value("x"))
-        .await
-        .unwrap();
+    store.create("/registry/pods/default/a", value("x")).await.unwrap();
     let current = store.current_revision().await.unwrap();
     let err = store
         .range(RangeRequest {

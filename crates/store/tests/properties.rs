@@ -26,15 +26,13 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         (0u8..5, any::<u8>()).prop_map(|(key, value)| Op::Create { key, value }),
-        (0u8..5, any::<u8>(), prop::bool::weighted(0.2))
-            .prop_map(|(key, value, stale)| Op::Update { key, value, stale }),
-        (0u8..5, any::<bool>(), prop::bool::weighted(0.2)).prop_map(|(key, guarded, stale)| {
-            Op::Delete {
-                key,
-                guarded,
-                stale,
-            }
+        (0u8..5, any::<u8>(), prop::bool::weighted(0.2)).prop_map(|(key, value, stale)| Op::Update {
+            key,
+            value,
+            stale
         }),
+        (0u8..5, any::<bool>(), prop::bool::weighted(0.2))
+            .prop_map(|(key, guarded, stale)| { Op::Delete { key, guarded, stale } }),
     ]
 }
 
@@ -63,11 +61,7 @@ impl Expected {
     }
 }
 
-async fn check_against_model(
-    store: &Store,
-    prefix: &str,
-    ops: Vec<Op>,
-) -> Result<(), TestCaseError> {
+async fn check_against_model(store: &Store, prefix: &str, ops: Vec<Op>) -> Result<(), TestCaseError> {
     let start = store.current_revision().await.unwrap();
     let mut state = State::new();
     let mut snapshots = vec![(start, state.clone())];
@@ -80,10 +74,7 @@ async fn check_against_model(
             Op::Create { key, value } => {
                 let key = key_of(*key);
                 let v = Bytes::from(vec![*value]);
-                match (
-                    store.create(&key, v.clone()).await,
-                    state.contains_key(&key),
-                ) {
+                match (store.create(&key, v.clone()).await, state.contains_key(&key)) {
                     (Ok(rev), false) => {
                         state.insert(key.clone(), (v.clone(), rev, rev));
                         expected.push(Expected {
@@ -97,9 +88,7 @@ async fn check_against_model(
                     }
                     (Err(StoreError::AlreadyExists { .. }), true) => None,
                     (other, exists) => {
-                        return Err(TestCaseError::fail(format!(
-                            "{op:?} (exists: {exists}) gave {other:?}"
-                        )));
+                        return Err(TestCaseError::fail(format!("{op:?} (exists: {exists}) gave {other:?}")));
                     }
                 }
             }
@@ -124,25 +113,17 @@ async fn check_against_model(
                         });
                         Some(rev)
                     }
-                    (Err(StoreError::Conflict { current: now, .. }), Some((old, _, m)))
-                        if *stale =>
-                    {
+                    (Err(StoreError::Conflict { current: now, .. }), Some((old, _, m))) if *stale => {
                         prop_assert_eq!((now.value, now.mod_revision), (old, m));
                         None
                     }
                     (Err(StoreError::NotFound { .. }), None) => None,
                     (other, cur) => {
-                        return Err(TestCaseError::fail(format!(
-                            "{op:?} (state {cur:?}) gave {other:?}"
-                        )));
+                        return Err(TestCaseError::fail(format!("{op:?} (state {cur:?}) gave {other:?}")));
                     }
                 }
             }
-            Op::Delete {
-                key,
-                guarded,
-                stale,
-            } => {
+            Op::Delete { key, guarded, stale } => {
                 let key = key_of(*key);
                 let current = state.get(&key).cloned();
                 let guard = match &current {
@@ -167,9 +148,7 @@ async fn check_against_model(
                     (Err(StoreError::Conflict { .. }), Some(_)) if *guarded && *stale => None,
                     (Err(StoreError::NotFound { .. }), None) => None,
                     (other, cur) => {
-                        return Err(TestCaseError::fail(format!(
-                            "{op:?} (state {cur:?}) gave {other:?}"
-                        )));
+                        return Err(TestCaseError::fail(format!("{op:?} (state {cur:?}) gave {other:?}")));
                     }
                 }
             }
@@ -191,10 +170,7 @@ async fn check_against_model(
 
     // A watch from the start, and one from the middle, see exactly the expected changes. A
     // sentinel write marks the end, so anything extra would show up before it.
-    let sentinel = store
-        .create(&format!("{prefix}~end"), value("end"))
-        .await
-        .unwrap();
+    let sentinel = store.create(&format!("{prefix}~end"), value("end")).await.unwrap();
     let middle = snapshots[snapshots.len() / 2].0;
     for from in [start, middle] {
         let seen = watch_until(store, prefix, from, sentinel).await;
@@ -209,13 +185,7 @@ async fn check_against_model(
             let read = state_at(store, prefix, *rev).await;
             if *rev < middle {
                 let compacted = matches!(read, Err(StoreError::Compacted { .. }));
-                prop_assert!(
-                    compacted,
-                    "range at {} after compacting at {}: {:?}",
-                    rev,
-                    middle,
-                    read
-                );
+                prop_assert!(compacted, "range at {} after compacting at {}: {:?}", rev, middle, read);
             } else {
                 prop_assert_eq!(
                     &read.unwrap(),
@@ -254,12 +224,7 @@ async fn state_at(store: &Store, prefix: &str, revision: Revision) -> Result<Sta
 }
 
 /// Everything a watch from `from` reports before the `sentinel` revision.
-async fn watch_until(
-    store: &Store,
-    prefix: &str,
-    from: Revision,
-    sentinel: Revision,
-) -> Vec<Expected> {
+async fn watch_until(store: &Store, prefix: &str, from: Revision, sentinel: Revision) -> Vec<Expected> {
     let mut watch = store.watch(prefix, from).await.unwrap();
     let mut seen = Vec::new();
     loop {
@@ -295,10 +260,7 @@ fn run_model_check(harness: &Harness, rt: &tokio::runtime::Runtime, cases: u32) 
     runner
         .run(&prop::collection::vec(op(), 1..40), |ops| {
             // Each case gets a fresh prefix, so the model starts empty on a shared store.
-            let prefix = keys::prefix(
-                "prop",
-                Some(&format!("case{}", case.fetch_add(1, Ordering::Relaxed))),
-            );
+            let prefix = keys::prefix("prop", Some(&format!("case{}", case.fetch_add(1, Ordering::Relaxed))));
             rt.block_on(check_against_model(&harness.store, &prefix, ops))
         })
         .unwrap();
@@ -335,10 +297,7 @@ async fn concurrent_increments(store: Store) {
             let mut current = store.get(key).await.unwrap().unwrap();
             for _ in 0..EACH {
                 loop {
-                    let n: u64 = std::str::from_utf8(&current.value)
-                        .unwrap()
-                        .parse()
-                        .unwrap();
+                    let n: u64 = std::str::from_utf8(&current.value).unwrap().parse().unwrap();
                     match store
                         .update(key, value(&(n + 1).to_string()), current.mod_revision)
                         .await
@@ -371,10 +330,7 @@ async fn concurrent_increments(store: Store) {
     let events = common::next_events(&mut watch, total).await;
     assert_eq!(events.len(), total);
     for (i, event) in events.iter().enumerate() {
-        assert_eq!(
-            std::str::from_utf8(&event.kv.value).unwrap(),
-            (i + 1).to_string()
-        );
+        assert_eq!(std::str::from_utf8(&event.kv.value).unwrap(), (i + 1).to_string());
         assert_eq!(
             std::str::from_utf8(&event.prev.as_ref().unwrap().value).unwrap(),
             i.to_string()

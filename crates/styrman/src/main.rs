@@ -67,10 +67,7 @@ impl ControlPlaneArgs {
             data_dir: self.data_dir.clone(),
             bind_address: self.bind_address,
             secure_port: self.secure_port,
-            store: styrman_store::StoreConfig::from_flags(
-                &self.data_dir,
-                self.etcd_servers.as_deref(),
-            ),
+            store: styrman_store::StoreConfig::from_flags(&self.data_dir, self.etcd_servers.as_deref()),
         }
     }
 

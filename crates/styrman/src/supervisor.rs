@@ -23,9 +23,7 @@ pub async fn run(components: Vec<Component>) -> anyhow::Result<()> {
     let mut tasks = Vec::new();
     for component in components {
         let exe = exe.clone();
-        tasks.push(tokio::spawn(
-            async move { keep_running(&exe, component).await },
-        ));
+        tasks.push(tokio::spawn(async move { keep_running(&exe, component).await }));
     }
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
@@ -61,10 +59,7 @@ async fn keep_running(exe: &std::path::Path, component: Component) {
 fn spawn(exe: &std::path::Path, component: &Component) -> std::io::Result<Child> {
     tracing::info!(component = component.name, "starting");
     let mut command = Command::new(exe);
-    command
-        .arg(component.name)
-        .args(&component.args)
-        .kill_on_drop(true);
+    command.arg(component.name).args(&component.args).kill_on_drop(true);
     // A component must not outlive its supervisor, even one that was SIGKILLed: a restarted
     // supervisor would find the ports taken.
     // SAFETY: prctl with constant arguments is async-signal-safe and touches no memory of the

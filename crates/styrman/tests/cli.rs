@@ -3,10 +3,7 @@
 use std::process::Command;
 
 fn styrman(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_styrman"))
-        .args(args)
-        .output()
-        .unwrap()
+    Command::new(env!("CARGO_BIN_EXE_styrman")).args(args).output().unwrap()
 }
 
 #[test]
@@ -55,9 +52,5 @@ fn a_component_not_built_yet_says_so_and_fails() {
 fn an_unknown_subcommand_is_a_usage_error() {
     let out = styrman(&["frobnicate"]);
     assert!(!out.status.success());
-    assert!(
-        String::from_utf8(out.stderr)
-            .unwrap()
-            .contains("frobnicate")
-    );
+    assert!(String::from_utf8(out.stderr).unwrap().contains("frobnicate"));
 }

@@ -70,27 +70,17 @@ fn a_new_cluster_has_its_namespaces_and_reports_1_33() {
 #[test]
 fn apply_twice_merges_strategically() {
     let c = cluster();
-    assert!(
-        c.apply(DEPLOYMENT)
-            .contains("deployment.apps/nginx-hpa created")
-    );
+    assert!(c.apply(DEPLOYMENT).contains("deployment.apps/nginx-hpa created"));
     let created = json(&c.kubectl_ok(&["get", "deployment", "nginx-hpa", "-o", "json"]));
     assert_eq!(created["metadata"]["generation"], 1);
-    assert!(
-        created["metadata"]["uid"]
-            .as_str()
-            .is_some_and(|u| u.len() == 36)
-    );
+    assert!(created["metadata"]["uid"].as_str().is_some_and(|u| u.len() == 36));
 
     // Change the image and add an env var: the container keeps its ports and resources.
     let changed = DEPLOYMENT.replace(
         "image: nginx",
         "image: nginx:1.27\n        env:\n        - {name: MODE, value: fast}",
     );
-    assert!(
-        c.apply(&changed)
-            .contains("deployment.apps/nginx-hpa configured")
-    );
+    assert!(c.apply(&changed).contains("deployment.apps/nginx-hpa configured"));
     let live = json(&c.kubectl_ok(&["get", "deployment", "nginx-hpa", "-o", "json"]));
     let container = &live["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(container["image"], "nginx:1.27");
@@ -101,10 +91,7 @@ fn apply_twice_merges_strategically() {
         live["spec"]["template"]["spec"]["nodeSelector"]["kubernetes.io/arch"],
         "amd64"
     );
-    assert_eq!(
-        live["metadata"]["generation"], 2,
-        "a spec change bumps the generation"
-    );
+    assert_eq!(live["metadata"]["generation"], 2, "a spec change bumps the generation");
     assert!(
         live["metadata"]["resourceVersion"]
             .as_str()
@@ -151,12 +138,9 @@ fn apply_twice_merges_strategically() {
 #[test]
 fn output_formats_labels_annotations_and_patches() {
     let c = cluster();
-    c.apply(
-        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  mode: \"0644\"\n",
-    );
+    c.apply("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  mode: \"0644\"\n");
     assert_eq!(
-        c.kubectl_ok(&["get", "cm", "settings", "-o", "name"])
-            .trim(),
+        c.kubectl_ok(&["get", "cm", "settings", "-o", "name"]).trim(),
         "configmap/settings"
     );
     assert_eq!(
@@ -178,26 +162,12 @@ fn output_formats_labels_annotations_and_patches() {
             .is_empty()
     );
     assert_eq!(
-        c.kubectl_ok(&[
-            "get",
-            "cm",
-            "--field-selector",
-            "metadata.name=settings",
-            "-o",
-            "name"
-        ])
-        .trim(),
+        c.kubectl_ok(&["get", "cm", "--field-selector", "metadata.name=settings", "-o", "name"])
+            .trim(),
         "configmap/settings"
     );
 
-    c.kubectl_ok(&[
-        "patch",
-        "cm",
-        "settings",
-        "--type=merge",
-        "-p",
-        r#"{"data":{"a":"1"}}"#,
-    ]);
+    c.kubectl_ok(&["patch", "cm", "settings", "--type=merge", "-p", r#"{"data":{"a":"1"}}"#]);
     c.kubectl_ok(&[
         "patch",
         "cm",
@@ -208,10 +178,7 @@ fn output_formats_labels_annotations_and_patches() {
     ]);
     c.kubectl_ok(&["patch", "cm", "settings", "-p", r#"{"data":{"c":"3"}}"#]);
     let data = json(&c.kubectl_ok(&["get", "cm", "settings", "-o", "jsonpath={.data}"]));
-    assert_eq!(
-        data,
-        serde_json::json!({"mode": "0644", "a": "1", "b": "2", "c": "3"})
-    );
+    assert_eq!(data, serde_json::json!({"mode": "0644", "a": "1", "b": "2", "c": "3"}));
     let meta = json(&c.kubectl_ok(&["get", "cm", "settings", "-o", "jsonpath={.metadata}"]));
     assert_eq!(meta["labels"]["tier"], "backend");
     assert_eq!(meta["annotations"]["owner"], "ops");
@@ -238,8 +205,7 @@ fn errors_read_as_kubernetes_errors() {
     let again = c.kubectl_stdin(&["create", "-f", "-"], cm);
     let err = String::from_utf8_lossy(&again.stderr);
     assert!(
-        err.contains(r#"Error from server (AlreadyExists)"#)
-            && err.contains(r#"configmaps "twice" already exists"#),
+        err.contains(r#"Error from server (AlreadyExists)"#) && err.contains(r#"configmaps "twice" already exists"#),
         "{err}"
     );
 
@@ -260,10 +226,7 @@ fn errors_read_as_kubernetes_errors() {
     let err = c.kubectl_err(&["get", "pods", "-l", "a b"]);
     assert!(err.contains("unable to parse requirement"), "{err}");
     let err = c.kubectl_err(&["get", "cm", "--field-selector", "spec.nodeName=x"]);
-    assert!(
-        err.contains("field label not supported: spec.nodeName"),
-        "{err}"
-    );
+    assert!(err.contains("field label not supported: spec.nodeName"), "{err}");
 
     let err = c.kubectl_err(&["delete", "namespace", "kube-system"]);
     assert!(err.contains("this namespace may not be deleted"), "{err}");
@@ -281,16 +244,16 @@ fn requests_without_credentials_are_unauthorized() {
         ),
     )
     .unwrap();
-    let anon = |args: &[&str]| {
-        c.kubectl_command(args)
-            .env("KUBECONFIG", &anonymous)
-            .output()
-            .unwrap()
-    };
+    let anon = |args: &[&str]| c.kubectl_command(args).env("KUBECONFIG", &anonymous).output().unwrap();
     let out = anon(&["get", "namespaces"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("error: You must be logged in to the server (the server has asked for the client to provide credentials)"), "{err}");
+    assert!(
+        err.contains(
+            "error: You must be logged in to the server (the server has asked for the client to provide credentials)"
+        ),
+        "{err}"
+    );
     // Health and version stay open.
     assert_eq!(
         String::from_utf8(anon(&["get", "--raw", "/readyz"]).stdout).unwrap(),
@@ -319,14 +282,7 @@ fn watches_see_changes() {
         .unwrap();
     let mut lines = BufReader::new(watch.stdout.take().unwrap()).lines();
     assert_eq!(lines.next().unwrap().unwrap(), "ADDED 1");
-    c.kubectl_ok(&[
-        "patch",
-        "cm",
-        "watched",
-        "--type=merge",
-        "-p",
-        r#"{"data":{"v":"2"}}"#,
-    ]);
+    c.kubectl_ok(&["patch", "cm", "watched", "--type=merge", "-p", r#"{"data":{"v":"2"}}"#]);
     assert_eq!(lines.next().unwrap().unwrap(), "MODIFIED 2");
     c.kubectl_ok(&["delete", "cm", "watched"]);
     assert_eq!(lines.next().unwrap().unwrap(), "DELETED 2");
@@ -395,14 +351,8 @@ rules:
             .contains("clusterrole.rbac.authorization.k8s.io/secret-reader created")
     );
     let live = json(&c.kubectl_ok(&["get", "clusterrole", "secret-reader", "-o", "json"]));
-    assert_eq!(
-        live["rules"][0]["resources"],
-        serde_json::json!(["secrets"])
-    );
-    assert_eq!(
-        live["rules"][0]["verbs"],
-        serde_json::json!(["get", "watch", "list"])
-    );
+    assert_eq!(live["rules"][0]["resources"], serde_json::json!(["secrets"]));
+    assert_eq!(live["rules"][0]["verbs"], serde_json::json!(["get", "watch", "list"]));
     assert!(
         live["metadata"].get("namespace").is_none(),
         "cluster-scoped objects have no namespace"
@@ -420,10 +370,7 @@ fn paginated_lists_are_consistent() {
     let out = c.kubectl_ok(&["get", "cm", "--chunk-size=2", "-o", "name"]);
     let names: Vec<&str> = out.lines().collect();
     assert_eq!(names.len(), 7, "{out}");
-    assert!(
-        names.windows(2).all(|w| w[0] < w[1]),
-        "sorted by name: {out}"
-    );
+    assert!(names.windows(2).all(|w| w[0] < w[1]), "sorted by name: {out}");
 }
 
 const NODEPORT_SERVICE: &str = r#"
@@ -442,33 +389,22 @@ spec:
 #[test]
 fn services_get_addresses_and_clear_conflicts() {
     let c = cluster();
-    assert!(
-        c.apply(NODEPORT_SERVICE)
-            .contains("service/nginx-hpa created")
-    );
+    assert!(c.apply(NODEPORT_SERVICE).contains("service/nginx-hpa created"));
     let svc = json(&c.kubectl_ok(&["get", "svc", "nginx-hpa", "-o", "json"]));
     let ip = svc["spec"]["clusterIP"].as_str().unwrap();
     assert!(ip.starts_with("10.96."), "{ip}");
     assert_eq!(svc["spec"]["ports"][0]["nodePort"], 30001);
-    assert_eq!(
-        svc["spec"]["ports"][0]["targetPort"], 80,
-        "targetPort defaults to port"
-    );
+    assert_eq!(svc["spec"]["ports"][0]["targetPort"], 80, "targetPort defaults to port");
     assert_eq!(svc["spec"]["ports"][0]["protocol"], "TCP");
     let table = c.kubectl_ok(&["get", "svc", "nginx-hpa"]);
-    assert!(
-        table.contains("80:30001/TCP") && table.contains("NodePort"),
-        "{table}"
-    );
+    assert!(table.contains("80:30001/TCP") && table.contains("NodePort"), "{table}");
 
     // Another service asking for the same node port is refused, naming the field.
     let clash = NODEPORT_SERVICE.replace("name: nginx-hpa\nspec", "name: other\nspec");
     let out = c.kubectl_stdin(&["apply", "-f", "-"], &clash);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains(
-            "spec.ports[0].nodePort: Invalid value: 30001: provided port is already allocated"
-        ),
+        err.contains("spec.ports[0].nodePort: Invalid value: 30001: provided port is already allocated"),
         "{err}"
     );
 
@@ -502,13 +438,7 @@ fn scale_and_defaults() {
             .contains("scaled")
     );
     assert_eq!(
-        c.kubectl_ok(&[
-            "get",
-            "deploy",
-            "nginx-hpa",
-            "-o",
-            "jsonpath={.spec.replicas}"
-        ]),
+        c.kubectl_ok(&["get", "deploy", "nginx-hpa", "-o", "jsonpath={.spec.replicas}"]),
         "4"
     );
     let scale = json(&c.kubectl_ok(&[
@@ -520,13 +450,7 @@ fn scale_and_defaults() {
     assert_eq!(scale["spec"]["replicas"], 4);
     assert_eq!(scale["status"]["selector"], "app=nginx-hpa");
     // A stale resource version on the Scale is a conflict.
-    let err = c.kubectl_err(&[
-        "scale",
-        "deploy",
-        "nginx-hpa",
-        "--replicas=2",
-        "--resource-version=1",
-    ]);
+    let err = c.kubectl_err(&["scale", "deploy", "nginx-hpa", "--replicas=2", "--resource-version=1"]);
     assert!(err.contains("Expected resource version to be 1"), "{err}");
 }
 
@@ -548,13 +472,7 @@ fn imperative_generators_send_protobuf() {
     c.kubectl_ok(&["create", "configmap", "c1", "--from-literal=a=b"]);
     c.kubectl_ok(&["create", "secret", "generic", "s1", "--from-literal=a=b"]);
     c.kubectl_ok(&["create", "service", "nodeport", "np", "--tcp=80:8080"]);
-    c.kubectl_ok(&[
-        "create",
-        "clusterrole",
-        "node-reader",
-        "--verb=get",
-        "--resource=nodes",
-    ]);
+    c.kubectl_ok(&["create", "clusterrole", "node-reader", "--verb=get", "--resource=nodes"]);
 
     let d = json(&c.kubectl_ok(&["get", "deploy", "web2", "-o", "json"]));
     assert_eq!(d["spec"]["replicas"], 2);
@@ -576,10 +494,7 @@ fn imperative_generators_send_protobuf() {
         c.kubectl_ok(&["get", "ns", "team-a", "-o", "jsonpath={.status.phase}"]),
         "Active"
     );
-    assert_eq!(
-        c.kubectl_ok(&["get", "cm", "c1", "-o", "jsonpath={.data.a}"]),
-        "b"
-    );
+    assert_eq!(c.kubectl_ok(&["get", "cm", "c1", "-o", "jsonpath={.data.a}"]), "b");
     assert_eq!(
         c.kubectl_ok(&["get", "secret", "s1", "-o", "jsonpath={.data.a}"]),
         "Yg=="
@@ -597,4 +512,41 @@ fn imperative_generators_send_protobuf() {
     );
     let role = json(&c.kubectl_ok(&["get", "clusterrole", "node-reader", "-o", "json"]));
     assert_eq!(role["rules"][0]["resources"], serde_json::json!(["nodes"]));
+}
+
+#[test]
+fn explain_reads_the_openapi_schemas() {
+    let c = cluster();
+    let out = c.kubectl_ok(&["explain", "deployment.spec.strategy"]);
+    assert!(
+        out.contains("KIND:       Deployment") && out.contains("GROUP:      apps"),
+        "{out}"
+    );
+    assert!(
+        out.contains("rollingUpdate") && out.contains("Type of deployment"),
+        "{out}"
+    );
+    let out = c.kubectl_ok(&["explain", "pod.spec.containers.ports"]);
+    assert!(
+        out.contains("containerPort") && out.contains("<integer> -required-"),
+        "{out}"
+    );
+}
+
+#[test]
+fn unknown_fields_are_refused_when_strict_and_dropped_with_a_warning_otherwise() {
+    let c = cluster();
+    let manifest = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: odd\nbogusField: 1\ndata:\n  a: b\n";
+    let strict = c.kubectl_stdin(&["create", "-f", "-"], manifest);
+    let err = String::from_utf8_lossy(&strict.stderr);
+    assert!(
+        err.contains(r#"ConfigMap in version "v1" cannot be handled as a ConfigMap: strict decoding error: unknown field "bogusField""#),
+        "{err}"
+    );
+    let warned = c.kubectl_stdin(&["create", "--validate=warn", "-f", "-"], manifest);
+    assert!(warned.status.success());
+    assert!(String::from_utf8_lossy(&warned.stderr).contains(r#"Warning: unknown field "bogusField""#));
+    let stored = json(&c.kubectl_ok(&["get", "cm", "odd", "-o", "json"]));
+    assert!(stored.get("bogusField").is_none(), "unknown fields are not stored");
+    assert_eq!(stored["data"]["a"], "b");
 }

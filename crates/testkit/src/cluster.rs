@@ -26,12 +26,8 @@ impl Cluster {
 
     /// Same, with extra flags for `styrman server`.
     pub fn start_with(styrman: &Path, extra: &[&str]) -> anyhow::Result<Cluster> {
-        let data = tempfile::Builder::new()
-            .prefix("styrman-cluster-")
-            .tempdir()?;
-        let home = tempfile::Builder::new()
-            .prefix("styrman-kubectl-home-")
-            .tempdir()?;
+        let data = tempfile::Builder::new().prefix("styrman-cluster-").tempdir()?;
+        let home = tempfile::Builder::new().prefix("styrman-kubectl-home-").tempdir()?;
         let port = free_port()?;
         let log = data.path().join("server.log");
         let log_file = std::fs::File::create(&log)?;
@@ -77,10 +73,7 @@ impl Cluster {
                 }
             }
             if Instant::now() > deadline {
-                bail!(
-                    "styrman server not ready within {timeout:?}:\n{}",
-                    self.log()
-                );
+                bail!("styrman server not ready within {timeout:?}:\n{}", self.log());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -158,12 +151,7 @@ impl Cluster {
             .stderr(Stdio::piped())
             .spawn()
             .expect("kubectl runs");
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
         child.wait_with_output().unwrap()
     }
 

@@ -48,9 +48,7 @@ impl EtcdServer {
 
     fn try_start_on(parent: &Path, client_port: u16) -> anyhow::Result<EtcdServer> {
         let binary = std::env::var("STYRMAN_ETCD").unwrap_or_else(|_| "etcd".to_string());
-        let dir = tempfile::Builder::new()
-            .prefix("styrman-etcd-")
-            .tempdir_in(parent)?;
+        let dir = tempfile::Builder::new().prefix("styrman-etcd-").tempdir_in(parent)?;
         let client_url = format!("http://127.0.0.1:{client_port}");
         let peer_url = format!("http://127.0.0.1:{}", free_port()?);
         let log = dir.path().join("etcd.log");
@@ -71,9 +69,7 @@ impl EtcdServer {
             .stdout(log_file.try_clone()?)
             .stderr(log_file)
             .spawn()
-            .with_context(|| {
-                format!("cannot run {binary:?}: install Debian's etcd-server (scripts/test does)")
-            })?;
+            .with_context(|| format!("cannot run {binary:?}: install Debian's etcd-server (scripts/test does)"))?;
         let mut server = EtcdServer {
             child,
             client_url,
@@ -99,19 +95,13 @@ impl EtcdServer {
         let addr = self.client_url.trim_start_matches("http://").to_string();
         loop {
             if let Some(status) = self.child.try_wait()? {
-                bail!(
-                    "etcd exited ({status}) before becoming healthy:\n{}",
-                    self.log()
-                );
+                bail!("etcd exited ({status}) before becoming healthy:\n{}", self.log());
             }
             if http_get(&addr, "/health").is_ok_and(|body| body.contains("\"health\":\"true\"")) {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                bail!(
-                    "etcd did not become healthy within {timeout:?}:\n{}",
-                    self.log()
-                );
+                bail!("etcd did not become healthy within {timeout:?}:\n{}", self.log());
             }
             std::thread::sleep(Duration::from_millis(50));
         }

@@ -3,111 +3,19 @@
 //! `create namespace`, ...) send nothing else.
 //!
 //! A body is the magic `k8s\0` and a `runtime.Unknown` envelope: the object's `apiVersion` and
-//! `kind`, and its bytes. The object is decoded generically from `schema.txt`, a table of every
-//! message's fields (number, JSON name, type) generated from the `k8s-pb` and `k8s-openapi`
-//! crates by `scripts/gen-protobuf-schema`. A few apimachinery types have their own JSON form:
+//! `kind`, and its bytes. The object is decoded generically from the type schema
+//! ([`crate::schema`]: every message's field numbers, JSON names and types). A few apimachinery types have their own JSON form:
 //! `Time` (RFC 3339), `IntOrString`, `Quantity`, `RawExtension` (embedded JSON).
 
 use std::collections::HashMap;
-use std::sync::OnceLock;
 
 use base64::Engine;
 use serde_json::{Map, Value, json};
 
+use crate::schema::{Field, Kind, schema};
 use crate::status::{ApiError, ApiResult};
 
 const MAGIC: &[u8] = b"k8s\0";
-
-#[derive(Debug)]
-enum Kind {
-    String,
-    Bytes,
-    Bool,
-    Int32,
-    Int64,
-    Double,
-    Message(&'static str),
-    /// Key kind (always string here) and value kind.
-    Map(Box<Kind>),
-}
-
-#[derive(Debug)]
-struct Field {
-    /// `None`: an embedded struct whose fields go into the parent object.
-    json: Option<&'static str>,
-    kind: Kind,
-    repeated: bool,
-}
-
-type Schema = HashMap<&'static str, HashMap<u32, Field>>;
-
-fn schema() -> &'static Schema {
-    static SCHEMA: OnceLock<Schema> = OnceLock::new();
-    SCHEMA.get_or_init(|| parse_schema(include_str!("schema.txt")))
-}
-
-fn scalar_kind(name: &'static str) -> Kind {
-    match name {
-        "string" => Kind::String,
-        "bytes" => Kind::Bytes,
-        "bool" => Kind::Bool,
-        "int32" => Kind::Int32,
-        "int64" => Kind::Int64,
-        "double" => Kind::Double,
-        message => Kind::Message(message),
-    }
-}
-
-fn parse_schema(text: &'static str) -> Schema {
-    let mut schema = Schema::new();
-    let mut current: Option<&'static str> = None;
-    for line in text.lines() {
-        let parts: Vec<&'static str> = line.split(' ').collect();
-        match parts.as_slice() {
-            ["M", name] => {
-                current = Some(name);
-                schema.entry(name).or_default();
-            }
-            ["F", tag, json, kind, rest @ ..] => {
-                let Some(message) = current else { continue };
-                let Ok(tag) = tag.parse() else { continue };
-                let repeated = kind.ends_with('*');
-                let kind = kind.trim_end_matches('*');
-                let kind = match (kind, rest.first()) {
-                    ("message", Some(path)) => Kind::Message(path),
-                    ("map", Some(spec)) => {
-                        let value = spec.split_once(',').map_or("string", |(_, v)| v);
-                        Kind::Map(Box::new(scalar_kind(value)))
-                    }
-                    (scalar, _) => scalar_kind(scalar),
-                };
-                let json = (*json != "-").then_some(*json);
-                schema.get_mut(message).expect("declared above").insert(
-                    tag,
-                    Field {
-                        json,
-                        kind,
-                        repeated,
-                    },
-                );
-            }
-            _ => {}
-        }
-    }
-    schema
-}
-
-/// The schema message of a kind: `api/<group's first label>/<version>/<Kind>`.
-fn message_for(api_version: &str, kind: &str) -> String {
-    match api_version.split_once('/') {
-        None => format!("api/core/{api_version}/{kind}"),
-        Some(("meta.k8s.io", version)) => format!("apimachinery/pkg/apis/meta/{version}/{kind}"),
-        Some((group, version)) => {
-            let short = group.split('.').next().unwrap_or(group);
-            format!("api/{short}/{version}/{kind}")
-        }
-    }
-}
 
 /// Decodes a protobuf request body to the object's JSON.
 pub fn decode(body: &[u8]) -> ApiResult<Value> {
@@ -140,20 +48,16 @@ pub fn decode(body: &[u8]) -> ApiResult<Value> {
     if kind.is_empty() || api_version.is_empty() {
         return Err(bad("the envelope names no apiVersion and kind"));
     }
-    let message = message_for(&api_version, &kind);
     let name = schema()
-        .get_key_value(message.as_str())
-        .map(|(k, _)| *k)
+        .message_for(&api_version, &kind)
+        .map(|m| m.path)
         .ok_or_else(|| {
             ApiError::unsupported_media_type(
                 &format!("application/vnd.kubernetes.protobuf ({api_version} {kind})"),
                 &["application/json", "application/yaml"],
             )
         })?;
-    let Value::Object(fields) = decode_message(name, raw)
-        .map_err(|e| bad(&e))?
-        .unwrap_or(json!({}))
-    else {
+    let Value::Object(fields) = decode_message(name, raw).map_err(|e| bad(&e))?.unwrap_or(json!({})) else {
         return Err(bad("the object is not a message"));
     };
     let mut object = Map::new();
@@ -172,13 +76,13 @@ fn decode_message(name: &'static str, bytes: &[u8]) -> Result<Option<Value>, Str
     if let Some(special) = special(name, bytes)? {
         return Ok(special);
     }
-    let fields = schema()
-        .get(name)
+    let message = schema()
+        .message(name)
         .ok_or_else(|| format!("unknown message {name}"))?;
     let mut out = Map::new();
     for item in Reader::new(bytes) {
         let (tag, wire) = item?;
-        let Some(field) = fields.get(&tag) else {
+        let Some(field) = message.field(tag) else {
             continue;
         };
         let values = decode_field(field, wire)?;
@@ -426,11 +330,7 @@ mod tests {
     }
 
     fn envelope(api_version: &str, kind: &str, raw: &[u8]) -> Vec<u8> {
-        let type_meta = [
-            field(1, 2, api_version.as_bytes()),
-            field(2, 2, kind.as_bytes()),
-        ]
-        .concat();
+        let type_meta = [field(1, 2, api_version.as_bytes()), field(2, 2, kind.as_bytes())].concat();
         [MAGIC.to_vec(), field(1, 2, &type_meta), field(2, 2, raw)].concat()
     }
 
@@ -473,8 +373,8 @@ mod tests {
         );
         // An env var source's embedded LocalObjectReference lands in the selector itself.
         let selector = [field(1, 2, &field(1, 2, b"cm")), field(2, 2, b"key")].concat();
-        let fields = schema().get("api/core/v1/ConfigMapKeySelector").unwrap();
-        assert!(fields.get(&1).unwrap().json.is_none());
+        let selector_message = schema().message("api/core/v1/ConfigMapKeySelector").unwrap();
+        assert!(selector_message.field(1).unwrap().json.is_none());
         let decoded = decode_message("api/core/v1/ConfigMapKeySelector", &selector)
             .unwrap()
             .unwrap();
@@ -484,16 +384,8 @@ mod tests {
     #[test]
     fn bad_bodies_are_400s() {
         assert_eq!(decode(b"{\"kind\":1}").unwrap_err().code, 400);
-        assert_eq!(
-            decode(&[MAGIC, &[0x0a, 0x05, 0x01]].concat())
-                .unwrap_err()
-                .code,
-            400
-        );
-        assert_eq!(
-            decode(&envelope("v1", "NoSuchKind", &[])).unwrap_err().code,
-            415
-        );
+        assert_eq!(decode(&[MAGIC, &[0x0a, 0x05, 0x01]].concat()).unwrap_err().code, 400);
+        assert_eq!(decode(&envelope("v1", "NoSuchKind", &[])).unwrap_err().code, 415);
     }
 
     #[test]
@@ -505,12 +397,9 @@ mod tests {
             ("rbac.authorization.k8s.io/v1", "ClusterRole"),
             ("autoscaling/v1", "HorizontalPodAutoscaler"),
         ] {
-            assert!(
-                schema().contains_key(message_for(gv, kind).as_str()),
-                "{gv} {kind}"
-            );
+            assert!(schema().message_for(gv, kind).is_some(), "{gv} {kind}");
         }
-        let status = schema().get("api/core/v1/PodStatus").unwrap();
-        assert_eq!(status.get(&12).unwrap().json, Some("podIPs"));
+        let status = schema().message("api/core/v1/PodStatus").unwrap();
+        assert_eq!(status.field(12).unwrap().json, Some("podIPs"));
     }
 }

@@ -19,9 +19,7 @@ fn value_for(key: &str) -> Bytes {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let mut args = std::env::args().skip(1);
-    let dir = args
-        .next()
-        .expect("usage: styrman-store-stress DATA_DIR WRITERS");
+    let dir = args.next().expect("usage: styrman-store-stress DATA_DIR WRITERS");
     let writers: usize = args.next().and_then(|w| w.parse().ok()).unwrap_or(8);
     let store = std::sync::Arc::new(EmbeddedStore::open(dir.as_ref()).expect("open store"));
     let round = store.current_revision().await.unwrap();
@@ -31,10 +29,7 @@ async fn main() {
         let (store, out) = (store.clone(), out.clone());
         tasks.push(tokio::spawn(async move {
             let counter = format!("/registry/crash/counters/r{round}-w{w}");
-            let mut counter_rev = store
-                .create(&counter, Bytes::from_static(b"0"))
-                .await
-                .unwrap();
+            let mut counter_rev = store.create(&counter, Bytes::from_static(b"0")).await.unwrap();
             for n in 0u64.. {
                 let key = format!("/registry/crash/objects/r{round}-w{w}-{n}");
                 let rev = store.create(&key, value_for(&key)).await.unwrap();
@@ -43,12 +38,7 @@ async fn main() {
                     .update(&counter, Bytes::from((n + 1).to_string()), counter_rev)
                     .await
                     .unwrap();
-                writeln!(
-                    out.lock().unwrap(),
-                    "updated {counter} {} {counter_rev}",
-                    n + 1
-                )
-                .unwrap();
+                writeln!(out.lock().unwrap(), "updated {counter} {} {counter_rev}", n + 1).unwrap();
             }
         }));
     }

@@ -140,9 +140,7 @@ struct Chunk {
 fn read_log(shared: &Shared, prefix: &str, after: Revision) -> Result<Chunk> {
     let txn = shared.db.begin_read().map_err(db_err)?;
     let meta = txn.open_table(META).map_err(db_err)?;
-    let meta_value = |k: &str| -> Result<i64> {
-        Ok(meta.get(k).map_err(db_err)?.map(|g| g.value()).unwrap_or(0))
-    };
+    let meta_value = |k: &str| -> Result<i64> { Ok(meta.get(k).map_err(db_err)?.map(|g| g.value()).unwrap_or(0)) };
     let current = meta_value(REVISION_KEY)?;
     let compacted = meta_value(COMPACTED_KEY)?;
     if after + 1 < compacted {

@@ -25,8 +25,8 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::{
-    Backend, DeleteResponse, EventBatch, KeyValue, RangeRequest, RangeResponse, Result, Revision,
-    StoreError, WatchStream,
+    Backend, DeleteResponse, EventBatch, KeyValue, RangeRequest, RangeResponse, Result, Revision, StoreError,
+    WatchStream,
 };
 use codec::LogEntry;
 use writer::{Request, WriteOp, WriteOutcome};
@@ -70,10 +70,7 @@ impl Committed {
                 .take_while(|(a, b)| a == b)
                 .count();
             // Cut on a character boundary.
-            let cut = (0..=shared)
-                .rev()
-                .find(|&i| common.is_char_boundary(i))
-                .unwrap_or(0);
+            let cut = (0..=shared).rev().find(|&i| common.is_char_boundary(i)).unwrap_or(0);
             common = &common[..cut];
         }
         let common_prefix = common.to_string();
@@ -111,12 +108,8 @@ impl EmbeddedStore {
     /// existing file that is damaged, was written by something else, or has another format
     /// version is refused with [`StoreError::Corrupt`] naming it; it is never re-initialised.
     pub fn open(data_dir: &Path) -> Result<EmbeddedStore> {
-        std::fs::create_dir_all(data_dir).map_err(|e| {
-            StoreError::Internal(format!(
-                "cannot create data directory {}: {e}",
-                data_dir.display()
-            ))
-        })?;
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| StoreError::Internal(format!("cannot create data directory {}: {e}", data_dir.display())))?;
         let path = data_dir.join(FILE_NAME);
         let fresh = match std::fs::metadata(&path) {
             Ok(m) => m.len() == 0,
@@ -153,10 +146,7 @@ impl EmbeddedStore {
 
     async fn write(&self, op: WriteOp) -> Result<WriteOutcome> {
         let (reply, answer) = oneshot::channel();
-        let requests = self
-            .requests
-            .as_ref()
-            .expect("requests are only taken on drop");
+        let requests = self.requests.as_ref().expect("requests are only taken on drop");
         requests
             .send(Request { op, reply })
             .await
@@ -167,10 +157,7 @@ impl EmbeddedStore {
     }
 
     /// Runs a blocking read on the blocking pool: redb calls block on I/O.
-    async fn read<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Shared) -> Result<T> + Send + 'static,
-    ) -> Result<T> {
+    async fn read<T: Send + 'static>(&self, f: impl FnOnce(&Shared) -> Result<T> + Send + 'static) -> Result<T> {
         let shared = self.shared.clone();
         tokio::task::spawn_blocking(move || f(&shared))
             .await
@@ -200,9 +187,7 @@ fn open_database(path: &Path, fresh: bool) -> Result<Database> {
         builder.open(path)
     };
     opened.map_err(|e| match e {
-        redb::DatabaseError::DatabaseAlreadyOpen => {
-            corrupt(path, "it is already open in another process".to_string())
-        }
+        redb::DatabaseError::DatabaseAlreadyOpen => corrupt(path, "it is already open in another process".to_string()),
         other => corrupt(path, format!("it is not a readable store file ({other})")),
     })
 }
@@ -227,9 +212,7 @@ fn check_format(db: &Database, path: &Path) -> Result<(Revision, Revision)> {
     let meta = txn
         .open_table(META)
         .map_err(|e| corrupt(path, format!("it has no styrman metadata ({e})")))?;
-    let get = |key: &str| -> Result<Option<i64>> {
-        Ok(meta.get(key).map_err(db_err)?.map(|g| g.value()))
-    };
+    let get = |key: &str| -> Result<Option<i64>> { Ok(meta.get(key).map_err(db_err)?.map(|g| g.value())) };
     match get(FORMAT_KEY)? {
         Some(FORMAT_VERSION) => {}
         Some(other) => {
@@ -240,8 +223,7 @@ fn check_format(db: &Database, path: &Path) -> Result<(Revision, Revision)> {
         }
         None => return Err(corrupt(path, "it has no styrman format marker".to_string())),
     }
-    let revision =
-        get(REVISION_KEY)?.ok_or_else(|| corrupt(path, "no revision recorded".into()))?;
+    let revision = get(REVISION_KEY)?.ok_or_else(|| corrupt(path, "no revision recorded".into()))?;
     let compacted = get(COMPACTED_KEY)?.unwrap_or(0);
     txn.open_table(OBJECTS)
         .map_err(|e| corrupt(path, format!("no object table ({e})")))?;
@@ -273,29 +255,14 @@ fn load(log: &impl ReadableTable<i64, &'static [u8]>, revision: Revision) -> Res
 }
 
 /// `prev` of an entry: the value its key had before, if it existed.
-fn load_prev(
-    log: &impl ReadableTable<i64, &'static [u8]>,
-    prev: Revision,
-) -> Result<Option<KeyValue>> {
-    if prev == 0 {
-        Ok(None)
-    } else {
-        load(log, prev).map(Some)
-    }
+fn load_prev(log: &impl ReadableTable<i64, &'static [u8]>, prev: Revision) -> Result<Option<KeyValue>> {
+    if prev == 0 { Ok(None) } else { load(log, prev).map(Some) }
 }
 
 impl Shared {
-    fn check_revision(
-        &self,
-        requested: Revision,
-        current: Revision,
-        compacted: Revision,
-    ) -> Result<()> {
+    fn check_revision(&self, requested: Revision, current: Revision, compacted: Revision) -> Result<()> {
         if requested < compacted {
-            return Err(StoreError::Compacted {
-                requested,
-                compacted,
-            });
+            return Err(StoreError::Compacted { requested, compacted });
         }
         if requested > current {
             return Err(StoreError::FutureRevision { requested, current });
@@ -316,9 +283,7 @@ impl Shared {
     fn range(&self, request: &RangeRequest) -> Result<RangeResponse> {
         let txn = self.db.begin_read().map_err(db_err)?;
         let meta = txn.open_table(META).map_err(db_err)?;
-        let meta_value = |k: &str| -> Result<i64> {
-            Ok(meta.get(k).map_err(db_err)?.map(|g| g.value()).unwrap_or(0))
-        };
+        let meta_value = |k: &str| -> Result<i64> { Ok(meta.get(k).map_err(db_err)?.map(|g| g.value()).unwrap_or(0)) };
         let current = meta_value(REVISION_KEY)?;
         let compacted = meta_value(COMPACTED_KEY)?;
         let at = request.revision.filter(|&r| r > 0).unwrap_or(current);
@@ -338,13 +303,10 @@ impl Shared {
         if at < current {
             for item in log.range(at + 1..=current).map_err(db_err)? {
                 let (rev, bytes) = item.map_err(db_err)?;
-                let entry = LogEntry::decode(bytes.value()).ok_or_else(|| {
-                    StoreError::Internal(format!("revision log entry {} is damaged", rev.value()))
-                })?;
+                let entry = LogEntry::decode(bytes.value())
+                    .ok_or_else(|| StoreError::Internal(format!("revision log entry {} is damaged", rev.value())))?;
                 if in_range(entry.key) {
-                    rewound
-                        .entry(entry.key.to_string())
-                        .or_insert(entry.prev_mod_revision);
+                    rewound.entry(entry.key.to_string()).or_insert(entry.prev_mod_revision);
                 }
             }
         }
@@ -406,11 +368,7 @@ impl Page {
     }
 
     /// Adds the key whose value is at `mod_revision` (0: absent, skipped). False once full.
-    fn push(
-        &mut self,
-        log: &impl ReadableTable<i64, &'static [u8]>,
-        mod_revision: Revision,
-    ) -> Result<bool> {
+    fn push(&mut self, log: &impl ReadableTable<i64, &'static [u8]>, mod_revision: Revision) -> Result<bool> {
         if mod_revision == 0 {
             return Ok(true);
         }
@@ -476,12 +434,7 @@ impl Backend for EmbeddedStore {
     }
 
     async fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream> {
-        feed::watch(
-            self.shared.clone(),
-            self.feed.subscribe(),
-            prefix.to_string(),
-            after,
-        )
+        feed::watch(self.shared.clone(), self.feed.subscribe(), prefix.to_string(), after)
     }
 
     async fn current_revision(&self) -> Result<Revision> {

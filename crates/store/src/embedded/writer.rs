@@ -61,10 +61,7 @@ pub(crate) struct WriteOutcome {
 /// The live feed of committed batches, for watches.
 type Feed = broadcast::Sender<Arc<Committed>>;
 
-pub(crate) fn spawn(
-    shared: Arc<Shared>,
-    feed: Feed,
-) -> Result<(mpsc::Sender<Request>, JoinHandle<()>)> {
+pub(crate) fn spawn(shared: Arc<Shared>, feed: Feed) -> Result<(mpsc::Sender<Request>, JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel(QUEUE);
     let handle = std::thread::Builder::new()
         .name("store-writer".into())
@@ -177,12 +174,7 @@ struct Tables<'txn> {
 }
 
 impl Tables<'_> {
-    fn apply(
-        &mut self,
-        op: &WriteOp,
-        revision: &mut Revision,
-        events: &mut Vec<Event>,
-    ) -> Result<WriteOutcome> {
+    fn apply(&mut self, op: &WriteOp, revision: &mut Revision, events: &mut Vec<Event>) -> Result<WriteOutcome> {
         match op {
             WriteOp::Create { key, value } => {
                 let rev = *revision + 1;
@@ -206,11 +198,7 @@ impl Tables<'_> {
                     prev: None,
                 })
             }
-            WriteOp::Update {
-                key,
-                value,
-                expected,
-            } => {
+            WriteOp::Update { key, value, expected } => {
                 let (create, current) = self.current(key)?;
                 if current != *expected {
                     return Err(StoreError::Conflict {
@@ -220,9 +208,7 @@ impl Tables<'_> {
                     });
                 }
                 let rev = *revision + 1;
-                self.objects
-                    .insert(key.as_str(), (create, rev))
-                    .map_err(db_err)?;
+                self.objects.insert(key.as_str(), (create, rev)).map_err(db_err)?;
                 let prev = load(&self.log, current)?;
                 let entry = LogEntry {
                     kind: EventKind::Put,
@@ -280,22 +266,12 @@ impl Tables<'_> {
             .get(key)
             .map_err(db_err)?
             .map(|g| g.value())
-            .ok_or_else(|| StoreError::NotFound {
-                key: key.to_string(),
-            })
+            .ok_or_else(|| StoreError::NotFound { key: key.to_string() })
     }
 
     /// Sets a key's (create, mod) revisions, returning what it had.
-    fn swap_object(
-        &mut self,
-        key: &str,
-        revs: (Revision, Revision),
-    ) -> Result<Option<(Revision, Revision)>> {
-        Ok(self
-            .objects
-            .insert(key, revs)
-            .map_err(db_err)?
-            .map(|old| old.value()))
+    fn swap_object(&mut self, key: &str, revs: (Revision, Revision)) -> Result<Option<(Revision, Revision)>> {
+        Ok(self.objects.insert(key, revs).map_err(db_err)?.map(|old| old.value()))
     }
 
     /// Appends `entry` to the log at `rev` and queues its event for the watches. `value` is
@@ -310,9 +286,7 @@ impl Tables<'_> {
     ) -> Result<()> {
         self.buffer.clear();
         entry.encode_into(&mut self.buffer);
-        self.log
-            .insert(rev, self.buffer.as_slice())
-            .map_err(db_err)?;
+        self.log.insert(rev, self.buffer.as_slice()).map_err(db_err)?;
         let kv = KeyValue {
             key: entry.key.to_string(),
             value,
@@ -345,10 +319,7 @@ impl Tables<'_> {
             });
         }
         if to > current {
-            return Err(StoreError::FutureRevision {
-                requested: to,
-                current,
-            });
+            return Err(StoreError::FutureRevision { requested: to, current });
         }
         let mut doomed = Vec::new();
         for item in self.log.range(from.max(1)..to).map_err(db_err)? {
@@ -370,12 +341,7 @@ impl Tables<'_> {
             self.log.remove(*rev).map_err(db_err)?;
         }
         self.meta.insert(COMPACTED_KEY, to).map_err(db_err)?;
-        tracing::debug!(
-            from,
-            to,
-            removed = doomed.len(),
-            "compacted the revision log"
-        );
+        tracing::debug!(from, to, removed = doomed.len(), "compacted the revision log");
         Ok(())
     }
 }

@@ -61,9 +61,7 @@ pub async fn next_events(stream: &mut WatchStream, n: usize) -> Vec<Event> {
 
 /// Asserts no event arrives within a short while.
 pub async fn assert_quiet(stream: &mut WatchStream) {
-    if let Ok(Some(item)) =
-        tokio::time::timeout(Duration::from_millis(300), stream.next_batch()).await
-    {
+    if let Ok(Some(item)) = tokio::time::timeout(Duration::from_millis(300), stream.next_batch()).await {
         panic!("unexpected watch item: {item:?}");
     }
 }
