@@ -11,6 +11,7 @@ mod defaults;
 mod discovery;
 pub mod kinds;
 mod kubeconfig;
+mod managed;
 mod object;
 mod openapi;
 mod patch;

@@ -412,6 +412,7 @@ impl Registry {
             true => Some(self.services.assign(&self.store, call.kind, &mut object, None).await?),
             false => None,
         };
+        crate::managed::record(call.kind, None, &mut object, &call.manager, None);
         let dry_run = call.dry_run()?;
         if dry_run {
             return Ok(Reply::Json(201, object));
@@ -499,6 +500,7 @@ impl Registry {
         if updated == current {
             return Ok(Reply::Json(200, current));
         }
+        crate::managed::record(call.kind, Some(&current), &mut updated, &call.manager, subresource);
         if call.dry_run()? {
             return Ok(Reply::Json(200, updated));
         }

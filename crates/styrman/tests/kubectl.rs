@@ -550,3 +550,39 @@ fn unknown_fields_are_refused_when_strict_and_dropped_with_a_warning_otherwise()
     assert!(stored.get("bogusField").is_none(), "unknown fields are not stored");
     assert_eq!(stored["data"]["a"], "b");
 }
+
+#[test]
+fn managed_fields_record_who_set_what() {
+    let c = cluster();
+    c.apply(DEPLOYMENT);
+    c.kubectl_ok(&["scale", "deploy", "nginx-hpa", "--replicas=3"]);
+    c.kubectl_ok(&["label", "deploy", "nginx-hpa", "team=web"]);
+    let d = json(&c.kubectl_ok(&["get", "deploy", "nginx-hpa", "-o", "json", "--show-managed-fields"]));
+    let entries = d["metadata"]["managedFields"].as_array().expect("managedFields");
+    let entry = |manager: &str| {
+        entries
+            .iter()
+            .find(|e| e["manager"] == manager)
+            .unwrap_or_else(|| panic!("no {manager}: {entries:?}"))
+    };
+    let applied = entry("kubectl-client-side-apply");
+    assert_eq!(applied["operation"], "Update");
+    assert_eq!(applied["fieldsType"], "FieldsV1");
+    assert!(
+        applied["fieldsV1"]["f:spec"]["f:template"]["f:spec"]["f:containers"]["k:{\"name\":\"nginx\"}"]["f:image"]
+            .is_object()
+    );
+    assert!(
+        applied["fieldsV1"]["f:spec"].get("f:replicas").is_none(),
+        "scale took replicas over"
+    );
+    let scaled = entry("kubectl");
+    assert_eq!(scaled["subresource"], "scale");
+    assert!(scaled["fieldsV1"]["f:spec"]["f:replicas"].is_object());
+    assert!(entry("kubectl-label")["fieldsV1"]["f:metadata"]["f:labels"]["f:team"].is_object());
+    // kubectl hides them by default, as it does against Kubernetes.
+    assert!(
+        !c.kubectl_ok(&["get", "deploy", "nginx-hpa", "-o", "yaml"])
+            .contains("managedFields")
+    );
+}
