@@ -49,6 +49,9 @@ pub struct Config {
     pub bind_address: IpAddr,
     pub secure_port: u16,
     pub store: StoreConfig,
+    /// How often history older than one interval is compacted away (kube-apiserver's
+    /// `--etcd-compaction-interval`); zero turns compaction off.
+    pub compaction_interval: std::time::Duration,
 }
 
 /// Runs the API server until it fails.
@@ -85,6 +88,31 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         store.name(),
         kubeconfig.display()
     );
+    if !config.compaction_interval.is_zero() {
+        tokio::spawn(compact_periodically(store.clone(), config.compaction_interval));
+    }
     let server = Arc::new(server::Server::new(registry::Registry::new(store), address));
     server.serve(listener, server::tls_config(&pki)?).await
+}
+
+/// Compacts the store every `interval` to the revision it had one interval before, so watches
+/// and paginated lists can resume within an interval, and the history does not grow forever.
+/// With several API servers on one etcd, each one compacts; the losers' "already compacted"
+/// errors are expected.
+async fn compact_periodically(store: styrman_store::Store, interval: std::time::Duration) {
+    let mut previous: Option<styrman_store::Revision> = None;
+    loop {
+        tokio::time::sleep(interval).await;
+        if let Some(revision) = previous.filter(|r| *r > 0) {
+            match store.compact(revision).await {
+                Ok(()) => tracing::info!(revision, "compacted the store"),
+                Err(styrman_store::StoreError::Compacted { .. }) => {}
+                Err(e) => tracing::warn!(error = %e, revision, "compaction failed"),
+            }
+        }
+        match store.current_revision().await {
+            Ok(current) => previous = Some(current),
+            Err(e) => tracing::warn!(error = %e, "cannot read the store's revision"),
+        }
+    }
 }

@@ -35,6 +35,8 @@ pub enum Reply {
 
 /// Attempts of a read-modify-write (patch) before giving up on a busy object.
 const RETRIES: usize = 16;
+/// How often a watch that allows bookmarks gets one.
+const BOOKMARK_EVERY: Duration = Duration::from_secs(30);
 /// Default and upper bound on a watch's life, as kube-apiserver's `--min-request-timeout`.
 const WATCH_TIMEOUT: Duration = Duration::from_secs(1800);
 
@@ -279,12 +281,37 @@ impl Registry {
             .filter(|v| !v.is_empty())
             .map(parse_rv)
             .transpose()?;
+        let bookmarks = call.query.flag("allowWatchBookmarks");
+        let send_initial = call.query.flag("sendInitialEvents");
+        match (
+            send_initial,
+            call.query.get("resourceVersionMatch").filter(|m| !m.is_empty()),
+        ) {
+            (true, Some("NotOlderThan")) | (false, None) => {}
+            (true, _) => {
+                return Err(ApiError::invalid_option(
+                    "ListOptions",
+                    "sendInitialEvents",
+                    "Forbidden: sendInitialEvents is forbidden for watch unless resourceVersionMatch is set to NotOlderThan"
+                        .into(),
+                ));
+            }
+            (false, Some(_)) => {
+                return Err(ApiError::invalid_option(
+                    "ListOptions",
+                    "resourceVersionMatch",
+                    "Forbidden: resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided"
+                        .into(),
+                ));
+            }
+        }
         let prefix = keys::prefix(call.kind.storage, call.namespace());
         let (tx, rx) = mpsc::channel(256);
 
-        // Without a resource version (or with "0") a watch starts with the current state.
+        // Without a resource version (or with "0"), or when asked to, a watch starts with the
+        // current state.
         let (initial, from) = match rv {
-            Some(n) if n > 0 => (Vec::new(), n),
+            Some(n) if n > 0 && !send_initial => (Vec::new(), n),
             _ => {
                 let page = self
                     .store
@@ -321,18 +348,30 @@ impl Registry {
                 shape,
                 first: true,
             };
+            // Every event up to this revision has been delivered: what a bookmark reports.
+            let mut delivered = from;
             for object in initial {
                 if tx.send(encoder.line("ADDED", &object)).await.is_err() {
                     return;
                 }
             }
+            if send_initial && tx.send(bookmark_line(kind, delivered, true)).await.is_err() {
+                return;
+            }
             let deadline = tokio::time::sleep(timeout);
             tokio::pin!(deadline);
+            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + BOOKMARK_EVERY, BOOKMARK_EVERY);
             let mut stream = stream;
             loop {
                 let batch = tokio::select! {
                     _ = &mut deadline => return,
                     _ = tx.closed() => return,
+                    _ = ticks.tick(), if bookmarks => {
+                        if tx.send(bookmark_line(kind, delivered, false)).await.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
                     batch = stream.next() => batch,
                 };
                 let events = match batch {
@@ -349,6 +388,7 @@ impl Registry {
                     }
                 };
                 for event in events.iter() {
+                    delivered = delivered.max(event.revision());
                     let Some((kind_of_event, object)) = watch_event(event, &labels, &fields) else {
                         continue;
                     };
@@ -786,6 +826,19 @@ fn event_line(kind: &str, object: &Value) -> Bytes {
     let mut line = serde_json::to_vec(&json!({"type": kind, "object": object})).expect("JSON encodes");
     line.push(b'\n');
     Bytes::from(line)
+}
+
+/// A BOOKMARK event: only the resource version means anything; `initial_end` marks the end of
+/// the initial events of a `sendInitialEvents` watch.
+fn bookmark_line(kind: &Kind, revision: Revision, initial_end: bool) -> Bytes {
+    let mut metadata = json!({"resourceVersion": revision.to_string()});
+    if initial_end {
+        metadata["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+    }
+    event_line(
+        "BOOKMARK",
+        &json!({"kind": kind.kind, "apiVersion": kind.api_version(), "metadata": metadata}),
+    )
 }
 
 fn rv(object: &Value) -> String {

@@ -59,6 +59,9 @@ struct ControlPlaneArgs {
     /// embedded store
     #[arg(long)]
     etcd_servers: Option<String>,
+    /// How often the store's history older than one interval is compacted (0s: never)
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    etcd_compaction_interval: std::time::Duration,
 }
 
 impl ControlPlaneArgs {
@@ -68,6 +71,7 @@ impl ControlPlaneArgs {
             bind_address: self.bind_address,
             secure_port: self.secure_port,
             store: styrman_store::StoreConfig::from_flags(&self.data_dir, self.etcd_servers.as_deref()),
+            compaction_interval: self.etcd_compaction_interval,
         }
     }
 
@@ -77,6 +81,10 @@ impl ControlPlaneArgs {
             format!("--data-dir={}", self.data_dir.display()),
             format!("--bind-address={}", self.bind_address),
             format!("--secure-port={}", self.secure_port),
+            format!(
+                "--etcd-compaction-interval={}",
+                humantime::format_duration(self.etcd_compaction_interval)
+            ),
         ];
         if let Some(etcd) = &self.etcd_servers {
             args.push(format!("--etcd-servers={etcd}"));

@@ -586,3 +586,83 @@ fn managed_fields_record_who_set_what() {
             .contains("managedFields")
     );
 }
+
+#[test]
+fn streaming_lists_end_their_initial_events_with_a_bookmark() {
+    let c = cluster();
+    c.apply("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: first\n");
+    let out = c.kubectl_ok(&[
+        "get",
+        "--raw",
+        "/api/v1/namespaces/default/configmaps?watch=1&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true&timeoutSeconds=1",
+    ]);
+    let events: Vec<Value> = out.lines().map(json).collect();
+    assert_eq!(events[0]["type"], "ADDED");
+    assert_eq!(events[0]["object"]["metadata"]["name"], "first");
+    let bookmark = &events[1];
+    assert_eq!(bookmark["type"], "BOOKMARK");
+    assert_eq!(
+        bookmark["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"],
+        "true"
+    );
+    assert!(
+        bookmark["object"]["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .parse::<i64>()
+            .unwrap()
+            > 0
+    );
+
+    let err = c.kubectl_err(&[
+        "get",
+        "--raw",
+        "/api/v1/namespaces/default/configmaps?watch=1&sendInitialEvents=true",
+    ]);
+    assert!(err.contains("sendInitialEvents is forbidden"), "{err}");
+}
+
+#[test]
+fn compacted_history_gives_410_to_old_watches() {
+    let c = Cluster::start_with(
+        env!("CARGO_BIN_EXE_styrman").as_ref(),
+        &["--etcd-compaction-interval=1s"],
+    )
+    .unwrap();
+    for i in 0..3 {
+        c.apply(&format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c{i}\n"));
+    }
+    // Compaction runs every second, to the revision of a second before: wait for it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let out = c.kubectl_ok(&[
+            "get",
+            "--raw",
+            "/api/v1/namespaces/default/configmaps?watch=1&resourceVersion=1&timeoutSeconds=1",
+        ]);
+        if let Some(line) = out.lines().next()
+            && json(line)["type"] == "ERROR"
+        {
+            let status = &json(line)["object"];
+            assert_eq!(
+                (status["code"].as_i64(), status["reason"].as_str()),
+                (Some(410), Some("Expired")),
+                "{status}"
+            );
+            assert!(
+                status["message"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("too old resource version: 1"),
+                "{status}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no compaction happened:\n{}",
+            c.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+}
