@@ -8,6 +8,7 @@ STYRMAN_PACKAGES=(
   "etcdctl                                       etcd-client"        # what users inspect keys with
   "protoc                                        protobuf-compiler"  # etcd-client's build script
   "/usr/include/google/protobuf/descriptor.proto libprotobuf-dev"    # the well-known protos it imports
+  "curl                                          curl"               # raw HTTPS requests in tests
 )
 
 ensure_packages() {

@@ -402,8 +402,10 @@ impl Registry {
     }
 
     pub async fn create(&self, call: &Call<'_>, body: Value) -> ApiResult<Reply> {
-        if call.request.subresource.is_some() {
-            return Err(ApiError::method_not_allowed());
+        match call.request.subresource.as_deref() {
+            None => {}
+            Some("binding") => return self.bind(call, body).await,
+            Some(_) => return Err(ApiError::method_not_allowed()),
         }
         let mut object = check_body(call.kind, body)?;
         call.validate_fields(&mut object, "CreateOptions")?;
@@ -465,6 +467,73 @@ impl Registry {
             .map_err(|e| ApiError::from_store(e, call.kind, &name))?;
         object::set_resource_version(&mut object, revision);
         Ok(Reply::Json(201, object))
+    }
+
+    /// `pods/binding`: assigns a pod to a node, once (what the scheduler does).
+    async fn bind(&self, call: &Call<'_>, binding: Value) -> ApiResult<Reply> {
+        let name = call.name().to_string();
+        let node = binding
+            .pointer("/target/name")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    call.kind,
+                    &name,
+                    vec![crate::status::Cause {
+                        reason: "FieldValueRequired".into(),
+                        message: "Required value".into(),
+                        field: "target.name".into(),
+                    }],
+                )
+            })?
+            .to_string();
+        let key = call.key(&name);
+        for _ in 0..RETRIES {
+            let (pod, kv) = self.read(call.kind, &key, &name).await?;
+            if meta_str(&pod, "deletionTimestamp").is_some() {
+                return Err(ApiError::conflict(call.kind, &name));
+            }
+            if let Some(current) = pod
+                .pointer("/spec/nodeName")
+                .and_then(Value::as_str)
+                .filter(|n| !n.is_empty())
+            {
+                return Err(ApiError::new(
+                    409,
+                    "Conflict",
+                    format!(
+                        "Operation cannot be fulfilled on pods/binding \"{name}\": pod {name} is already assigned to node \"{current}\""
+                    ),
+                ));
+            }
+            let mut bound = pod.clone();
+            bound["spec"]["nodeName"] = json!(node);
+            let condition = json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": object::now_rfc3339()});
+            let status = bound["status"]
+                .as_object_mut()
+                .map(|s| s.entry("conditions").or_insert_with(|| json!([])));
+            if let Some(Value::Array(conditions)) = status {
+                conditions.retain(|c| c["type"] != "PodScheduled");
+                conditions.push(condition);
+            }
+            crate::managed::record(call.kind, Some(&pod), &mut bound, &call.manager, Some("binding"));
+            match self
+                .store
+                .update(&key, encode_for_storage(&bound), kv.mod_revision)
+                .await
+            {
+                Ok(_) => {
+                    return Ok(Reply::Bytes(
+                        201,
+                        crate::status::success(call.kind, &name, meta_str(&pod, "uid").unwrap_or("")),
+                    ));
+                }
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(ApiError::from_store(e, call.kind, &name)),
+            }
+        }
+        Err(ApiError::conflict(call.kind, &name))
     }
 
     /// Rejects content in a namespace that does not exist or is being deleted.

@@ -49,6 +49,8 @@ pub enum Route {
     },
     OpenApi(String),
     Resource(ResourceRequest),
+    /// A resource path, with a method it does not take.
+    MethodNotAllowed,
     NotFound,
 }
 
@@ -98,12 +100,15 @@ fn resource_route(group: &str, version: &str, rest: &[&str], method: &http::Meth
         (&http::Method::GET, Some(_)) => Verb::Get,
         (&http::Method::GET, None) if query.flag("watch") => Verb::Watch,
         (&http::Method::GET, None) => Verb::List,
+        // POST names an object only to reach a subresource of it (binding, eviction).
+        (&http::Method::POST, Some(_)) if subresource.is_none() => return Route::MethodNotAllowed,
         (&http::Method::POST, _) => Verb::Create,
+        (&http::Method::PUT | &http::Method::PATCH, None) => return Route::MethodNotAllowed,
         (&http::Method::PUT, _) => Verb::Update,
         (&http::Method::PATCH, _) => Verb::Patch,
         (&http::Method::DELETE, Some(_)) => Verb::Delete,
         (&http::Method::DELETE, None) => Verb::DeleteCollection,
-        _ => return Route::NotFound,
+        _ => return Route::MethodNotAllowed,
     };
     Route::Resource(ResourceRequest {
         group: group.to_string(),
@@ -184,6 +189,17 @@ mod tests {
         assert_eq!((r.resource.as_str(), r.namespace, r.verb), ("pods", None, Verb::Watch));
         let r = resource(Method::DELETE, "/api/v1/namespaces/ns/configmaps", "");
         assert_eq!(r.verb, Verb::DeleteCollection);
+        let q = Query::default();
+        assert_eq!(
+            route(&Method::POST, "/api/v1/namespaces/ns/pods/p", &q),
+            Route::MethodNotAllowed
+        );
+        assert_eq!(
+            route(&Method::PUT, "/api/v1/namespaces/ns/pods", &q),
+            Route::MethodNotAllowed
+        );
+        let r = resource(Method::POST, "/api/v1/namespaces/ns/pods/p/binding", "");
+        assert_eq!((r.verb, r.subresource.as_deref()), (Verb::Create, Some("binding")));
     }
 
     #[test]

@@ -186,6 +186,7 @@ impl Server {
                 .map(|d| json_response(200, &d))
                 .ok_or_else(ApiError::route_not_found),
             Route::OpenApi(path) => self.openapi(&path),
+            Route::MethodNotAllowed => Err(ApiError::method_not_allowed()),
             Route::NotFound => Err(ApiError::route_not_found()),
             Route::Resource(resource) => self.resource(request, resource, &query, &accept).await,
         }

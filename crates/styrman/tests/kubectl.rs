@@ -666,3 +666,175 @@ fn compacted_history_gives_410_to_old_watches() {
         std::thread::sleep(std::time::Duration::from_millis(300));
     }
 }
+
+/// curl with the admin's client certificate, for requests kubectl cannot make.
+fn curl(c: &Cluster, args: &[&str]) -> (u16, String) {
+    let pki = c.data_dir().join("pki");
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "-o", "-", "-w", "\n%{http_code}"])
+        .arg("--cacert")
+        .arg(pki.join("ca.crt"))
+        .arg("--cert")
+        .arg(pki.join("admin.crt"))
+        .arg("--key")
+        .arg(pki.join("admin.key"))
+        .args(args)
+        .output()
+        .expect("curl runs");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let (body, code) = text.rsplit_once('\n').unwrap();
+    (code.parse().unwrap(), body.to_string())
+}
+
+#[test]
+fn bad_requests_get_their_status() {
+    let c = cluster();
+    let base = format!("https://127.0.0.1:{}", c.port());
+    let pods = format!("{base}/api/v1/namespaces/default/pods");
+    let status = |body: &str| json(body);
+
+    let (code, body) = curl(
+        &c,
+        &[
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/json",
+            "--data",
+            "{not json",
+            &pods,
+        ],
+    );
+    assert_eq!(
+        (code, status(&body)["reason"].as_str()),
+        (400, Some("BadRequest")),
+        "{body}"
+    );
+
+    let (code, body) = curl(
+        &c,
+        &["-X", "POST", "-H", "Content-Type: text/plain", "--data", "x", &pods],
+    );
+    assert_eq!(
+        (code, status(&body)["reason"].as_str()),
+        (415, Some("UnsupportedMediaType")),
+        "{body}"
+    );
+
+    let big = c.data_dir().join("big.json");
+    std::fs::write(&big, format!("{{\"kind\":\"ConfigMap\",\"apiVersion\":\"v1\",\"metadata\":{{\"name\":\"big\"}},\"data\":{{\"a\":\"{}\"}}}}", "x".repeat(3 * 1024 * 1024 + 10))).unwrap();
+    let (code, body) = curl(
+        &c,
+        &[
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            &format!("@{}", big.display()),
+            &format!("{base}/api/v1/namespaces/default/configmaps"),
+        ],
+    );
+    assert_eq!(
+        (code, status(&body)["reason"].as_str()),
+        (413, Some("RequestEntityTooLarge")),
+        "{body}"
+    );
+    assert!(
+        c.kubectl_err(&["get", "cm", "big"]).contains("NotFound"),
+        "nothing half-written"
+    );
+
+    let (code, body) = curl(
+        &c,
+        &[
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/json",
+            "--data",
+            "{}",
+            &format!("{pods}/somepod"),
+        ],
+    );
+    assert_eq!(
+        (code, status(&body)["reason"].as_str()),
+        (405, Some("MethodNotAllowed")),
+        "{body}"
+    );
+
+    let (code, body) = curl(
+        &c,
+        &[
+            "-X",
+            "PATCH",
+            "-H",
+            "Content-Type: application/apply-patch+cbor",
+            "--data",
+            "{}",
+            &format!("{pods}/somepod"),
+        ],
+    );
+    assert_eq!(code, 415, "{body}");
+
+    let (code, body) = curl(&c, &[&format!("{base}/apis/nosuch.example.com/v1/widgets")]);
+    assert_eq!(code, 404, "{body}");
+    assert_eq!(
+        status(&body)["message"],
+        "the server could not find the requested resource"
+    );
+
+    let (code, body) = curl(&c, &[&format!("{pods}?resourceVersionMatch=Exact")]);
+    assert_eq!(
+        (code, status(&body)["reason"].as_str()),
+        (422, Some("Invalid")),
+        "{body}"
+    );
+    let (code, body) = curl(&c, &[&format!("{pods}?continue=garbage")]);
+    assert_eq!(code, 400, "{body}");
+    let (code, body) = curl(
+        &c,
+        &[
+            &format!("{pods}?fieldValidation=Sometimes"),
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/json",
+            "--data",
+            r#"{"kind":"Pod","apiVersion":"v1","metadata":{"name":"p"}}"#,
+        ],
+    );
+    assert_eq!(
+        (code, status(&body)["reason"].as_str()),
+        (422, Some("Invalid")),
+        "{body}"
+    );
+
+    // The server is still serving.
+    c.kubectl_ok(&["get", "namespaces"]);
+}
+
+#[test]
+fn pods_are_bound_once() {
+    let c = cluster();
+    c.apply("apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  containers:\n  - name: c\n    image: busybox\n");
+    let binding = c.data_dir().join("binding.json");
+    std::fs::write(
+        &binding,
+        r#"{"apiVersion":"v1","kind":"Binding","metadata":{"name":"p"},"target":{"kind":"Node","name":"node-1"}}"#,
+    )
+    .unwrap();
+    let path = "/api/v1/namespaces/default/pods/p/binding";
+    c.kubectl_ok(&["create", "--raw", path, "-f", &binding.display().to_string()]);
+    let pod = json(&c.kubectl_ok(&["get", "pod", "p", "-o", "json"]));
+    assert_eq!(pod["spec"]["nodeName"], "node-1");
+    assert!(
+        pod["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["type"] == "PodScheduled" && c["status"] == "True")
+    );
+    let err = c.kubectl_err(&["create", "--raw", path, "-f", &binding.display().to_string()]);
+    assert!(err.contains("is already assigned to node"), "{err}");
+}
