@@ -70,6 +70,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}:{}", config.bind_address, config.secure_port))?;
     let port = listener.local_addr()?.port();
+    let endpoint_ip = if config.bind_address.is_unspecified() {
+        "127.0.0.1".parse()?
+    } else {
+        config.bind_address
+    };
+    bootstrap::ensure_kubernetes_service(&store, endpoint_ip, port)
+        .await
+        .context("cannot create the kubernetes service")?;
     let client_host = if config.bind_address.is_unspecified() || config.bind_address.is_loopback() {
         "127.0.0.1".to_string()
     } else {

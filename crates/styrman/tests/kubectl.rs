@@ -65,6 +65,17 @@ fn a_new_cluster_has_its_namespaces_and_reports_1_33() {
     let version = json(&c.kubectl_ok(&["version", "-o", "json"]));
     assert_eq!(version["serverVersion"]["minor"], "33");
     assert_eq!(version["serverVersion"]["gitVersion"], "v1.33.0");
+    // Pods find the API server through the kubernetes service.
+    assert_eq!(
+        c.kubectl_ok(&["get", "svc", "kubernetes", "-o", "jsonpath={.spec.clusterIP}"]),
+        "10.96.0.1"
+    );
+    let endpoints = json(&c.kubectl_ok(&["get", "endpoints", "kubernetes", "-o", "json"]));
+    assert_eq!(endpoints["subsets"][0]["ports"][0]["port"], c.port());
+    assert!(
+        c.kubectl_ok(&["cluster-info"])
+            .contains(&format!("is running at https://127.0.0.1:{}", c.port()))
+    );
 }
 
 #[test]
@@ -837,4 +848,33 @@ fn pods_are_bound_once() {
     );
     let err = c.kubectl_err(&["create", "--raw", path, "-f", &binding.display().to_string()]);
     assert!(err.contains("is already assigned to node"), "{err}");
+}
+
+#[test]
+fn edit_with_an_editor_and_all_namespaces() {
+    let c = cluster();
+    c.apply(DEPLOYMENT);
+    c.kubectl_ok(&["create", "namespace", "other"]);
+    c.apply("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: elsewhere\n  namespace: other\n");
+    let out = c
+        .kubectl_command(&["edit", "deploy", "nginx-hpa"])
+        .env("KUBE_EDITOR", "sed -i s/replicas:\\ 1/replicas:\\ 5/")
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("deployment.apps/nginx-hpa edited"),
+        "{out:?}"
+    );
+    assert_eq!(
+        c.kubectl_ok(&["get", "deploy", "nginx-hpa", "-o", "jsonpath={.spec.replicas}"]),
+        "5"
+    );
+
+    let all = c.kubectl_ok(&["get", "cm", "-A"]);
+    let header: Vec<&str> = all.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["NAMESPACE", "NAME", "DATA", "AGE"]);
+    assert!(
+        all.lines().any(|l| l.starts_with("other") && l.contains("elsewhere")),
+        "{all}"
+    );
 }
