@@ -141,7 +141,7 @@ impl Registry {
 
     /// Objects under the call's prefix matching its selectors, one page: (items, list
     /// revision, continue token).
-    async fn list_page(&self, call: &Call<'_>) -> ApiResult<(Vec<Value>, Revision, Option<String>)> {
+    async fn list_page(&self, call: &Call<'_>) -> ApiResult<(Vec<ListItem>, Revision, Option<String>)> {
         let labels = LabelSelector::parse(call.query.get("labelSelector").unwrap_or(""))?;
         let fields = FieldSelector::parse(call.query.get("fieldSelector").unwrap_or(""), call.kind)?;
         let limit = call.query.number("limit")?.unwrap_or(0) as usize;
@@ -172,13 +172,20 @@ impl Registry {
             read_at = Some(page.revision);
             let mut last_key = None;
             for kv in page.kvs {
-                let object = decode_from_storage(&kv.value, kv.mod_revision).map_err(ApiError::internal)?;
-                last_key = Some(kv.key);
-                if labels.matches(&object) && fields.matches(&object) {
-                    items.push(object);
-                    if limit > 0 && items.len() == limit {
-                        break;
+                last_key = Some(kv.key.clone());
+                // Objects are decoded only when a selector needs to look inside them.
+                let object = if labels.is_empty() && fields.is_empty() {
+                    None
+                } else {
+                    let object = decode_from_storage(&kv.value, kv.mod_revision).map_err(ApiError::internal)?;
+                    if !(labels.matches(&object) && fields.matches(&object)) {
+                        continue;
                     }
+                    Some(object)
+                };
+                items.push(ListItem { kv, object });
+                if limit > 0 && items.len() == limit {
+                    break;
                 }
             }
             let full = limit > 0 && items.len() == limit;
@@ -253,16 +260,33 @@ impl Registry {
             metadata["continue"] = json!(t);
         }
         Ok(match call.shape {
-            Shape::Table(include) => Reply::Json(200, table::table(call.kind, &items, metadata, include, true)),
-            Shape::Object => Reply::Json(
-                200,
-                json!({
-                    "kind": format!("{}List", call.kind.kind),
-                    "apiVersion": call.kind.api_version(),
-                    "metadata": metadata,
-                    "items": items,
-                }),
-            ),
+            Shape::Table(include) => {
+                let objects = items
+                    .into_iter()
+                    .map(ListItem::into_object)
+                    .collect::<ApiResult<Vec<_>>>()?;
+                Reply::Json(200, table::table(call.kind, &objects, metadata, include, true))
+            }
+            Shape::Object => {
+                // Written out directly: the stored bytes are already the objects' JSON, so a
+                // list of thousands costs a copy each, not a parse and a print.
+                let mut body = Vec::with_capacity(items.iter().map(|i| i.kv.value.len() + 32).sum::<usize>() + 256);
+                body.extend_from_slice(b"{\"kind\":");
+                serde_json::to_writer(&mut body, &format!("{}List", call.kind.kind)).expect("JSON encodes");
+                body.extend_from_slice(b",\"apiVersion\":");
+                serde_json::to_writer(&mut body, &call.kind.api_version()).expect("JSON encodes");
+                body.extend_from_slice(b",\"metadata\":");
+                serde_json::to_writer(&mut body, &metadata).expect("JSON encodes");
+                body.extend_from_slice(b",\"items\":[");
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        body.push(b',');
+                    }
+                    item.write_json(&mut body)?;
+                }
+                body.extend_from_slice(b"]}\n");
+                Reply::Bytes(200, body)
+            }
         })
     }
 
@@ -342,6 +366,8 @@ impl Registry {
         };
         let kind = call.kind;
         let shape = call.shape;
+        // Whole objects, no selectors: events go out as the stored bytes, never decoded.
+        let plain = shape == Shape::Object && labels.is_empty() && fields.is_empty();
         tokio::spawn(async move {
             let mut encoder = EventEncoder {
                 kind,
@@ -389,10 +415,14 @@ impl Registry {
                 };
                 for event in events.iter() {
                     delivered = delivered.max(event.revision());
-                    let Some((kind_of_event, object)) = watch_event(event, &labels, &fields) else {
-                        continue;
+                    let line = if plain {
+                        raw_event_line(event)
+                    } else {
+                        watch_event(event, &labels, &fields)
+                            .map(|(kind_of_event, object)| encoder.line(kind_of_event, &object))
                     };
-                    if tx.send(encoder.line(kind_of_event, &object)).await.is_err() {
+                    let Some(line) = line else { continue };
+                    if tx.send(line).await.is_err() {
                         return;
                     }
                 }
@@ -756,6 +786,7 @@ impl Registry {
         let (items, revision, _) = self.list_page(call).await?;
         let mut deleted = Vec::new();
         for item in items {
+            let item = item.into_object()?;
             let name = object::name(&item).to_string();
             let request = ResourceRequest {
                 name: Some(name),
@@ -785,6 +816,29 @@ impl Registry {
                 "items": deleted,
             }),
         ))
+    }
+}
+
+/// One object of a list: its stored bytes, and the object itself when a selector decoded it.
+struct ListItem {
+    kv: KeyValue,
+    object: Option<Value>,
+}
+
+impl ListItem {
+    fn into_object(self) -> ApiResult<Value> {
+        match self.object {
+            Some(object) => Ok(object),
+            None => decode_from_storage(&self.kv.value, self.kv.mod_revision).map_err(ApiError::internal),
+        }
+    }
+
+    fn write_json(&self, out: &mut Vec<u8>) -> ApiResult<()> {
+        match &self.object {
+            Some(object) => serde_json::to_writer(&mut *out, object).map_err(ApiError::internal),
+            None => object::write_with_resource_version(&self.kv.value, self.kv.mod_revision, out)
+                .map_err(ApiError::internal),
+        }
     }
 }
 
@@ -862,6 +916,23 @@ fn watch_event(
             }
         }
     }
+}
+
+/// A watch event straight from the store's bytes (no selectors to apply).
+fn raw_event_line(event: &styrman_store::Event) -> Option<Bytes> {
+    let (kind_of_event, stored) = match (event.kind, &event.prev) {
+        (EventKind::Put, None) => ("ADDED", &event.kv.value),
+        (EventKind::Put, Some(_)) => ("MODIFIED", &event.kv.value),
+        (EventKind::Delete, Some(prev)) => ("DELETED", &prev.value),
+        (EventKind::Delete, None) => return None,
+    };
+    let mut line = Vec::with_capacity(stored.len() + 64);
+    line.extend_from_slice(b"{\"type\":\"");
+    line.extend_from_slice(kind_of_event.as_bytes());
+    line.extend_from_slice(b"\",\"object\":");
+    object::write_with_resource_version(stored, event.revision(), &mut line).ok()?;
+    line.extend_from_slice(b"}\n");
+    Some(Bytes::from(line))
 }
 
 struct EventEncoder {

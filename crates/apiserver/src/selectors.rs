@@ -36,6 +36,10 @@ impl LabelSelector {
         Ok(LabelSelector(requirements))
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// Whether an object's `metadata.labels` satisfy every requirement.
     pub fn matches(&self, object: &Value) -> bool {
         let labels = object.pointer("/metadata/labels").and_then(Value::as_object);
@@ -189,6 +193,10 @@ impl FieldSelector {
             terms.push((field.to_string(), negated, value.trim().to_string()));
         }
         Ok(FieldSelector(terms))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 
     pub fn matches(&self, object: &Value) -> bool {

@@ -878,3 +878,38 @@ fn edit_with_an_editor_and_all_namespaces() {
         "{all}"
     );
 }
+
+#[test]
+fn raw_watches_replay_changes_after_a_resource_version() {
+    let c = cluster();
+    let list = json(&c.kubectl_ok(&["get", "--raw", "/api/v1/namespaces/default/configmaps"]));
+    let rv = list["metadata"]["resourceVersion"].as_str().unwrap().to_string();
+    c.apply("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: w\ndata:\n  v: \"1\"\n");
+    c.kubectl_ok(&["patch", "cm", "w", "--type=merge", "-p", r#"{"data":{"v":"2"}}"#]);
+    c.kubectl_ok(&["delete", "cm", "w"]);
+    // A watch from before the changes replays them all, then ends at its timeout.
+    let out = c.kubectl_ok(&[
+        "get",
+        "--raw",
+        &format!("/api/v1/namespaces/default/configmaps?watch=1&resourceVersion={rv}&timeoutSeconds=1"),
+    ]);
+    let events: Vec<Value> = out.lines().map(json).collect();
+    let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["ADDED", "MODIFIED", "DELETED"], "{out}");
+    assert_eq!(events[1]["object"]["data"]["v"], "2");
+    let rvs: Vec<i64> = events
+        .iter()
+        .map(|e| {
+            e["object"]["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    assert!(
+        rvs.windows(2).all(|w| w[0] < w[1]) && rvs[0] > rv.parse().unwrap(),
+        "{rvs:?}"
+    );
+    assert_eq!(events[2]["object"]["metadata"]["name"], "w");
+}
