@@ -29,6 +29,7 @@ mod strategic;
 mod strategy;
 mod table;
 mod validation;
+mod watchcache;
 mod yaml;
 
 use std::net::{IpAddr, SocketAddr};

@@ -43,6 +43,7 @@ const WATCH_TIMEOUT: Duration = Duration::from_secs(1800);
 #[derive(Clone)]
 pub struct Registry {
     store: Store,
+    cache: std::sync::Arc<crate::watchcache::WatchCache>,
     services: std::sync::Arc<crate::services::Allocator>,
 }
 
@@ -103,6 +104,7 @@ impl Call<'_> {
 impl Registry {
     pub fn new(store: Store) -> Registry {
         Registry {
+            cache: std::sync::Arc::new(crate::watchcache::WatchCache::new(store.clone())),
             store,
             services: Default::default(),
         }
@@ -354,7 +356,8 @@ impl Registry {
                 (objects, page.revision)
             }
         };
-        let stream = match self.store.watch(&prefix, from).await {
+        let resource_prefix = keys::prefix(call.kind.storage, None);
+        let stream = match self.cache.watch(&resource_prefix, &prefix, from).await {
             Ok(s) => s,
             Err(StoreError::Compacted { compacted, .. }) => {
                 let gone = ApiError::expired(format!("too old resource version: {from} ({compacted})"));

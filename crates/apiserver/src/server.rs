@@ -9,7 +9,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::StreamExt;
 use http::{HeaderValue, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full, Limited, StreamBody, combinators::UnsyncBoxBody};
+use http_body_util::{BodyExt, Full, StreamBody, combinators::UnsyncBoxBody};
 use hyper::body::{Frame, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::server::WebPkiClientVerifier;
@@ -160,6 +160,11 @@ impl Server {
     }
 
     async fn route(&self, request: Request<Incoming>, user: &User) -> ApiResult<Response<Body>> {
+        // The body is read before anything can fail: answering while the client is still
+        // sending makes HTTP/2 reset the stream, and the client never sees the Status.
+        let (parts, body) = request.into_parts();
+        let body = read_body(body).await?;
+        let request = Request::from_parts(parts, body);
         let query = Query::parse(request.uri().query());
         let route = request::route(request.method(), request.uri().path(), &query);
         let public = matches!(route, Route::Version | Route::Health(_));
@@ -208,7 +213,7 @@ impl Server {
 
     async fn resource(
         &self,
-        request: Request<Incoming>,
+        request: Request<Bytes>,
         resource: ResourceRequest,
         query: &Query,
         accept: &str,
@@ -233,7 +238,7 @@ impl Server {
                     .to_string()
             });
         let content_type = header_str(&request, header::CONTENT_TYPE).to_string();
-        let body = read_body(request).await?;
+        let body = request.into_body();
         let call = Call {
             kind,
             request: &resource,
@@ -336,12 +341,26 @@ fn negotiate(accept: &str, query: &Query) -> ApiResult<Shape> {
     Err(ApiError::not_acceptable())
 }
 
-async fn read_body(request: Request<Incoming>) -> ApiResult<Bytes> {
-    match Limited::new(request.into_body(), MAX_BODY).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(ApiError::too_large()),
-        Err(e) => Err(ApiError::bad_request(format!("cannot read the request body: {e}"))),
+/// Reads a request body of at most [`MAX_BODY`] bytes. A larger one is read on (and thrown
+/// away, up to a bound) before the 413, so the client, still sending, sees the answer instead
+/// of a reset connection.
+async fn read_body(mut body: Incoming) -> ApiResult<Bytes> {
+    let mut collected = Vec::new();
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}")))?;
+        let Ok(data) = frame.into_data() else { continue };
+        total += data.len();
+        if total <= MAX_BODY {
+            collected.extend_from_slice(&data);
+        } else if total > 8 * MAX_BODY {
+            break;
+        }
     }
+    if total > MAX_BODY {
+        return Err(ApiError::too_large());
+    }
+    Ok(Bytes::from(collected))
 }
 
 const BODY_TYPES: &[&str] = &[

@@ -20,6 +20,12 @@ pub struct WatchStream {
 impl WatchStream {
     /// Wraps a backend's stream, ending it after its first error.
     pub(crate) fn new(stream: impl Stream<Item = Result<EventBatch>> + Send + 'static) -> WatchStream {
+        WatchStream::from_stream(stream)
+    }
+
+    /// A watch made of any stream of batches (a cache in front of the store, say), ending after
+    /// its first error.
+    pub fn from_stream(stream: impl Stream<Item = Result<EventBatch>> + Send + 'static) -> WatchStream {
         let mut failed = false;
         let inner = stream
             .take_while(move |item| {

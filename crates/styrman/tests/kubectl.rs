@@ -694,6 +694,11 @@ fn curl(c: &Cluster, args: &[&str]) -> (u16, String) {
         .expect("curl runs");
     let text = String::from_utf8(out.stdout).unwrap();
     let (body, code) = text.rsplit_once('\n').unwrap();
+    assert!(
+        !body.is_empty(),
+        "curl {args:?}: no body (code {code}): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     (code.parse().unwrap(), body.to_string())
 }
 
@@ -702,7 +707,8 @@ fn bad_requests_get_their_status() {
     let c = cluster();
     let base = format!("https://127.0.0.1:{}", c.port());
     let pods = format!("{base}/api/v1/namespaces/default/pods");
-    let status = |body: &str| json(body);
+    let status =
+        |body: &str| serde_json::from_str::<Value>(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body:?}"));
 
     let (code, body) = curl(
         &c,
