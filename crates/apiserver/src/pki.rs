@@ -152,15 +152,7 @@ fn issue_serving(issuer: &Issuer<'_, KeyPair>, hosts: &[String]) -> anyhow::Resu
             Err(_) => Ok(SanType::DnsName(h.as_str().try_into()?)),
         })
         .collect::<Result<_, rcgen::Error>>()?;
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    validity(&mut params);
-    let key = KeyPair::generate()?;
-    let cert = params.signed_by(&key, issuer)?;
-    Ok(CertAndKey {
-        cert_pem: cert.pem(),
-        key_pem: key.serialize_pem(),
-    })
+    sign(params, ExtendedKeyUsagePurpose::ServerAuth, issuer)
 }
 
 /// A client certificate: the common name is the user, each organisation a group.
@@ -172,8 +164,17 @@ pub fn issue_client(issuer: &Issuer<'_, KeyPair>, user: &str, groups: &[&str]) -
         name.push(DnType::OrganizationName, *group);
     }
     params.distinguished_name = name;
+    sign(params, ExtendedKeyUsagePurpose::ClientAuth, issuer)
+}
+
+/// Issues a leaf certificate for one purpose (server or client authentication) with a new key.
+fn sign(
+    mut params: CertificateParams,
+    purpose: ExtendedKeyUsagePurpose,
+    issuer: &Issuer<'_, KeyPair>,
+) -> anyhow::Result<CertAndKey> {
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    params.extended_key_usages = vec![purpose];
     validity(&mut params);
     let key = KeyPair::generate()?;
     let cert = params.signed_by(&key, issuer)?;

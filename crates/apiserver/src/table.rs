@@ -131,19 +131,7 @@ fn columns(kind: &Kind) -> Vec<Column> {
                 json!(int(o, "/status/numberAvailable"))
             }));
             columns.push(col("Node Selector", "string", |o| {
-                let selector = o.pointer("/spec/template/spec/nodeSelector").and_then(Value::as_object);
-                let pairs: Vec<String> = selector
-                    .map(|m| {
-                        m.iter()
-                            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                json!(if pairs.is_empty() {
-                    "<none>".to_string()
-                } else {
-                    pairs.join(",")
-                })
+                label_pairs(o.pointer("/spec/template/spec/nodeSelector"))
             }));
         }
         ("batch", "Job") => {
@@ -316,19 +304,7 @@ fn columns(kind: &Kind) -> Vec<Column> {
             columns.push(wide("Containers", "string", |o| containers(o, "name")));
             columns.push(wide("Images", "string", |o| containers(o, "image")));
             columns.push(wide("Selector", "string", |o| {
-                let labels = o.pointer("/spec/selector/matchLabels").and_then(Value::as_object);
-                let pairs: Vec<String> = labels
-                    .map(|m| {
-                        m.iter()
-                            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                json!(if pairs.is_empty() {
-                    "<none>".to_string()
-                } else {
-                    pairs.join(",")
-                })
+                label_pairs(o.pointer("/spec/selector/matchLabels"))
             }));
             return columns;
         }
@@ -391,6 +367,23 @@ fn node_address(o: &Value, kind: &str) -> Value {
         .and_then(|a| a.iter().find(|a| a["type"] == kind))
         .and_then(|a| a["address"].as_str());
     json!(address.unwrap_or("<none>"))
+}
+
+/// A map of labels as `k=v,k2=v2`, or `<none>`.
+fn label_pairs(map: Option<&Value>) -> Value {
+    let pairs: Vec<String> = map
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                .collect()
+        })
+        .unwrap_or_default();
+    json!(if pairs.is_empty() {
+        "<none>".to_string()
+    } else {
+        pairs.join(",")
+    })
 }
 
 fn containers(o: &Value, field: &str) -> Value {

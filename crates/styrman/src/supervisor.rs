@@ -58,21 +58,13 @@ async fn keep_running(exe: &std::path::Path, component: Component) {
 
 fn spawn(exe: &std::path::Path, component: &Component) -> std::io::Result<Child> {
     tracing::info!(component = component.name, "starting");
-    let mut command = Command::new(exe);
-    command.arg(component.name).args(&component.args).kill_on_drop(true);
+    let mut command = std::process::Command::new(exe);
+    command.arg(component.name).args(&component.args);
     // A component must not outlive its supervisor, even one that was SIGKILLed: a restarted
     // supervisor would find the ports taken.
-    // SAFETY: prctl with constant arguments is async-signal-safe and touches no memory of the
-    // parent, which is all a pre_exec closure may do.
-    #[allow(unsafe_code)]
-    unsafe {
-        command.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    styrman_sys::die_with_parent(&mut command);
+    let mut command = Command::from(command);
+    command.kill_on_drop(true);
     command.spawn()
 }
 
