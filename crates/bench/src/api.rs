@@ -75,22 +75,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let rss_empty = rss_kib(pid)?;
 
     // Creates.
-    let (creates, elapsed) = timed_in_parallel(options.clients, options.pods, {
-        let (client, base) = (client.clone(), server.base.clone());
-        move |i| {
-            let (client, base) = (client.clone(), base.clone());
-            async move {
-                request(
-                    &client,
-                    "POST",
-                    &format!("{base}/api/v1/namespaces/default/pods"),
-                    Some(pod(i)),
-                )
-                .await
-            }
-        }
-    })
-    .await?;
+    let (creates, elapsed) = create_pods(&client, &server.base, options.clients, options.pods, 0).await?;
     let rss_full = rss_kib(pid)?;
     println!(
         "\n{:<10} {:>10} {:>9} {:>9} {:>9}",
@@ -185,22 +170,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         }));
     }
     let watch_start = Instant::now();
-    let (_, create_elapsed) = timed_in_parallel(options.clients, extra, {
-        let (client, base) = (client.clone(), server.base.clone());
-        move |i| {
-            let (client, base) = (client.clone(), base.clone());
-            async move {
-                request(
-                    &client,
-                    "POST",
-                    &format!("{base}/api/v1/namespaces/default/pods"),
-                    Some(pod(1_000_000 + i)),
-                )
-                .await
-            }
-        }
-    })
-    .await?;
+    let (_, create_elapsed) = create_pods(&client, &server.base, options.clients, extra, 1_000_000).await?;
     let mut last_seen = watch_start;
     for w in watchers {
         last_seen = last_seen.max(w.await??);
@@ -332,6 +302,22 @@ async fn request_body(client: &HttpsClient, method: &str, uri: &str) -> anyhow::
         bail!("{method} {uri}: {status}");
     }
     Ok(body)
+}
+
+/// Creates `count` pods named from `first` on, over `workers` concurrent clients.
+async fn create_pods(
+    client: &HttpsClient,
+    base: &str,
+    workers: usize,
+    count: usize,
+    first: usize,
+) -> anyhow::Result<(Vec<Duration>, Duration)> {
+    let (client, uri) = (client.clone(), format!("{base}/api/v1/namespaces/default/pods"));
+    timed_in_parallel(workers, count, move |i| {
+        let (client, uri) = (client.clone(), uri.clone());
+        async move { request(&client, "POST", &uri, Some(pod(first + i))).await }
+    })
+    .await
 }
 
 /// Runs `count` operations over `workers` concurrent tasks; returns each one's latency and
