@@ -248,7 +248,7 @@ pub static KINDS: &[Kind] = &[
     kind("batch", "v1", "Job", "jobs", "job", true)
         .all()
         .subresources(&[status("batch", "v1", "Job")]),
-    // autoscaling/v2 (v1 follows once the two representations convert)
+    // autoscaling/v2, the preferred and stored version
     kind(
         "autoscaling",
         "v2",
@@ -260,6 +260,18 @@ pub static KINDS: &[Kind] = &[
     .short(&["hpa"])
     .all()
     .subresources(&[status("autoscaling", "v2", "HorizontalPodAutoscaler")]),
+    // autoscaling/v1: the same objects, stored as v2 (see conversion.rs)
+    kind(
+        "autoscaling",
+        "v1",
+        "HorizontalPodAutoscaler",
+        "horizontalpodautoscalers",
+        "horizontalpodautoscaler",
+        true,
+    )
+    .short(&["hpa"])
+    .all()
+    .subresources(&[status("autoscaling", "v1", "HorizontalPodAutoscaler")]),
     // coordination.k8s.io/v1
     kind("coordination.k8s.io", "v1", "Lease", "leases", "lease", true),
     // discovery.k8s.io/v1
@@ -404,7 +416,10 @@ mod tests {
             assert_eq!(k.plural, k.plural.to_lowercase());
             assert_eq!(k.singular, k.kind.to_lowercase(), "{}", k.kind);
         }
-        let short: Vec<_> = KINDS.iter().flat_map(|k| k.short_names).collect();
+        // A resource served in several versions repeats its short names in each.
+        let mut resources: Vec<_> = KINDS.iter().map(|k| (k.group, k.plural, k.short_names)).collect();
+        resources.dedup();
+        let short: Vec<_> = resources.iter().flat_map(|(_, _, s)| *s).collect();
         let unique: std::collections::HashSet<_> = short.iter().collect();
         assert_eq!(short.len(), unique.len(), "short names clash");
     }
@@ -417,6 +432,7 @@ mod tests {
             .map(|k| k.plural)
             .collect();
         all.sort();
+        all.dedup();
         assert_eq!(
             all,
             [

@@ -7,6 +7,7 @@
 //! printer derives from.
 
 mod bootstrap;
+mod conversion;
 mod defaults;
 mod discovery;
 pub mod kinds;

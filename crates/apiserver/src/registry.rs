@@ -10,8 +10,9 @@ use serde_json::{Value, json};
 use styrman_store::{EventKind, KeyValue, RangeRequest, Revision, Store, StoreError, keys};
 use tokio::sync::mpsc;
 
+use crate::conversion;
 use crate::kinds::{self, Kind};
-use crate::object::{self, decode_from_storage, encode_for_storage, meta_str, metadata_mut};
+use crate::object::{self, meta_str, metadata_mut};
 use crate::request::{Query, ResourceRequest};
 use crate::selectors::{FieldSelector, LabelSelector};
 use crate::status::{ApiError, ApiResult};
@@ -117,7 +118,7 @@ impl Registry {
             .await
             .map_err(|e| ApiError::from_store(e, kind, name))?
             .ok_or_else(|| ApiError::not_found(kind, name))?;
-        let object = decode_from_storage(&kv.value, kv.mod_revision).map_err(ApiError::internal)?;
+        let object = conversion::decode(kind, &kv.value, kv.mod_revision).map_err(ApiError::internal)?;
         Ok((object, kv))
     }
 
@@ -179,7 +180,8 @@ impl Registry {
                 let object = if labels.is_empty() && fields.is_empty() {
                     None
                 } else {
-                    let object = decode_from_storage(&kv.value, kv.mod_revision).map_err(ApiError::internal)?;
+                    let object =
+                        conversion::decode(call.kind, &kv.value, kv.mod_revision).map_err(ApiError::internal)?;
                     if !(labels.matches(&object) && fields.matches(&object)) {
                         continue;
                     }
@@ -265,7 +267,7 @@ impl Registry {
             Shape::Table(include) => {
                 let objects = items
                     .into_iter()
-                    .map(ListItem::into_object)
+                    .map(|i| i.into_object(call.kind))
                     .collect::<ApiResult<Vec<_>>>()?;
                 Reply::Json(200, table::table(call.kind, &objects, metadata, include, true))
             }
@@ -284,7 +286,7 @@ impl Registry {
                     if i > 0 {
                         body.push(b',');
                     }
-                    item.write_json(&mut body)?;
+                    item.write_json(call.kind, &mut body)?;
                 }
                 body.extend_from_slice(b"]}\n");
                 Reply::Bytes(200, body)
@@ -350,7 +352,7 @@ impl Registry {
                 let objects = page
                     .kvs
                     .iter()
-                    .filter_map(|kv| decode_from_storage(&kv.value, kv.mod_revision).ok())
+                    .filter_map(|kv| conversion::decode(call.kind, &kv.value, kv.mod_revision).ok())
                     .filter(|o| labels.matches(o) && fields.matches(o))
                     .collect::<Vec<_>>();
                 (objects, page.revision)
@@ -370,7 +372,7 @@ impl Registry {
         let kind = call.kind;
         let shape = call.shape;
         // Whole objects, no selectors: events go out as the stored bytes, never decoded.
-        let plain = shape == Shape::Object && labels.is_empty() && fields.is_empty();
+        let plain = shape == Shape::Object && labels.is_empty() && fields.is_empty() && !conversion::converts(kind);
         tokio::spawn(async move {
             let mut encoder = EventEncoder {
                 kind,
@@ -421,7 +423,7 @@ impl Registry {
                     let line = if plain {
                         raw_event_line(event)
                     } else {
-                        watch_event(event, &labels, &fields)
+                        watch_event(kind, event, &labels, &fields)
                             .map(|(kind_of_event, object)| encoder.line(kind_of_event, &object))
                     };
                     let Some(line) = line else { continue };
@@ -495,7 +497,7 @@ impl Registry {
         let key = call.key(&name);
         let revision = self
             .store
-            .create(&key, encode_for_storage(&object))
+            .create(&key, conversion::encode(call.kind, &object))
             .await
             .map_err(|e| ApiError::from_store(e, call.kind, &name))?;
         object::set_resource_version(&mut object, revision);
@@ -553,7 +555,7 @@ impl Registry {
             crate::managed::record(call.kind, Some(&pod), &mut bound, &call.manager, Some("binding"));
             match self
                 .store
-                .update(&key, encode_for_storage(&bound), kv.mod_revision)
+                .update(&key, conversion::encode(call.kind, &bound), kv.mod_revision)
                 .await
             {
                 Ok(_) => {
@@ -658,7 +660,7 @@ impl Registry {
         }
         let new_revision = self
             .store
-            .update(key, encode_for_storage(&updated), revision)
+            .update(key, conversion::encode(call.kind, &updated), revision)
             .await
             .map_err(|e| ApiError::from_store(e, call.kind, name))?;
         object::set_resource_version(&mut updated, new_revision);
@@ -760,7 +762,7 @@ impl Registry {
             let mut deferred = deferred;
             let revision = self
                 .store
-                .update(&key, encode_for_storage(&deferred), kv.mod_revision)
+                .update(&key, conversion::encode(call.kind, &deferred), kv.mod_revision)
                 .await
                 .map_err(|e| ApiError::from_store(e, call.kind, &name))?;
             object::set_resource_version(&mut deferred, revision);
@@ -789,7 +791,7 @@ impl Registry {
         let (items, revision, _) = self.list_page(call).await?;
         let mut deleted = Vec::new();
         for item in items {
-            let item = item.into_object()?;
+            let item = item.into_object(call.kind)?;
             let name = object::name(&item).to_string();
             let request = ResourceRequest {
                 name: Some(name),
@@ -829,16 +831,21 @@ struct ListItem {
 }
 
 impl ListItem {
-    fn into_object(self) -> ApiResult<Value> {
+    fn into_object(self, kind: &Kind) -> ApiResult<Value> {
         match self.object {
             Some(object) => Ok(object),
-            None => decode_from_storage(&self.kv.value, self.kv.mod_revision).map_err(ApiError::internal),
+            None => conversion::decode(kind, &self.kv.value, self.kv.mod_revision).map_err(ApiError::internal),
         }
     }
 
-    fn write_json(&self, out: &mut Vec<u8>) -> ApiResult<()> {
+    fn write_json(&self, kind: &Kind, out: &mut Vec<u8>) -> ApiResult<()> {
         match &self.object {
             Some(object) => serde_json::to_writer(&mut *out, object).map_err(ApiError::internal),
+            None if conversion::converts(kind) => {
+                let object =
+                    conversion::decode(kind, &self.kv.value, self.kv.mod_revision).map_err(ApiError::internal)?;
+                serde_json::to_writer(&mut *out, &object).map_err(ApiError::internal)
+            }
             None => object::write_with_resource_version(&self.kv.value, self.kv.mod_revision, out)
                 .map_err(ApiError::internal),
         }
@@ -892,6 +899,7 @@ fn check_body(kind: &Kind, body: Value) -> ApiResult<Value> {
 /// What a watcher with these selectors sees of a store event: objects entering the selection
 /// are ADDED, leaving it DELETED.
 fn watch_event(
+    kind: &Kind,
     event: &styrman_store::Event,
     labels: &LabelSelector,
     fields: &FieldSelector,
@@ -900,7 +908,7 @@ fn watch_event(
     let prev = event
         .prev
         .as_ref()
-        .and_then(|p| decode_from_storage(&p.value, p.mod_revision).ok());
+        .and_then(|p| conversion::decode(kind, &p.value, p.mod_revision).ok());
     match event.kind {
         EventKind::Delete => {
             let mut object = prev?;
@@ -908,7 +916,7 @@ fn watch_event(
             matches(&object).then_some(("DELETED", object))
         }
         EventKind::Put => {
-            let object = decode_from_storage(&event.kv.value, event.revision()).ok()?;
+            let object = conversion::decode(kind, &event.kv.value, event.revision()).ok()?;
             let now = matches(&object);
             let before = prev.as_ref().is_some_and(matches);
             match (before, now) {

@@ -919,3 +919,44 @@ fn raw_watches_replay_changes_after_a_resource_version() {
     );
     assert_eq!(events[2]["object"]["metadata"]["name"], "w");
 }
+
+#[test]
+fn autoscale_speaks_v1_and_reads_back_as_v2() {
+    let c = cluster();
+    c.apply(DEPLOYMENT);
+    // kubectl autoscale sends an autoscaling/v1 object, in protobuf.
+    c.kubectl_ok(&[
+        "autoscale",
+        "deployment",
+        "nginx-hpa",
+        "--min=2",
+        "--max=5",
+        "--cpu-percent=80",
+    ]);
+    let v2 = json(&c.kubectl_ok(&["get", "hpa", "nginx-hpa", "-o", "json"]));
+    assert_eq!(v2["apiVersion"], "autoscaling/v2");
+    assert_eq!(v2["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"], 80);
+    assert_eq!(
+        (v2["spec"]["minReplicas"].as_i64(), v2["spec"]["maxReplicas"].as_i64()),
+        (Some(2), Some(5))
+    );
+    let v1 = json(&c.kubectl_ok(&[
+        "get",
+        "--raw",
+        "/apis/autoscaling/v1/namespaces/default/horizontalpodautoscalers/nginx-hpa",
+    ]));
+    assert_eq!(v1["apiVersion"], "autoscaling/v1");
+    assert_eq!(v1["spec"]["targetCPUUtilizationPercentage"], 80);
+    assert!(v1["spec"].get("metrics").is_none());
+    let list = json(&c.kubectl_ok(&[
+        "get",
+        "--raw",
+        "/apis/autoscaling/v1/namespaces/default/horizontalpodautoscalers",
+    ]));
+    assert_eq!(list["items"][0]["spec"]["targetCPUUtilizationPercentage"], 80);
+    // Discovery prefers v2.
+    assert!(
+        c.kubectl_ok(&["api-resources", "--api-group=autoscaling"])
+            .contains("autoscaling/v2")
+    );
+}
