@@ -1,6 +1,7 @@
 //! Kinds served in more than one version keep one stored form (as kube-apiserver's storage
-//! version) and are converted on the way in and out. Today: HorizontalPodAutoscaler, stored as
-//! `autoscaling/v2` and also served as `autoscaling/v1` (what `kubectl autoscale` sends).
+//! version) and are converted on the way in and out: HorizontalPodAutoscaler, stored as
+//! `autoscaling/v2` and also served as `autoscaling/v1` (what `kubectl autoscale` sends); Event,
+//! stored as core `v1` and also served as `events.k8s.io/v1`.
 //!
 //! A v1 write carries only what v1 can say: a v2-only setting (other metrics, `behavior`) is
 //! not kept through a v1 update, where Kubernetes keeps it in annotations.
@@ -22,8 +23,13 @@ fn conversion(kind: &Kind) -> Option<&'static Conversion> {
         to_stored: hpa_v1_to_v2,
         from_stored: hpa_v2_to_v1,
     };
+    static EVENTS_V1: Conversion = Conversion {
+        to_stored: event_to_core,
+        from_stored: event_from_core,
+    };
     match (kind.group, kind.version, kind.kind) {
         ("autoscaling", "v1", "HorizontalPodAutoscaler") => Some(&HPA_V1),
+        ("events.k8s.io", "v1", "Event") => Some(&EVENTS_V1),
         _ => None,
     }
 }
@@ -101,6 +107,38 @@ fn hpa_v2_to_v1(mut o: Value) -> Value {
     o
 }
 
+/// (core v1 name, events.k8s.io/v1 name) of the fields the two Event versions name differently.
+const EVENT_RENAMES: &[(&str, &str)] = &[
+    ("involvedObject", "regarding"),
+    ("message", "note"),
+    ("source", "deprecatedSource"),
+    ("firstTimestamp", "deprecatedFirstTimestamp"),
+    ("lastTimestamp", "deprecatedLastTimestamp"),
+    ("count", "deprecatedCount"),
+    ("reportingComponent", "reportingController"),
+];
+
+fn rename(mut o: Value, api_version: &str, from_core: bool) -> Value {
+    if let Some(map) = o.as_object_mut() {
+        map.insert("apiVersion".into(), json!(api_version));
+        for (core, events) in EVENT_RENAMES {
+            let (from, to) = if from_core { (core, events) } else { (events, core) };
+            if let Some(v) = map.remove(*from) {
+                map.insert(to.to_string(), v);
+            }
+        }
+    }
+    o
+}
+
+fn event_to_core(o: Value) -> Value {
+    rename(o, "v1", false)
+}
+
+fn event_from_core(o: Value) -> Value {
+    rename(o, "events.k8s.io/v1", true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,5 +155,19 @@ mod tests {
             40
         );
         assert_eq!(hpa_v2_to_v1(v2), v1);
+    }
+
+    #[test]
+    fn events_rename_fields_both_ways() {
+        let new = json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e"},
+            "regarding": {"kind": "Pod", "name": "p"}, "note": "Scheduled", "reason": "Scheduled", "reportingController": "styrman-scheduler"});
+        let core = event_to_core(new.clone());
+        assert_eq!(core["apiVersion"], "v1");
+        assert_eq!(core["involvedObject"]["name"], "p");
+        assert_eq!(core["message"], "Scheduled");
+        assert_eq!(core["reportingComponent"], "styrman-scheduler");
+        let back = event_from_core(core);
+        assert_eq!(back["regarding"], new["regarding"]);
+        assert_eq!(back["note"], "Scheduled");
     }
 }

@@ -373,6 +373,8 @@ pub static KINDS: &[Kind] = &[
         false,
     )
     .short(&["pc"]),
+    // events.k8s.io/v1: core Events, stored as v1 (see conversion.rs)
+    kind("events.k8s.io", "v1", "Event", "events", "event", true).short(&["ev"]),
     // node.k8s.io/v1
     kind(
         "node.k8s.io",
@@ -416,10 +418,15 @@ mod tests {
             assert_eq!(k.plural, k.plural.to_lowercase());
             assert_eq!(k.singular, k.kind.to_lowercase(), "{}", k.kind);
         }
-        // A resource served in several versions repeats its short names in each.
-        let mut resources: Vec<_> = KINDS.iter().map(|k| (k.group, k.plural, k.short_names)).collect();
-        resources.dedup();
-        let short: Vec<_> = resources.iter().flat_map(|(_, _, s)| *s).collect();
+        // A resource served in several versions or groups (HPAs, events) repeats its short
+        // names in each; different resources never share one.
+        let mut pairs: Vec<_> = KINDS
+            .iter()
+            .flat_map(|k| k.short_names.iter().map(move |s| (*s, k.plural)))
+            .collect();
+        pairs.sort();
+        pairs.dedup();
+        let short: Vec<_> = pairs.iter().map(|(s, _)| s).collect();
         let unique: std::collections::HashSet<_> = short.iter().collect();
         assert_eq!(short.len(), unique.len(), "short names clash");
     }

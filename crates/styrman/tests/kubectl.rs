@@ -960,3 +960,42 @@ fn autoscale_speaks_v1_and_reads_back_as_v2() {
             .contains("autoscaling/v2")
     );
 }
+
+#[test]
+fn events_are_served_in_both_groups() {
+    let c = cluster();
+    let event = r#"{"apiVersion":"events.k8s.io/v1","kind":"Event","metadata":{"name":"pod-scheduled","namespace":"default"},
+        "eventTime":"2026-01-01T00:00:00.000000Z","reportingController":"styrman-scheduler","reportingInstance":"s-1",
+        "action":"Binding","reason":"Scheduled","regarding":{"kind":"Pod","namespace":"default","name":"web-1"},
+        "note":"Successfully assigned default/web-1 to node-1","type":"Normal"}"#;
+    let file = c.data_dir().join("event.json");
+    std::fs::write(&file, event).unwrap();
+    c.kubectl_ok(&[
+        "create",
+        "--raw",
+        "/apis/events.k8s.io/v1/namespaces/default/events",
+        "-f",
+        &file.display().to_string(),
+    ]);
+    // Core v1 readers see the same event with their field names, and can select on them.
+    let core = json(&c.kubectl_ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=web-1",
+        "-o",
+        "json",
+    ]));
+    let item = &core["items"][0];
+    assert_eq!(item["apiVersion"], "v1");
+    assert_eq!(item["involvedObject"]["name"], "web-1");
+    assert_eq!(item["message"], "Successfully assigned default/web-1 to node-1");
+    assert_eq!(item["reportingComponent"], "styrman-scheduler");
+    let back = json(&c.kubectl_ok(&[
+        "get",
+        "--raw",
+        "/apis/events.k8s.io/v1/namespaces/default/events/pod-scheduled",
+    ]));
+    assert_eq!(back["regarding"]["name"], "web-1");
+    assert_eq!(back["note"], "Successfully assigned default/web-1 to node-1");
+}
