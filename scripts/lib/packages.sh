@@ -28,6 +28,10 @@ ensure_packages() {
     "${sudo[@]}" apt-get update -qq
     DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
   fi
+  if ! python3 -c 'import kubernetes, sys; sys.exit(not kubernetes.__version__.startswith("33."))' 2>/dev/null; then
+    echo "installing the Python kubernetes client 33.x" >&2
+    python3 -m pip install --quiet --disable-pip-version-check "kubernetes==33.*" >&2
+  fi
   if ! command -v kubectl >/dev/null 2>&1; then
     echo "kubectl is not on PATH: the tests drive a real kubectl (1.32 or newer)." >&2
     echo "Debian's kubernetes-client is too old; install kubectl from the Kubernetes release." >&2
