@@ -212,6 +212,239 @@ fn columns(kind: &Kind) -> Vec<Column> {
                 text(o, "/spec/storageClassName", "")
             }));
         }
+        ("networking.k8s.io", "Ingress") => {
+            columns.push(col("Class", "string", |o| text(o, "/spec/ingressClassName", "<none>")));
+            columns.push(col("Hosts", "string", |o| {
+                let hosts: Vec<&str> = o
+                    .pointer("/spec/rules")
+                    .and_then(Value::as_array)
+                    .map(|rules| rules.iter().filter_map(|r| r["host"].as_str()).collect())
+                    .unwrap_or_default();
+                json!(if hosts.is_empty() {
+                    "*".to_string()
+                } else {
+                    hosts.join(",")
+                })
+            }));
+            columns.push(col("Address", "string", |o| {
+                let ips: Vec<&str> = o
+                    .pointer("/status/loadBalancer/ingress")
+                    .and_then(Value::as_array)
+                    .map(|i| {
+                        i.iter()
+                            .filter_map(|e| e["ip"].as_str().or_else(|| e["hostname"].as_str()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                json!(ips.join(","))
+            }));
+            columns.push(col("Ports", "string", |o| {
+                json!(if o.pointer("/spec/tls").is_some() {
+                    "80, 443"
+                } else {
+                    "80"
+                })
+            }));
+        }
+        ("networking.k8s.io", "IngressClass") => {
+            columns.push(col("Controller", "string", |o| text(o, "/spec/controller", "")));
+            columns.push(col("Parameters", "string", |o| {
+                json!(
+                    o.pointer("/spec/parameters/name")
+                        .and_then(Value::as_str)
+                        .unwrap_or("<none>")
+                )
+            }));
+        }
+        ("networking.k8s.io", "NetworkPolicy") => {
+            columns.push(col("Pod-Selector", "string", |o| {
+                label_pairs(o.pointer("/spec/podSelector/matchLabels"))
+            }));
+        }
+        ("policy", "PodDisruptionBudget") => {
+            columns.push(col("Min Available", "string", |o| {
+                intstr(o.pointer("/spec/minAvailable"))
+            }));
+            columns.push(col("Max Unavailable", "string", |o| {
+                intstr(o.pointer("/spec/maxUnavailable"))
+            }));
+            columns.push(col("Allowed Disruptions", "integer", |o| {
+                json!(int(o, "/status/disruptionsAllowed"))
+            }));
+        }
+        ("rbac.authorization.k8s.io", "Role" | "ClusterRole") | ("", "LimitRange") => {
+            columns.push(col("Created At", "date", |o| {
+                text(o, "/metadata/creationTimestamp", "")
+            }));
+            return columns;
+        }
+        ("rbac.authorization.k8s.io", "RoleBinding" | "ClusterRoleBinding") => {
+            columns.push(col("Role", "string", |o| {
+                json!(format!(
+                    "{}/{}",
+                    o.pointer("/roleRef/kind").and_then(Value::as_str).unwrap_or(""),
+                    o.pointer("/roleRef/name").and_then(Value::as_str).unwrap_or("")
+                ))
+            }));
+            columns.push(col("Age", "string", age_cell));
+            columns.push(wide("Users", "string", |o| subjects(o, "User")));
+            columns.push(wide("Groups", "string", |o| subjects(o, "Group")));
+            columns.push(wide("ServiceAccounts", "string", |o| subjects(o, "ServiceAccount")));
+            return columns;
+        }
+        ("storage.k8s.io", "StorageClass") => {
+            columns.push(col("Provisioner", "string", |o| text(o, "/provisioner", "")));
+            columns.push(col("ReclaimPolicy", "string", |o| text(o, "/reclaimPolicy", "Delete")));
+            columns.push(col("VolumeBindingMode", "string", |o| {
+                text(o, "/volumeBindingMode", "Immediate")
+            }));
+            columns.push(col("AllowVolumeExpansion", "boolean", |o| {
+                json!(o.get("allowVolumeExpansion").and_then(Value::as_bool).unwrap_or(false))
+            }));
+        }
+        ("", "PersistentVolume") => {
+            columns.push(col("Capacity", "string", |o| text(o, "/spec/capacity/storage", "")));
+            columns.push(col("Access Modes", "string", access_modes));
+            columns.push(col("Reclaim Policy", "string", |o| {
+                text(o, "/spec/persistentVolumeReclaimPolicy", "")
+            }));
+            columns.push(col("Status", "string", |o| text(o, "/status/phase", "")));
+            columns.push(col("Claim", "string", |o| {
+                match (
+                    o.pointer("/spec/claimRef/namespace").and_then(Value::as_str),
+                    o.pointer("/spec/claimRef/name").and_then(Value::as_str),
+                ) {
+                    (Some(ns), Some(name)) => json!(format!("{ns}/{name}")),
+                    _ => json!(""),
+                }
+            }));
+            columns.push(col("StorageClass", "string", |o| text(o, "/spec/storageClassName", "")));
+        }
+        ("", "ResourceQuota") => {
+            columns.push(col("Age", "string", age_cell));
+            columns.push(col("Request", "string", |o| quota(o, false)));
+            columns.push(col("Limit", "string", |o| quota(o, true)));
+            return columns;
+        }
+        ("discovery.k8s.io", "EndpointSlice") => {
+            columns.push(col("AddressType", "string", |o| text(o, "/addressType", "")));
+            columns.push(col("Ports", "string", |o| {
+                let ports: Vec<String> = o
+                    .get("ports")
+                    .and_then(Value::as_array)
+                    .map(|p| {
+                        p.iter()
+                            .filter_map(|p| p["port"].as_i64())
+                            .map(|p| p.to_string())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                json!(if ports.is_empty() {
+                    "<unset>".to_string()
+                } else {
+                    ports.join(",")
+                })
+            }));
+            columns.push(col("Endpoints", "string", |o| {
+                let addresses: Vec<&str> = o
+                    .get("endpoints")
+                    .and_then(Value::as_array)
+                    .map(|e| {
+                        e.iter()
+                            .flat_map(|e| e["addresses"].as_array().into_iter().flatten())
+                            .filter_map(Value::as_str)
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                json!(if addresses.is_empty() {
+                    "<unset>".to_string()
+                } else {
+                    addresses.join(",")
+                })
+            }));
+        }
+        ("apps", "ControllerRevision") => {
+            columns.push(col("Controller", "string", |o| {
+                let owner = o
+                    .pointer("/metadata/ownerReferences")
+                    .and_then(Value::as_array)
+                    .and_then(|refs| refs.iter().find(|r| r["controller"] == true));
+                json!(owner.map_or("<none>".to_string(), |r| format!(
+                    "{}/{}",
+                    r["kind"].as_str().unwrap_or("").to_lowercase(),
+                    r["name"].as_str().unwrap_or("")
+                )))
+            }));
+            columns.push(col("Revision", "integer", |o| json!(int(o, "/revision"))));
+        }
+        ("autoscaling", "HorizontalPodAutoscaler") => {
+            columns.push(col("Reference", "string", |o| {
+                json!(format!(
+                    "{}/{}",
+                    o.pointer("/spec/scaleTargetRef/kind")
+                        .and_then(Value::as_str)
+                        .unwrap_or(""),
+                    o.pointer("/spec/scaleTargetRef/name")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                ))
+            }));
+            columns.push(col("Targets", "string", |o| {
+                let target = o
+                    .pointer("/spec/metrics/0/resource/target/averageUtilization")
+                    .or_else(|| o.pointer("/spec/targetCPUUtilizationPercentage"))
+                    .and_then(Value::as_i64);
+                let current = o
+                    .pointer("/status/currentMetrics/0/resource/current/averageUtilization")
+                    .or_else(|| o.pointer("/status/currentCPUUtilizationPercentage"))
+                    .and_then(Value::as_i64);
+                json!(match (current, target) {
+                    (Some(c), Some(t)) => format!("cpu: {c}%/{t}%"),
+                    (None, Some(t)) => format!("cpu: <unknown>/{t}%"),
+                    _ => "<none>".to_string(),
+                })
+            }));
+            columns.push(col("MinPods", "integer", |o| {
+                json!(o.pointer("/spec/minReplicas").and_then(Value::as_i64).unwrap_or(1))
+            }));
+            columns.push(col("MaxPods", "integer", |o| json!(int(o, "/spec/maxReplicas"))));
+            columns.push(col("Replicas", "integer", |o| json!(int(o, "/status/currentReplicas"))));
+        }
+        ("node.k8s.io", "RuntimeClass") => columns.push(col("Handler", "string", |o| text(o, "/handler", ""))),
+        ("storage.k8s.io", "CSIDriver") => {
+            columns.push(col("AttachRequired", "boolean", |o| {
+                json!(
+                    o.pointer("/spec/attachRequired")
+                        .and_then(Value::as_bool)
+                        .unwrap_or(true)
+                )
+            }));
+            columns.push(col("PodInfoOnMount", "boolean", |o| {
+                json!(
+                    o.pointer("/spec/podInfoOnMount")
+                        .and_then(Value::as_bool)
+                        .unwrap_or(false)
+                )
+            }));
+        }
+        ("storage.k8s.io", "VolumeAttachment") => {
+            columns.push(col("Attacher", "string", |o| text(o, "/spec/attacher", "")));
+            columns.push(col("PV", "string", |o| {
+                text(o, "/spec/source/persistentVolumeName", "")
+            }));
+            columns.push(col("Node", "string", |o| text(o, "/spec/nodeName", "")));
+            columns.push(col("Attached", "boolean", |o| {
+                json!(o.pointer("/status/attached").and_then(Value::as_bool).unwrap_or(false))
+            }));
+        }
+        ("", "PodTemplate") => {
+            columns.push(col("Containers", "string", |o| template_containers(o, "name")));
+            columns.push(col("Images", "string", |o| template_containers(o, "image")));
+            columns.push(col("Pod Labels", "string", |o| {
+                label_pairs(o.pointer("/template/metadata/labels"))
+            }));
+            return columns;
+        }
         ("scheduling.k8s.io", "PriorityClass") => {
             columns.push(col("Value", "integer", |o| json!(int(o, "/value"))));
             columns.push(col("Global-Default", "boolean", |o| {
@@ -367,6 +600,85 @@ fn node_address(o: &Value, kind: &str) -> Value {
         .and_then(|a| a.iter().find(|a| a["type"] == kind))
         .and_then(|a| a["address"].as_str());
     json!(address.unwrap_or("<none>"))
+}
+
+/// An int-or-string field as text, `N/A` when unset.
+fn intstr(value: Option<&Value>) -> Value {
+    json!(match value {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        _ => "N/A".to_string(),
+    })
+}
+
+/// The subjects of a binding of one kind, comma-separated.
+fn subjects(o: &Value, kind: &str) -> Value {
+    let names: Vec<String> = o
+        .get("subjects")
+        .and_then(Value::as_array)
+        .map(|s| {
+            s.iter()
+                .filter(|s| s["kind"] == kind)
+                .map(|s| match (kind, s["namespace"].as_str()) {
+                    ("ServiceAccount", Some(ns)) => format!("{ns}/{}", s["name"].as_str().unwrap_or("")),
+                    _ => s["name"].as_str().unwrap_or("").to_string(),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    json!(names.join(", "))
+}
+
+/// `RWO,ROX,RWX,RWOP` from `spec.accessModes`.
+fn access_modes(o: &Value) -> Value {
+    let short: Vec<&str> = o
+        .pointer("/spec/accessModes")
+        .and_then(Value::as_array)
+        .map(|m| {
+            m.iter()
+                .filter_map(|m| match m.as_str() {
+                    Some("ReadWriteOnce") => Some("RWO"),
+                    Some("ReadOnlyMany") => Some("ROX"),
+                    Some("ReadWriteMany") => Some("RWX"),
+                    Some("ReadWriteOncePod") => Some("RWOP"),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    json!(short.join(","))
+}
+
+/// A quota's used/hard pairs for requests (or limits), as `kubectl get quota` shows them.
+fn quota(o: &Value, limits: bool) -> Value {
+    let hard = o
+        .pointer("/status/hard")
+        .or_else(|| o.pointer("/spec/hard"))
+        .and_then(Value::as_object);
+    let used = o.pointer("/status/used").and_then(Value::as_object);
+    let pairs: Vec<String> = hard
+        .map(|h| {
+            h.iter()
+                .filter(|(k, _)| k.starts_with("limits.") == limits)
+                .map(|(k, v)| {
+                    let u = used.and_then(|u| u.get(k)).and_then(Value::as_str).unwrap_or("0");
+                    format!(
+                        "{k}: {u}/{}",
+                        v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    json!(pairs.join(", "))
+}
+
+fn template_containers(o: &Value, field: &str) -> Value {
+    let list = o.pointer("/template/spec/containers").and_then(Value::as_array);
+    let names: Vec<&str> = list
+        .map(|l| l.iter().filter_map(|c| c[field].as_str()).collect())
+        .unwrap_or_default();
+    json!(names.join(","))
 }
 
 /// A map of labels as `k=v,k2=v2`, or `<none>`.
@@ -531,6 +843,50 @@ mod more_tests {
             "status": {"succeeded": 2, "conditions": [{"type": "Complete", "status": "True"}]}}),
         );
         assert_eq!(&c_slice(&job, 1, 3), &[json!("Complete"), json!("2/2")]);
+    }
+
+    #[test]
+    fn bindings_quotas_and_autoscalers() {
+        let rb = cells(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "rolebindings",
+            json!({"metadata": {"name": "rb"},
+            "roleRef": {"kind": "Role", "name": "r1"},
+            "subjects": [{"kind": "User", "name": "bob"}, {"kind": "ServiceAccount", "name": "sa", "namespace": "ns"}]}),
+        );
+        assert_eq!(rb[1], "Role/r1");
+        assert_eq!((rb[3].as_str(), rb[5].as_str()), (Some("bob"), Some("ns/sa")));
+        let q = cells(
+            "",
+            "v1",
+            "resourcequotas",
+            json!({"metadata": {"name": "q"},
+            "spec": {"hard": {"pods": "10", "limits.cpu": "2"}}, "status": {"hard": {"pods": "10", "limits.cpu": "2"}, "used": {"pods": "3"}}}),
+        );
+        assert_eq!(
+            (q[2].as_str(), q[3].as_str()),
+            (Some("pods: 3/10"), Some("limits.cpu: 0/2"))
+        );
+        let hpa = cells(
+            "autoscaling",
+            "v2",
+            "horizontalpodautoscalers",
+            json!({"metadata": {"name": "h"},
+            "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "web"}, "minReplicas": 2, "maxReplicas": 5,
+                     "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}}}]}}),
+        );
+        assert_eq!(
+            &c_slice(&hpa, 1, 5),
+            &[json!("Deployment/web"), json!("cpu: <unknown>/80%"), json!(2), json!(5)]
+        );
+        let pdb = cells(
+            "policy",
+            "v1",
+            "poddisruptionbudgets",
+            json!({"metadata": {"name": "p"}, "spec": {"minAvailable": 1}}),
+        );
+        assert_eq!(&c_slice(&pdb, 1, 3), &[json!("1"), json!("N/A")]);
     }
 
     fn c_slice(cells: &[Value], from: usize, to: usize) -> Vec<Value> {
