@@ -489,6 +489,7 @@ impl Registry {
             true => Some(self.services.assign(&self.store, call.kind, &mut object, None).await?),
             false => None,
         };
+        reject_missing_required(call.kind, &object)?;
         crate::managed::record(call.kind, None, &mut object, &call.manager, None);
         let dry_run = call.dry_run()?;
         if dry_run {
@@ -643,6 +644,9 @@ impl Registry {
         };
         if updated == current {
             return Ok(Reply::Json(200, current));
+        }
+        if subresource.is_none() {
+            reject_missing_required(call.kind, &updated)?;
         }
         crate::managed::record(call.kind, Some(&current), &mut updated, &call.manager, subresource);
         if call.dry_run()? {
@@ -850,6 +854,11 @@ impl ListItem {
                 .map_err(ApiError::internal),
         }
     }
+}
+
+fn reject_missing_required(kind: &Kind, object: &Value) -> ApiResult<()> {
+    let causes = crate::validation::missing_required(kind, object);
+    if causes.is_empty() { Ok(()) } else { Err(ApiError::invalid(kind, object::name(object), causes)) }
 }
 
 fn is_service(kind: &Kind) -> bool {

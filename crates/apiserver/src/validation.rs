@@ -124,6 +124,53 @@ fn walk(
     }
 }
 
+/// The required fields (per the type schema) an object lacks, as 422 causes: what upstream's
+/// validation reports as `Required value` (an empty string or list counts as missing). Status
+/// is left out: it is the server's and the controllers'.
+pub fn missing_required(kind: &Kind, object: &Value) -> Vec<crate::status::Cause> {
+    let schema = schema::schema();
+    let mut causes = Vec::new();
+    if let Some(message) = schema.message_for(&kind.api_version(), kind.kind) {
+        required_in(schema, message, object, "", &mut causes);
+    }
+    causes
+}
+
+fn required_in(schema: &Schema, message: &schema::Message, value: &Value, path: &str, causes: &mut Vec<crate::status::Cause>) {
+    let Value::Object(map) = value else { return };
+    for (name, field) in schema.properties(message) {
+        if path.is_empty() && name == "status" {
+            continue;
+        }
+        let here = if path.is_empty() { name.to_string() } else { format!("{path}.{name}") };
+        let present = match map.get(name) {
+            None | Some(Value::Null) => false,
+            Some(Value::String(s)) => !s.is_empty(),
+            Some(Value::Array(a)) => !a.is_empty(),
+            Some(_) => true,
+        };
+        if field.required && !present {
+            causes.push(crate::status::Cause {
+                reason: "FieldValueRequired".into(),
+                message: "Required value".into(),
+                field: here.clone(),
+            });
+            continue;
+        }
+        let schema::Kind::Message(inner) = field.kind else { continue };
+        let Some(inner) = schema.message(inner) else { continue };
+        match map.get(name) {
+            Some(Value::Array(items)) if field.repeated => {
+                for (i, item) in items.iter().enumerate() {
+                    required_in(schema, inner, item, &format!("{here}[{i}]"), causes);
+                }
+            }
+            Some(item) if !field.repeated => required_in(schema, inner, item, &here, causes),
+            _ => {}
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,6 +207,18 @@ mod tests {
             err.message,
             "Deployment in version \"v1\" cannot be handled as a Deployment: strict decoding error: unknown field \"spec.bogusField\""
         );
+    }
+
+    #[test]
+    fn required_fields_are_reported_with_their_paths() {
+        let d = json!({"metadata": {"name": "a"}, "spec": {"template": {"spec": {"containers": [{"image": "x"}]}}}});
+        let causes = missing_required(deployment(), &d);
+        let fields: Vec<_> = causes.iter().map(|c| c.field.as_str()).collect();
+        assert_eq!(fields, ["spec.selector", "spec.template.spec.containers[0].name"]);
+        let pods = crate::kinds::find("", "v1", "pods").unwrap();
+        let causes = missing_required(pods, &json!({"metadata": {"name": "p"}, "spec": {"containers": []}}));
+        assert_eq!(causes[0].field, "spec.containers");
+        assert!(missing_required(pods, &json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c"}]}})).is_empty());
     }
 
     #[test]

@@ -999,3 +999,18 @@ fn events_are_served_in_both_groups() {
     assert_eq!(back["regarding"]["name"], "web-1");
     assert_eq!(back["note"], "Successfully assigned default/web-1 to node-1");
 }
+
+#[test]
+fn missing_required_fields_are_422_with_causes() {
+    let c = cluster();
+    let broken = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: broken\nspec:\n  template:\n    spec:\n      containers:\n      - image: nginx\n";
+    let out = c.kubectl_stdin(&["create", "-f", "-"], broken);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(r#"The Deployment "broken" is invalid: "#)
+            && err.contains("spec.selector: Required value")
+            && err.contains("spec.template.spec.containers[0].name: Required value"),
+        "{err}"
+    );
+    assert!(c.kubectl_err(&["get", "deploy", "broken"]).contains("NotFound"));
+}
