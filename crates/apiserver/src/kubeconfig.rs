@@ -1,4 +1,5 @@
-//! `admin.kubeconfig`: what `kubectl --kubeconfig DATA_DIR/admin.kubeconfig` uses.
+//! `admin.kubeconfig`, what `kubectl --kubeconfig DATA_DIR/admin.kubeconfig` uses, and one
+//! kubeconfig per control-plane component (`controller-manager.kubeconfig`, ...).
 
 use std::path::{Path, PathBuf};
 
@@ -43,4 +44,13 @@ pub fn write_admin(data_dir: &Path, pki: &Pki, server: &str) -> anyhow::Result<P
     let text = render(server, &pki.ca_pem, "admin", &pki.admin);
     crate::pki::write(data_dir, ADMIN_KUBECONFIG, &text, true)?;
     Ok(data_dir.join(ADMIN_KUBECONFIG))
+}
+
+/// Writes `DATA_DIR/<component>.kubeconfig` for each component, with its own identity.
+pub fn write_components(data_dir: &Path, pki: &Pki, server: &str) -> anyhow::Result<()> {
+    for (component, credentials) in &pki.components {
+        let text = render(server, &pki.ca_pem, component.user, credentials);
+        crate::pki::write(data_dir, &format!("{}.kubeconfig", component.file_stem), &text, true)?;
+    }
+    Ok(())
 }

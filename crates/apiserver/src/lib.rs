@@ -93,6 +93,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let pki = pki::Pki::ensure(&config.data_dir, &hosts)?;
     let address = format!("{client_host}:{port}");
     let kubeconfig = kubeconfig::write_admin(&config.data_dir, &pki, &format!("https://{address}"))?;
+    kubeconfig::write_components(&config.data_dir, &pki, &format!("https://{address}"))?;
     tracing::info!(
         "API server ready at https://{address} (store: {}); try: kubectl --kubeconfig {} get namespaces",
         store.name(),

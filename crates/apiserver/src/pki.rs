@@ -25,13 +25,26 @@ pub struct Pki {
     pub ca_pem: String,
     pub serving: CertAndKey,
     pub admin: CertAndKey,
+    /// One client credential per control-plane component that is an API client.
+    pub components: Vec<(Component, CertAndKey)>,
     dir: PathBuf,
 }
 
+/// A control-plane component that talks to the API server with its own identity, as upstream
+/// components do (`system:kube-controller-manager`, ...), and gets `DATA_DIR/<file>`.
+#[derive(Clone, Copy, Debug)]
+pub struct Component {
+    pub user: &'static str,
+    pub file_stem: &'static str,
+}
+
+pub const COMPONENTS: &[Component] = &[Component {
+    user: "system:kube-controller-manager",
+    file_stem: "controller-manager",
+}];
+
 const CA_CERT: &str = "ca.crt";
 const CA_KEY: &str = "ca.key";
-const ADMIN_CERT: &str = "admin.crt";
-const ADMIN_KEY: &str = "admin.key";
 const VALID_DAYS: i64 = 3650;
 
 impl Pki {
@@ -54,20 +67,17 @@ impl Pki {
         let issuer =
             Issuer::from_ca_cert_pem(&ca_pem, ca_key_pair).context("the cluster CA certificate is unreadable")?;
 
-        let admin = match (read(&dir, ADMIN_CERT)?, read(&dir, ADMIN_KEY)?) {
-            (Some(cert_pem), Some(key_pem)) => CertAndKey { cert_pem, key_pem },
-            _ => {
-                let admin = issue_client(&issuer, "kubernetes-admin", &["system:masters"])?;
-                write(&dir, ADMIN_KEY, &admin.key_pem, true)?;
-                write(&dir, ADMIN_CERT, &admin.cert_pem, false)?;
-                admin
-            }
-        };
+        let admin = client_credentials(&dir, &issuer, "admin", "kubernetes-admin", &["system:masters"])?;
+        let components = COMPONENTS
+            .iter()
+            .map(|c| Ok((*c, client_credentials(&dir, &issuer, c.file_stem, c.user, &[])?)))
+            .collect::<anyhow::Result<_>>()?;
         let serving = issue_serving(&issuer, hosts)?;
         Ok(Pki {
             ca_pem,
             serving,
             admin,
+            components,
             dir,
         })
     }
@@ -75,6 +85,24 @@ impl Pki {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+}
+
+/// Client credentials kept as `<stem>.crt` and `<stem>.key`, issued on first start.
+fn client_credentials(
+    dir: &Path,
+    issuer: &Issuer<'_, KeyPair>,
+    stem: &str,
+    user: &str,
+    groups: &[&str],
+) -> anyhow::Result<CertAndKey> {
+    let (cert_file, key_file) = (format!("{stem}.crt"), format!("{stem}.key"));
+    if let (Some(cert_pem), Some(key_pem)) = (read(dir, &cert_file)?, read(dir, &key_file)?) {
+        return Ok(CertAndKey { cert_pem, key_pem });
+    }
+    let issued = issue_client(issuer, user, groups)?;
+    write(dir, &key_file, &issued.key_pem, true)?;
+    write(dir, &cert_file, &issued.cert_pem, false)?;
+    Ok(issued)
 }
 
 fn read(dir: &Path, name: &str) -> anyhow::Result<Option<String>> {

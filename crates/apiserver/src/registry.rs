@@ -24,6 +24,8 @@ use crate::table::{self, IncludeObject};
 pub enum Shape {
     Object,
     Table(IncludeObject),
+    /// `as=PartialObjectMetadata` (or `...List`): metadata only.
+    Metadata,
 }
 
 /// What a handler produced.
@@ -129,6 +131,7 @@ impl Registry {
         }
         Ok(match call.shape {
             Shape::Object => Reply::Json(200, object),
+            Shape::Metadata => Reply::Json(200, table::partial_metadata(&object)),
             Shape::Table(include) => Reply::Json(
                 200,
                 table::table(
@@ -270,6 +273,17 @@ impl Registry {
                     .map(|i| i.into_object(call.kind))
                     .collect::<ApiResult<Vec<_>>>()?;
                 Reply::Json(200, table::table(call.kind, &objects, metadata, include, true))
+            }
+            Shape::Metadata => {
+                let items = items
+                    .into_iter()
+                    .map(|i| i.into_object(call.kind).map(|o| table::partial_metadata(&o)))
+                    .collect::<ApiResult<Vec<_>>>()?;
+                Reply::Json(
+                    200,
+                    json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1",
+                           "metadata": metadata, "items": items}),
+                )
             }
             Shape::Object => {
                 // Written out directly: the stored bytes are already the objects' JSON, so a
@@ -966,6 +980,7 @@ impl EventEncoder {
     fn line(&mut self, kind_of_event: &str, object: &Value) -> Bytes {
         let encoded = match self.shape {
             Shape::Object => object.clone(),
+            Shape::Metadata => table::partial_metadata(object),
             Shape::Table(include) => {
                 let t = table::table(
                     self.kind,

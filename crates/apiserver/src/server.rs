@@ -331,6 +331,13 @@ fn negotiate(accept: &str, query: &Query) -> ApiResult<Shape> {
             }
             continue;
         }
+        if (params.contains(&"as=PartialObjectMetadata") || params.contains(&"as=PartialObjectMetadataList"))
+            && media == "application/json"
+            && params.contains(&"g=meta.k8s.io")
+            && (params.contains(&"v=v1") || params.contains(&"v=v1beta1"))
+        {
+            return Ok(Shape::Metadata);
+        }
         if params.iter().any(|p| p.starts_with("as=")) {
             continue;
         }
@@ -432,6 +439,10 @@ mod tests {
             Shape::Object
         );
         assert_eq!(negotiate("", &q).unwrap(), Shape::Object);
+        assert_eq!(
+            negotiate("application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1", &q).unwrap(),
+            Shape::Metadata
+        );
         assert_eq!(
             negotiate("application/json;as=Table;v=v2;g=meta.k8s.io", &q)
                 .unwrap_err()

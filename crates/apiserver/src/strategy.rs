@@ -62,6 +62,7 @@ pub fn prepare_for_create(kind: &Kind, object: &mut Value) {
     ] {
         meta.remove(owned);
     }
+    drop_empty_lists_and_maps(meta);
     meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
     meta.insert("creationTimestamp".into(), json!(object::now_rfc3339()));
     if tracks_generation(kind) {
@@ -85,6 +86,22 @@ pub fn prepare_for_create(kind: &Kind, object: &mut Value) {
             root.insert("status".into(), json!({}));
         }
         _ => {}
+    }
+}
+
+/// Metadata lists and maps are `omitempty` upstream: once empty (the last owner reference
+/// removed, say), they are gone, not `[]`.
+fn drop_empty_lists_and_maps(meta: &mut serde_json::Map<String, Value>) {
+    for field in ["labels", "annotations", "ownerReferences", "finalizers", "managedFields"] {
+        let empty = match meta.get(field) {
+            Some(Value::Array(a)) => a.is_empty(),
+            Some(Value::Object(o)) => o.is_empty(),
+            Some(Value::Null) => true,
+            _ => false,
+        };
+        if empty {
+            meta.remove(field);
+        }
     }
 }
 
@@ -135,6 +152,7 @@ pub fn prepare_for_update(
         };
     }
     meta.remove("resourceVersion");
+    drop_empty_lists_and_maps(meta);
     if meta_str(current, "deletionTimestamp").is_some() {
         let before = object::finalizers(current);
         let added: Vec<String> = object::finalizers(&updated)

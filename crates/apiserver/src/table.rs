@@ -740,15 +740,19 @@ fn row(kind: &Kind, object: &Value, include: IncludeObject) -> Value {
     match include {
         IncludeObject::None => {}
         IncludeObject::Object => row["object"] = object.clone(),
-        IncludeObject::Metadata => {
-            row["object"] = json!({
-                "kind": "PartialObjectMetadata",
-                "apiVersion": "meta.k8s.io/v1",
-                "metadata": object.get("metadata").cloned().unwrap_or(json!({})),
-            })
-        }
+        IncludeObject::Metadata => row["object"] = partial_metadata(object),
     }
     row
+}
+
+/// The object as `meta.k8s.io/v1` PartialObjectMetadata: its metadata only, what metadata-only
+/// clients (garbage collectors, kube-rs `metadata_watcher`) ask for.
+pub fn partial_metadata(object: &Value) -> Value {
+    json!({
+        "kind": "PartialObjectMetadata",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": object.get("metadata").cloned().unwrap_or(json!({})),
+    })
 }
 
 /// A Table of `objects`; `list_metadata` is the list's metadata (resourceVersion, continue).

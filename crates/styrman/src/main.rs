@@ -32,7 +32,7 @@ enum Command {
     /// Run the scheduler: place pods on nodes
     Scheduler,
     /// Run the controller manager: turn desired state into running pods
-    ControllerManager,
+    ControllerManager(ControllerManagerArgs),
     /// Run the node agent: register the node and run its pods through containerd
     Kubelet,
     /// Run the service proxy: program Services into nftables
@@ -62,6 +62,20 @@ struct ControlPlaneArgs {
     /// How often the store's history older than one interval is compacted (0s: never)
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     etcd_compaction_interval: std::time::Duration,
+}
+
+#[derive(clap::Args, Clone)]
+struct ControllerManagerArgs {
+    /// The kubeconfig to reach the API server with
+    #[arg(long)]
+    kubeconfig: std::path::PathBuf,
+    /// Controllers to run: `*` for all, `name` to enable one, `-name` to disable one
+    #[arg(long, value_delimiter = ',', default_value = "*")]
+    controllers: Vec<String>,
+    /// Take the Lease kube-system/kube-controller-manager before running controllers, so
+    /// only one of several replicas acts
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
 }
 
 impl ControlPlaneArgs {
@@ -100,7 +114,7 @@ impl Command {
             Command::Server(_) | Command::Apiserver(_) => None,
             Command::Scheduler => Some(("scheduler", 5)),
             Command::HollowNodes => Some(("hollow-nodes", 5)),
-            Command::ControllerManager => Some(("controller-manager", 6)),
+            Command::ControllerManager(_) => None,
             Command::Kubelet => Some(("kubelet", 0)),
             Command::Proxy => Some(("proxy", 0)),
             Command::Version => None,
@@ -132,10 +146,24 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Apiserver(args) => run_async(styrman_apiserver::run(args.apiserver_config())),
-        Command::Server(args) => run_async(supervisor::run(vec![supervisor::Component {
-            name: "apiserver",
-            args: args.to_args(),
-        }])),
+        Command::ControllerManager(args) => run_async(styrman_controller_manager::run(styrman_controller_manager::Config {
+            kubeconfig: args.kubeconfig,
+            controllers: args.controllers,
+            leader_elect: args.leader_elect,
+        })),
+        Command::Server(args) => run_async(supervisor::run(vec![
+            supervisor::Component {
+                name: "apiserver",
+                args: args.to_args(),
+            },
+            supervisor::Component {
+                name: "controller-manager",
+                args: vec![format!(
+                    "--kubeconfig={}",
+                    args.data_dir.join("controller-manager.kubeconfig").display()
+                )],
+            },
+        ])),
         _ => unreachable!("every other command is pending"),
     };
     match result {

@@ -1,0 +1,14 @@
+//! What every component that is a client of the API server shares: a kube client made from a
+//! kubeconfig ([`client`]), client-go style leader election on a Lease ([`leader`]), and the
+//! deduplicating, rate-limited work queue controllers feed their reconcile loops from
+//! ([`workqueue`]).
+//!
+//! Components never touch the store: everything goes through the API server, as in Kubernetes.
+
+pub mod client;
+pub mod leader;
+pub mod workqueue;
+
+pub use client::connect;
+pub use leader::LeaderElection;
+pub use workqueue::WorkQueue;
