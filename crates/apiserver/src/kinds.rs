@@ -154,7 +154,18 @@ pub static KINDS: &[Kind] = &[
     kind("", "v1", "LimitRange", "limitranges", "limitrange", true).short(&["limits"]),
     kind("", "v1", "Namespace", "namespaces", "namespace", false)
         .short(&["ns"])
-        .subresources(&[status("", "v1", "Namespace")]),
+        .subresources(&[
+            status("", "v1", "Namespace"),
+            // Only spec.finalizers changes through it: how the namespace controller says the
+            // namespace's content is gone.
+            Subresource {
+                name: "finalize",
+                group: "",
+                version: "v1",
+                kind: "Namespace",
+                verbs: &["update"],
+            },
+        ]),
     kind("", "v1", "Node", "nodes", "node", false)
         .short(&["no"])
         .stored_as("minions")

@@ -667,7 +667,7 @@ impl Registry {
             return Ok(Reply::Json(200, updated));
         }
         // The last finalizer of an object being deleted is gone: the object goes.
-        if meta_str(&updated, "deletionTimestamp").is_some() && object::finalizers(&updated).is_empty() {
+        if meta_str(&updated, "deletionTimestamp").is_some() && strategy::nothing_holds(call.kind, &updated) {
             let deleted = self
                 .store
                 .delete(key, Some(revision))

@@ -119,6 +119,11 @@ pub fn prepare_for_update(
             updated["status"] = incoming.get("status").cloned().unwrap_or(json!({}));
             updated
         }
+        Some("finalize") => {
+            let mut updated = current.clone();
+            set_namespace_finalizers(&mut updated, namespace_finalizers(&incoming));
+            updated
+        }
         Some(sub) if sub != "scale" => return Err(ApiError::method_not_allowed()),
         // The main resource, or `scale`, whose caller built the whole object.
         _ => {
@@ -132,6 +137,10 @@ pub fn prepare_for_update(
                         }
                     }
                 }
+            }
+            if is_namespace(kind) {
+                // A namespace's spec.finalizers change through `finalize` only.
+                set_namespace_finalizers(&mut updated, namespace_finalizers(current));
             }
             updated
         }
@@ -217,7 +226,9 @@ pub fn deferred_deletion(kind: &Kind, current: &Value, options: &Value) -> Optio
         _ => {}
     }
     finalizers.dedup();
-    let is_namespace = (kind.group, kind.kind) == ("", "Namespace");
+    // A namespace waits for its content to go (the namespace controller's `kubernetes`
+    // finalizer); one without spec finalizers goes at once.
+    let is_namespace = is_namespace(kind) && !namespace_finalizers(current).is_empty();
     let graceful_pod =
         is_pod && grace != Some(0) && current.pointer("/spec/nodeName").and_then(Value::as_str).is_some();
     if finalizers.is_empty() && !is_namespace && !graceful_pod {
@@ -244,6 +255,37 @@ pub fn deferred_deletion(kind: &Kind, current: &Value, options: &Value) -> Optio
         marked["status"] = json!({"phase": "Terminating"});
     }
     Some(marked)
+}
+
+fn is_namespace(kind: &Kind) -> bool {
+    (kind.group, kind.kind) == ("", "Namespace")
+}
+
+/// A namespace's `spec.finalizers` (the content finalizers, apart from metadata.finalizers).
+pub fn namespace_finalizers(object: &Value) -> Vec<String> {
+    object
+        .pointer("/spec/finalizers")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).map(String::from).collect())
+        .unwrap_or_default()
+}
+
+fn set_namespace_finalizers(object: &mut Value, finalizers: Vec<String>) {
+    let Some(root) = object.as_object_mut() else { return };
+    let spec = root.entry("spec").or_insert_with(|| json!({}));
+    if let Some(spec) = spec.as_object_mut() {
+        if finalizers.is_empty() {
+            spec.remove("finalizers");
+        } else {
+            spec.insert("finalizers".into(), json!(finalizers));
+        }
+    }
+}
+
+/// An object being deleted goes once nothing holds it: no finalizers, and for a namespace no
+/// content finalizers either.
+pub fn nothing_holds(kind: &Kind, object: &Value) -> bool {
+    object::finalizers(object).is_empty() && (!is_namespace(kind) || namespace_finalizers(object).is_empty())
 }
 
 /// Kinds whose DELETE answers with the deleted object rather than a Status.

@@ -6,7 +6,10 @@
 //! `--controllers` enables once this process leads. A failing controller ends the process
 //! and its supervisor restarts it, as the kubelet restarts kube-controller-manager upstream.
 
+mod discovery;
 mod gc;
+mod namespace;
+mod serviceaccount;
 
 use std::path::PathBuf;
 
@@ -25,7 +28,11 @@ pub struct Config {
 
 /// Names as kube-controller-manager's `--controllers` spells them, with the older aliases it
 /// still accepts.
-const CONTROLLERS: &[(&str, &[&str])] = &[("garbage-collector-controller", &["garbagecollector"])];
+const CONTROLLERS: &[(&str, &[&str])] = &[
+    ("garbage-collector-controller", &["garbagecollector"]),
+    ("namespace-controller", &["namespace"]),
+    ("serviceaccount-controller", &["serviceaccount"]),
+];
 
 /// The User-Agent the controllers send; the API server names their field manager after it.
 const USER_AGENT: &str = concat!("kube-controller-manager/v1.33.0 (linux/amd64) styrman/", env!("CARGO_PKG_VERSION"));
@@ -68,6 +75,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             let client = client.clone();
             running.push(match *name {
                 "garbage-collector-controller" => Box::pin(gc::run(client)),
+                "namespace-controller" => Box::pin(namespace::run(client)),
+                "serviceaccount-controller" => Box::pin(serviceaccount::run(client)),
                 _ => unreachable!("every controller in CONTROLLERS is started here"),
             });
         }

@@ -119,6 +119,36 @@ impl<K: Clone + Eq + Hash + Send + 'static> WorkQueue<K> {
         }
     }
 
+    /// Runs `workers` workers until the process ends: each takes a key, runs `process` on it,
+    /// forgets its failures on success and retries it with backoff on error.
+    pub async fn run_workers<F, Fut>(self: Arc<Self>, workers: usize, name: &'static str, process: F)
+    where
+        F: Fn(K) -> Fut + Clone + Send + Sync + 'static,
+        Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+        K: std::fmt::Display + Sync,
+    {
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..workers {
+            let queue = Arc::clone(&self);
+            let process = process.clone();
+            tasks.spawn(async move {
+                loop {
+                    let key = queue.next().await;
+                    let result = process(key.clone()).await;
+                    queue.done(&key);
+                    match result {
+                        Ok(()) => queue.forget(&key),
+                        Err(e) => {
+                            tracing::warn!(controller = name, key = %key, error = %format!("{e:#}"), "sync failed; will retry");
+                            queue.retry(key);
+                        }
+                    }
+                }
+            });
+        }
+        while tasks.join_next().await.is_some() {}
+    }
+
     /// How many keys wait to be processed.
     pub fn len(&self) -> usize {
         self.state.lock().expect("work queue lock").queue.len()

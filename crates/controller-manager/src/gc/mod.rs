@@ -27,7 +27,9 @@ use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions};
 use kube::core::PartialObjectMeta;
-use kube::discovery::{ApiResource, Discovery, Scope, verbs};
+use kube::discovery::verbs;
+
+use crate::discovery::Resource;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use serde_json::json;
@@ -46,12 +48,6 @@ const WORKERS: usize = 20;
 /// numerous.
 const IGNORED: &[(&str, &str)] = &[("", "events"), ("events.k8s.io", "events")];
 
-#[derive(Clone)]
-struct Resource {
-    api: ApiResource,
-    namespaced: bool,
-}
-
 struct Collector {
     client: kube::Client,
     /// The resources watched, one per group and resource at the group's preferred version.
@@ -64,27 +60,14 @@ struct Collector {
 
 /// Runs the garbage collector until it fails.
 pub async fn run(client: kube::Client) -> anyhow::Result<()> {
-    let discovery = Discovery::new(client.clone())
-        .run_aggregated()
-        .await
-        .context("API discovery failed")?;
-    let mut watched = Vec::new();
-    let mut by_kind = HashMap::new();
-    for group in discovery.groups() {
-        for version in group.versions() {
-            for (api, caps) in group.versioned_resources(version) {
-                let namespaced = caps.scope == Scope::Namespaced;
-                by_kind.insert((api.api_version.clone(), api.kind.clone()), Resource { api, namespaced });
-            }
-        }
-        for (api, caps) in group.recommended_resources() {
-            let usable = [verbs::LIST, verbs::WATCH, verbs::DELETE].iter().all(|v| caps.supports_operation(v));
-            if usable && !IGNORED.contains(&(api.group.as_str(), api.plural.as_str())) {
-                let namespaced = caps.scope == Scope::Namespaced;
-                watched.push(Resource { api, namespaced });
-            }
-        }
-    }
+    let resources = crate::discovery::discover(&client).await?;
+    let by_kind = resources.by_kind;
+    let watched: Vec<Resource> = resources
+        .preferred
+        .into_iter()
+        .filter(|r| r.supports(&[verbs::LIST, verbs::WATCH, verbs::DELETE]))
+        .filter(|r| !IGNORED.contains(&(r.api.group.as_str(), r.api.plural.as_str())))
+        .collect();
     tracing::info!(resources = watched.len(), "garbage collector watching");
     let collector = Arc::new(Collector {
         client,
@@ -122,11 +105,15 @@ pub async fn run(client: kube::Client) -> anyhow::Result<()> {
         .await
         .context("the graph builder stopped")?;
     tracing::info!("garbage collector synced");
-    let mut workers = Vec::new();
-    for _ in 0..WORKERS {
-        workers.push(tokio::spawn(Arc::clone(&collector).work()));
-    }
+    let workers = tokio::spawn(Arc::clone(&collector.queue).run_workers(WORKERS, "garbage-collector", {
+        let collector = Arc::clone(&collector);
+        move |uid: String| {
+            let collector = Arc::clone(&collector);
+            async move { collector.process(&uid).await }
+        }
+    }));
     builder.await.context("the graph builder failed")?;
+    workers.abort();
     anyhow::bail!("the garbage collector's watches ended")
 }
 
@@ -180,21 +167,6 @@ impl Collector {
             };
             for uid in look {
                 self.queue.add(uid);
-            }
-        }
-    }
-
-    async fn work(self: Arc<Self>) {
-        loop {
-            let uid = self.queue.next().await;
-            let result = self.process(&uid).await;
-            self.queue.done(&uid);
-            match result {
-                Ok(()) => self.queue.forget(&uid),
-                Err(e) => {
-                    tracing::warn!(uid = %uid, error = %format!("{e:#}"), "garbage collection failed; will retry");
-                    self.queue.retry(uid);
-                }
             }
         }
     }

@@ -1,5 +1,6 @@
-//! The garbage collector in the controller manager, driven by the real kubectl's
-//! `delete --cascade=background|orphan|foreground` against a running `styrman server`.
+//! The controller manager's controllers against a running `styrman server`, driven by the real
+//! kubectl: the garbage collector (`delete --cascade=background|orphan|foreground`), the
+//! namespace controller and the service account controller.
 
 use std::time::{Duration, Instant};
 
@@ -27,8 +28,10 @@ fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     }
 }
 
+/// Whether `kubectl get ARGS` finds it; `what` may start with `-n=NAMESPACE `.
 fn exists(c: &Cluster, what: &str) -> bool {
-    c.kubectl(&["get", what]).status.success()
+    let args: Vec<&str> = std::iter::once("get").chain(what.split(' ')).collect();
+    c.kubectl(&args).status.success()
 }
 
 const DEPLOYMENT: &str = "apiVersion: apps/v1
@@ -154,4 +157,47 @@ metadata:
     assert!(exists(&c, "cm/half-owned"));
     let lease = json(&c.kubectl_ok(&["get", "lease", "-n", "kube-system", "kube-controller-manager", "-o", "json"]));
     assert!(lease["spec"]["holderIdentity"].as_str().is_some_and(|h| !h.is_empty()), "{lease}");
+}
+
+#[test]
+fn deleting_a_namespace_deletes_its_content_then_the_namespace() {
+    let c = cluster();
+    c.kubectl_ok(&["create", "namespace", "team"]);
+    c.kubectl_ok(&["-n", "team", "create", "deployment", "web", "--image=nginx"]);
+    c.kubectl_ok(&["-n", "team", "create", "service", "clusterip", "web", "--tcp=80:80"]);
+    c.apply("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: held, namespace: team, finalizers: [example.com/hold]}\n");
+    c.kubectl_ok(&["delete", "namespace", "team", "--wait=false"]);
+    eventually("the namespace reports the finalizer holding it", || {
+        let ns = json(&c.kubectl_ok(&["get", "namespace", "team", "-o", "json"]));
+        ns["status"]["conditions"].as_array().into_iter().flatten().any(|cond| {
+            cond["type"] == "NamespaceFinalizersRemaining"
+                && cond["status"] == "True"
+                && cond["message"]
+                    == "Some content in the namespace has finalizers remaining: example.com/hold in 1 resource instances"
+        })
+    });
+    assert_eq!(c.kubectl_ok(&["get", "namespace", "team", "-o", "jsonpath={.status.phase}"]), "Terminating");
+    assert!(!exists(&c, "-n=team deployment/web"));
+    let listed = c.kubectl_ok(&["-n", "team", "get", "deployments,services", "-o", "name"]);
+    assert_eq!(listed.trim(), "", "everything without a finalizer is gone");
+    let refused = c.kubectl_err(&["-n", "team", "create", "configmap", "late"]);
+    assert!(refused.contains("because it is being terminated"), "{refused}");
+    c.kubectl_ok(&["-n", "team", "patch", "cm", "held", "--type=merge", "-p", r#"{"metadata":{"finalizers":null}}"#]);
+    c.kubectl_ok(&["wait", "--for=delete", "namespace/team", "--timeout=20s"]);
+}
+
+#[test]
+fn every_namespace_gets_a_default_service_account() {
+    let c = cluster();
+    c.kubectl_ok(&["create", "namespace", "apps"]);
+    eventually("the default service account exists", || exists(&c, "-n=apps serviceaccount/default"));
+    let first = c.kubectl_ok(&["-n", "apps", "get", "sa", "default", "-o", "jsonpath={.metadata.uid}"]);
+    c.kubectl_ok(&["-n", "apps", "delete", "sa", "default"]);
+    eventually("the default service account is made again", || {
+        let out = c.kubectl(&["-n", "apps", "get", "sa", "default", "-o", "jsonpath={.metadata.uid}"]);
+        out.status.success() && String::from_utf8_lossy(&out.stdout) != first
+    });
+    for system in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        eventually("system namespaces have one too", || exists(&c, &format!("-n={system} serviceaccount/default")));
+    }
 }
