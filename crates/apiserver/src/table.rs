@@ -477,6 +477,35 @@ fn columns(kind: &Kind) -> Vec<Column> {
             columns.push(wide("Name", "string", name_cell));
             return columns;
         }
+        // The same printer as core events upstream (one internal type behind both groups).
+        ("events.k8s.io", "Event") => {
+            columns.clear();
+            columns.push(col("Last Seen", "string", |o| {
+                let t = o
+                    .pointer("/series/lastObservedTime")
+                    .or_else(|| o.get("deprecatedLastTimestamp"))
+                    .or_else(|| o.get("eventTime"))
+                    .and_then(Value::as_str);
+                json!(age(t.or_else(|| meta_str(o, "creationTimestamp"))))
+            }));
+            columns.push(col("Type", "string", |o| text(o, "/type", "")));
+            columns.push(col("Reason", "string", |o| text(o, "/reason", "")));
+            columns.push(col("Object", "string", |o| {
+                let kind = o
+                    .pointer("/regarding/kind")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_lowercase();
+                json!(format!(
+                    "{kind}/{}",
+                    o.pointer("/regarding/name").and_then(Value::as_str).unwrap_or("")
+                ))
+            }));
+            columns.push(col("Message", "string", |o| text(o, "/note", "")));
+            columns.push(wide("Name", "string", name_cell));
+            return columns;
+        }
+        ("storage.k8s.io", "CSINode") => columns.push(col("Drivers", "integer", |o| count(o, "/spec/drivers"))),
         ("", "ConfigMap") => columns.push(col("Data", "integer", |o| {
             json!(count(o, "/data").as_u64().unwrap_or(0) + count(o, "/binaryData").as_u64().unwrap_or(0))
         })),

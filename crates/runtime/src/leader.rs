@@ -61,24 +61,40 @@ impl LeaderElection {
     }
 
     /// Waits to become the leader, then runs `lead` while renewing the Lease. Returns when
-    /// `lead` does, or with an error when leadership is lost.
-    pub async fn run<F>(self, lead: F) -> anyhow::Result<()>
+    /// `lead` does, with an error when leadership is lost, and when `shutdown` completes (after
+    /// releasing a held Lease, so a successor need not wait for it to expire, as client-go's
+    /// ReleaseOnCancel does).
+    pub async fn run<F, S>(self, lead: F, shutdown: S) -> anyhow::Result<()>
     where
         F: Future<Output = anyhow::Result<()>>,
+        S: Future<Output = ()>,
     {
+        tokio::pin!(shutdown);
         let leases: Api<Lease> = Api::namespaced(self.client.clone(), &self.namespace);
         let mut observed = Observed {
             spec: None,
             at: Instant::now(),
         };
         tracing::info!(lease = %format!("{}/{}", self.namespace, self.name), identity = %self.identity, "attempting to acquire the leader lease");
+        // An API server still starting (or briefly away) is retried sooner than a lease
+        // another candidate holds.
+        let mut error_delay = Duration::from_millis(100);
         loop {
-            match self.try_acquire_or_renew(&leases, &mut observed).await {
+            let delay = match self.try_acquire_or_renew(&leases, &mut observed).await {
                 Ok(true) => break,
-                Ok(false) => {}
-                Err(e) => tracing::warn!(error = %format!("{e:#}"), "cannot read or write the leader lease"),
+                Ok(false) => self.retry_period,
+                Err(e) => {
+                    if error_delay >= self.retry_period {
+                        tracing::warn!(error = %format!("{e:#}"), "cannot read or write the leader lease");
+                    }
+                    error_delay = (error_delay * 2).min(self.retry_period);
+                    error_delay
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = &mut shutdown => return Ok(()),
             }
-            tokio::time::sleep(self.retry_period).await;
         }
         tracing::info!(identity = %self.identity, "became the leader");
         tokio::pin!(lead);
@@ -89,6 +105,10 @@ impl LeaderElection {
             tokio::select! {
                 done = &mut lead => return done,
                 _ = ticks.tick() => {}
+                _ = &mut shutdown => {
+                    self.release(&leases).await;
+                    return Ok(());
+                }
             }
             match self.try_acquire_or_renew(&leases, &mut observed).await {
                 Ok(true) => last_renewal = Instant::now(),
@@ -100,6 +120,26 @@ impl LeaderElection {
             if last_renewal.elapsed() > self.renew_deadline {
                 anyhow::bail!("leader election lost: the lease was not renewed for {:?}", self.renew_deadline);
             }
+        }
+    }
+
+    /// Gives the Lease up if this candidate holds it: no holder, a one-second duration.
+    async fn release(&self, leases: &Api<Lease>) {
+        let Ok(Some(mut lease)) = leases.get_opt(&self.name).await else {
+            return;
+        };
+        let Some(spec) = lease.spec.as_mut() else { return };
+        if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
+            return;
+        }
+        let now = MicroTime(jiff::Timestamp::now());
+        spec.holder_identity = None;
+        spec.lease_duration_seconds = Some(1);
+        spec.renew_time = Some(now.clone());
+        spec.acquire_time = Some(now);
+        match leases.replace(&self.name, &PostParams::default(), &lease).await {
+            Ok(_) => tracing::info!(identity = %self.identity, "released the leader lease"),
+            Err(e) => tracing::warn!(error = %e, "cannot release the leader lease"),
         }
     }
 

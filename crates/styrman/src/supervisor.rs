@@ -18,12 +18,17 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// A component that ran this long before exiting is restarted at once.
 const HEALTHY_RUN: Duration = Duration::from_secs(30);
 
+/// How long a component may take to stop after SIGTERM before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
 pub async fn run(components: Vec<Component>) -> anyhow::Result<()> {
     let exe = std::env::current_exe()?;
-    let mut tasks = Vec::new();
+    let mut running = Vec::new();
     for component in components {
         let exe = exe.clone();
-        tasks.push(tokio::spawn(async move { keep_running(&exe, component).await }));
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move { keep_running(&exe, component, stop_rx).await });
+        running.push((stop_tx, task));
     }
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
@@ -31,19 +36,32 @@ pub async fn run(components: Vec<Component>) -> anyhow::Result<()> {
         _ = terminate.recv() => {}
     }
     tracing::info!("stopping the control plane");
-    for task in tasks {
-        // Aborting drops each child handle, which kills the child (kill_on_drop).
-        task.abort();
+    // In reverse order of start: the API server goes last, so the others can still reach it
+    // while they stop (a leader releasing its lease).
+    for (stop, task) in running.into_iter().rev() {
+        stop.send_replace(true);
+        let _ = task.await;
     }
     Ok(())
 }
 
-async fn keep_running(exe: &std::path::Path, component: Component) {
+async fn keep_running(exe: &std::path::Path, component: Component, mut stop: tokio::sync::watch::Receiver<bool>) {
     let mut backoff = FIRST_BACKOFF;
     loop {
         let started = Instant::now();
         let status = match spawn(exe, &component) {
-            Ok(mut child) => child.wait().await,
+            Ok(mut child) => tokio::select! {
+                status = child.wait() => status,
+                _ = stopped(&mut stop) => {
+                    // Ask first (a leader releases its lease), kill if it takes too long;
+                    // dropping the child handle kills it (kill_on_drop).
+                    if let Some(pid) = child.id() {
+                        let _ = styrman_sys::terminate(pid);
+                    }
+                    let _ = tokio::time::timeout(STOP_GRACE, child.wait()).await;
+                    return;
+                }
+            },
             Err(e) => Err(e),
         };
         report(component.name, &status);
@@ -51,9 +69,17 @@ async fn keep_running(exe: &std::path::Path, component: Component) {
             backoff = FIRST_BACKOFF;
         }
         tracing::info!(component = component.name, restart_in = ?backoff, "restarting");
-        tokio::time::sleep(backoff).await;
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stopped(&mut stop) => return,
+        }
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
+}
+
+/// Completes once the supervisor is stopping.
+async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
 }
 
 fn spawn(exe: &std::path::Path, component: &Component) -> std::io::Result<Child> {

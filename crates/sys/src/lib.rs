@@ -20,6 +20,19 @@ pub fn die_with_parent(command: &mut std::process::Command) {
     }
 }
 
+/// Asks the process `pid` to stop (SIGTERM), so it can clean up (a leader releases its lease)
+/// before its supervisor would have to kill it.
+pub fn terminate(pid: u32) -> std::io::Result<()> {
+    let pid = libc::pid_t::try_from(pid).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours.
+    #[allow(unsafe_code)]
+    let result = unsafe { libc::kill(pid, libc::SIGTERM) };
+    if result != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -27,5 +40,14 @@ mod tests {
         let mut command = std::process::Command::new("true");
         super::die_with_parent(&mut command);
         assert!(command.status().unwrap().success());
+    }
+
+    #[test]
+    fn terminate_stops_a_child() {
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        super::terminate(child.id()).unwrap();
+        let status = child.wait().unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(libc::SIGTERM));
     }
 }
