@@ -14,10 +14,12 @@ use crate::object::{self, metadata_mut};
 use crate::strategic::{ListStrategy, list_strategy};
 
 /// A path to one owned field: its `FieldsV1` keys from the root.
-type FieldPath = Vec<String>;
+pub(crate) type FieldPath = Vec<String>;
 
-/// Metadata fields the server owns and managed fields never list.
+/// Metadata fields managed fields never list (upstream strips these: the server owns them, or
+/// they identify the object).
 const SERVER_METADATA: &[&str] = &[
+    "name",
     "uid",
     "resourceVersion",
     "creationTimestamp",
@@ -92,7 +94,101 @@ pub fn record(kind: &Kind, before: Option<&Value>, after: &mut Value, manager: &
         }
         entries.push(Value::Object(entry));
     }
-    let meta = metadata_mut(after);
+    store_entries(after, entries);
+}
+
+/// Records a server-side apply by `manager` that turned `before` (absent on create) into
+/// `after`: the manager's Apply entry becomes exactly `applied` (the fields of its applied
+/// configuration); `forced` (conflicting fields taken with `force=true`) leave every other
+/// manager; fields no longer in the object leave everyone.
+pub fn record_apply(
+    kind: &Kind,
+    before: Option<&Value>,
+    after: &mut Value,
+    manager: &str,
+    subresource: Option<&str>,
+    applied: &BTreeSet<FieldPath>,
+    forced: &BTreeSet<FieldPath>,
+) {
+    // Other managers may own fields on either side of the status split.
+    let mut new_paths = paths(kind, after, None);
+    new_paths.extend(paths(kind, after, Some("status")));
+    let api_version = kind.api_version();
+    let mut entries = Vec::new();
+    for entry in before.map(entries_of).unwrap_or_default() {
+        if is_apply_entry_of(&entry, manager, subresource) {
+            continue;
+        }
+        let remaining: BTreeSet<FieldPath> = decode(&entry["fieldsV1"])
+            .into_iter()
+            .filter(|p| !forced.contains(p) && new_paths.contains(p))
+            .collect();
+        if remaining.is_empty() {
+            continue;
+        }
+        let mut kept = entry.clone();
+        kept["fieldsV1"] = encode(&remaining);
+        entries.push(kept);
+    }
+    let mut entry = Map::new();
+    entry.insert("manager".into(), json!(manager));
+    entry.insert("operation".into(), json!("Apply"));
+    entry.insert("apiVersion".into(), json!(api_version));
+    entry.insert("time".into(), json!(object::now_rfc3339()));
+    entry.insert("fieldsType".into(), json!("FieldsV1"));
+    entry.insert("fieldsV1".into(), encode(applied));
+    if let Some(sub) = subresource {
+        entry.insert("subresource".into(), json!(sub));
+    }
+    entries.push(Value::Object(entry));
+    store_entries(after, entries);
+}
+
+/// The managedFields entries of an object.
+pub(crate) fn entries_of(object: &Value) -> Vec<Value> {
+    object::metadata(object)
+        .and_then(|m| m.get("managedFields"))
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Whether two objects' managed fields say the same, apart from when each entry was written.
+pub(crate) fn same_ownership(a: &Value, b: &Value) -> bool {
+    let timeless = |o: &Value| {
+        let mut entries = entries_of(o);
+        for e in &mut entries {
+            if let Some(m) = e.as_object_mut() {
+                m.remove("time");
+            }
+        }
+        entries
+    };
+    timeless(a) == timeless(b)
+}
+
+/// Whether `entry` is `manager`'s Apply entry for `subresource` (None: the main resource).
+pub(crate) fn is_apply_entry_of(entry: &Value, manager: &str, subresource: Option<&str>) -> bool {
+    entry["manager"] == manager
+        && entry["operation"] == "Apply"
+        && entry.get("subresource").and_then(Value::as_str) == subresource
+}
+
+/// Stores `entries` in upstream's order: Apply before Update, then by time, manager and
+/// apiVersion.
+fn store_entries(object: &mut Value, mut entries: Vec<Value>) {
+    entries.sort_by(|p, q| {
+        let key = |e: &Value| {
+            (
+                e["operation"].as_str().unwrap_or("").to_string(),
+                e["time"].as_str().unwrap_or("").to_string(),
+                e["manager"].as_str().unwrap_or("").to_string(),
+                e["apiVersion"].as_str().unwrap_or("").to_string(),
+            )
+        };
+        key(p).cmp(&key(q))
+    });
+    let meta = metadata_mut(object);
     if entries.is_empty() {
         meta.remove("managedFields");
     } else {
@@ -102,7 +198,7 @@ pub fn record(kind: &Kind, before: Option<&Value>, after: &mut Value, manager: &
 
 /// Every leaf path of an object, as managed fields list them: a status write owns status only;
 /// any other write of a kind with a status subresource owns everything but status.
-fn paths(kind: &Kind, object: &Value, subresource: Option<&str>) -> BTreeSet<FieldPath> {
+pub(crate) fn paths(kind: &Kind, object: &Value, subresource: Option<&str>) -> BTreeSet<FieldPath> {
     let mut out = BTreeSet::new();
     let Some(root) = object.as_object() else { return out };
     let status_write = subresource == Some("status");
@@ -140,17 +236,8 @@ fn walk(kind: &Kind, name: &str, value: &Value, path: FieldPath, out: &mut BTree
             match list_strategy(name, in_service_spec) {
                 ListStrategy::MergeOnKey(key) => {
                     for item in items {
-                        let mut keys = Map::new();
-                        if let Some(k) = item.get(key) {
-                            keys.insert(key.into(), k.clone());
-                        }
-                        if name == "ports"
-                            && let Some(protocol) = item.get("protocol")
-                        {
-                            keys.insert("protocol".into(), protocol.clone());
-                        }
                         let mut element = path.clone();
-                        element.push(format!("k:{}", Value::Object(keys)));
+                        element.push(format!("k:{}", Value::Object(list_item_key(name, item, key))));
                         let mut dot = element.clone();
                         dot.push(".".into());
                         out.insert(dot);
@@ -181,8 +268,31 @@ fn walk(kind: &Kind, name: &str, value: &Value, path: FieldPath, out: &mut BTree
     }
 }
 
+/// The key of an item of the keyed list `name` (merge key `key`), as managed fields and
+/// server-side apply name it. Ports are keyed by port and protocol, the protocol defaulting to
+/// TCP (upstream's defaulted list-map key).
+pub(crate) fn list_item_key(name: &str, item: &Value, key: &str) -> Map<String, Value> {
+    let mut keys = Map::new();
+    if let Some(k) = item.get(key) {
+        keys.insert(key.into(), k.clone());
+    }
+    if name == "ports" {
+        keys.insert("protocol".into(), item.get("protocol").cloned().unwrap_or_else(|| json!("TCP")));
+    }
+    keys
+}
+
+/// An item's value for one of its list's key fields; a port's protocol defaults to TCP.
+pub(crate) fn key_field(item: &Value, key: &str) -> Option<Value> {
+    match item.get(key) {
+        Some(v) => Some(v.clone()),
+        None if key == "protocol" => Some(json!("TCP")),
+        None => None,
+    }
+}
+
 /// The value at a managed-fields path, for telling changed fields from unchanged ones.
-fn value_at<'a>(object: Option<&'a Value>, path: &FieldPath) -> Option<&'a Value> {
+pub(crate) fn value_at<'a>(object: Option<&'a Value>, path: &FieldPath) -> Option<&'a Value> {
     let mut here = object?;
     for step in path {
         here = if let Some(field) = step.strip_prefix("f:") {
@@ -191,7 +301,7 @@ fn value_at<'a>(object: Option<&'a Value>, path: &FieldPath) -> Option<&'a Value
             let keys: Map<String, Value> = serde_json::from_str(keys).ok()?;
             here.as_array()?
                 .iter()
-                .find(|item| keys.iter().all(|(k, v)| item.get(k) == Some(v)))?
+                .find(|item| keys.iter().all(|(k, v)| key_field(item, k).as_ref() == Some(v)))?
         } else if let Some(v) = step.strip_prefix("v:") {
             let wanted: Value = serde_json::from_str(v).ok()?;
             here.as_array()?.iter().find(|item| **item == wanted)?
@@ -202,7 +312,7 @@ fn value_at<'a>(object: Option<&'a Value>, path: &FieldPath) -> Option<&'a Value
     Some(here)
 }
 
-fn encode(paths: &BTreeSet<FieldPath>) -> Value {
+pub(crate) fn encode(paths: &BTreeSet<FieldPath>) -> Value {
     let mut root = Map::new();
     for path in paths {
         let mut here = &mut root;
@@ -217,7 +327,7 @@ fn encode(paths: &BTreeSet<FieldPath>) -> Value {
     Value::Object(root)
 }
 
-fn decode(fields: &Value) -> BTreeSet<FieldPath> {
+pub(crate) fn decode(fields: &Value) -> BTreeSet<FieldPath> {
     let mut out = BTreeSet::new();
     fn go(value: &Value, path: &mut FieldPath, out: &mut BTreeSet<FieldPath>) {
         match value.as_object() {

@@ -458,6 +458,12 @@ impl Registry {
         }
         let mut object = check_body(call.kind, body)?;
         call.validate_fields(&mut object, "CreateOptions")?;
+        self.create_owned(call, object, &Ownership::Update).await
+    }
+
+    /// Creates `object` (already checked against the kind and validated), recording its
+    /// managed fields as `ownership` says.
+    async fn create_owned(&self, call: &Call<'_>, mut object: Value, ownership: &Ownership) -> ApiResult<Reply> {
         let meta = metadata_mut(&mut object);
         if let Some(ns) = call.namespace() {
             match meta.get("namespace").and_then(Value::as_str).filter(|s| !s.is_empty()) {
@@ -504,7 +510,7 @@ impl Registry {
             false => None,
         };
         reject_missing_required(call.kind, &object)?;
-        crate::managed::record(call.kind, None, &mut object, &call.manager, None);
+        ownership.record(call.kind, None, &mut object, &call.manager, None);
         let dry_run = call.dry_run()?;
         if dry_run {
             return Ok(Reply::Json(201, object));
@@ -630,7 +636,7 @@ impl Registry {
         {
             return Err(ApiError::conflict(call.kind, &name));
         }
-        self.write_update(call, &key, &name, current, kv.mod_revision, incoming)
+        self.write_update(call, current, kv.mod_revision, incoming, &Ownership::Update)
             .await
     }
 
@@ -638,12 +644,13 @@ impl Registry {
     async fn write_update(
         &self,
         call: &Call<'_>,
-        key: &str,
-        name: &str,
         current: Value,
         revision: Revision,
         incoming: Value,
+        ownership: &Ownership,
     ) -> ApiResult<Reply> {
+        let name = call.name();
+        let key = &call.key(name);
         let subresource = call.request.subresource.as_deref();
         let mut incoming = incoming;
         crate::defaults::apply(call.kind, &mut incoming);
@@ -656,13 +663,19 @@ impl Registry {
             ),
             false => None,
         };
-        if updated == current {
+        let unchanged = updated == current;
+        if unchanged && matches!(ownership, Ownership::Update) {
             return Ok(Reply::Json(200, current));
         }
-        if subresource.is_none() {
+        if !unchanged && subresource.is_none() {
             reject_missing_required(call.kind, &updated)?;
         }
-        crate::managed::record(call.kind, Some(&current), &mut updated, &call.manager, subresource);
+        ownership.record(call.kind, Some(&current), &mut updated, &call.manager, subresource);
+        // An apply that changes neither the object nor who owns what writes nothing.
+        if unchanged && crate::managed::same_ownership(&updated, &current) {
+            return Ok(Reply::Json(200, current));
+        }
+        metadata_mut(&mut updated).remove("resourceVersion");
         if call.dry_run()? {
             return Ok(Reply::Json(200, updated));
         }
@@ -683,6 +696,78 @@ impl Registry {
             .map_err(|e| ApiError::from_store(e, call.kind, name))?;
         object::set_resource_version(&mut updated, new_revision);
         Ok(Reply::Json(200, updated))
+    }
+
+    /// Server-side apply: `body` is the manager's configuration (YAML or JSON).
+    pub async fn apply(&self, call: &Call<'_>, body: &[u8]) -> ApiResult<Reply> {
+        let subresource = call.request.subresource.as_deref();
+        if subresource.is_some_and(|s| s != "status") {
+            return Err(ApiError::method_not_allowed());
+        }
+        let manager = match call.query.get("fieldManager") {
+            Some(m) if !m.is_empty() => m.to_string(),
+            _ => return Err(ApiError::bad_request("PATCH with apply requires fieldManager")),
+        };
+        let force = match call.query.get("force") {
+            None | Some("") | Some("false") => false,
+            Some("true") => true,
+            Some(other) => return Err(ApiError::bad_request(format!("invalid value for force: {other:?}"))),
+        };
+        let config = crate::yaml::to_json(body)?;
+        for field in ["apiVersion", "kind"] {
+            if config.get(field).and_then(Value::as_str).is_none_or(str::is_empty) {
+                return Err(ApiError::bad_request(format!("{field} must be set in an applied configuration")));
+            }
+        }
+        let mut config = check_body(call.kind, config)?;
+        let name = call.name().to_string();
+        match meta_str(&config, "name") {
+            Some(n) if n == name => {}
+            Some(n) => {
+                return Err(ApiError::bad_request(format!(
+                    "the name of the object ({n}) does not match the name on the URL ({name})"
+                )));
+            }
+            None => {
+                metadata_mut(&mut config).insert("name".into(), json!(name));
+            }
+        }
+        call.validate_fields(&mut config, "PatchOptions")?;
+        // Managed fields are the server's to keep for an applier.
+        metadata_mut(&mut config).remove("managedFields");
+        let key = call.key(&name);
+        for _ in 0..RETRIES {
+            let (current, kv) = match self.read(call.kind, &key, &name).await {
+                Ok(found) => found,
+                Err(e) if e.code == 404 && subresource.is_none() => {
+                    let applied = crate::apply::applied_fields(call.kind, &config, None);
+                    let ownership = Ownership::Apply {
+                        manager: manager.clone(),
+                        applied,
+                        forced: Default::default(),
+                    };
+                    match self.create_owned(call, config.clone(), &ownership).await {
+                        Err(e) if e.reason == "AlreadyExists" => continue,
+                        other => return other,
+                    }
+                }
+                Err(e) => return Err(e),
+            };
+            let plan = crate::apply::plan(call.kind, &current, &config, &manager, subresource, force)?;
+            let ownership = Ownership::Apply {
+                manager: manager.clone(),
+                applied: plan.applied,
+                forced: plan.forced,
+            };
+            match self
+                .write_update(call, current, kv.mod_revision, plan.object, &ownership)
+                .await
+            {
+                Err(e) if e.reason == "Conflict" && e.details.as_ref().is_none_or(|d| d.causes.is_empty()) => continue,
+                other => return other,
+            }
+        }
+        Err(ApiError::conflict(call.kind, &name))
     }
 
     pub async fn patch(&self, call: &Call<'_>, content_type: &str, body: &[u8]) -> ApiResult<Reply> {
@@ -710,7 +795,7 @@ impl Registry {
                 return Err(ApiError::conflict(call.kind, &name));
             }
             match self
-                .write_update(call, &key, &name, current, kv.mod_revision, patched)
+                .write_update(call, current, kv.mod_revision, patched, &Ownership::Update)
                 .await
             {
                 Err(e) if e.reason == "Conflict" && pinned.is_none() => continue,
@@ -734,7 +819,7 @@ impl Registry {
             }
             let updated = crate::scale::apply_scale(&current, &scale)?;
             match self
-                .write_update(call, &key, &name, current, kv.mod_revision, updated)
+                .write_update(call, current, kv.mod_revision, updated, &Ownership::Update)
                 .await
             {
                 Ok(Reply::Json(code, object)) => {
@@ -866,6 +951,31 @@ impl ListItem {
             }
             None => object::write_with_resource_version(&self.kv.value, self.kv.mod_revision, out)
                 .map_err(ApiError::internal),
+        }
+    }
+}
+
+/// How a write's managed fields are recorded.
+enum Ownership {
+    /// An Update operation (create, update, patch): the writer owns what it changed.
+    Update,
+    /// A server-side apply: the manager owns exactly what it applied.
+    Apply {
+        manager: String,
+        applied: std::collections::BTreeSet<crate::managed::FieldPath>,
+        forced: std::collections::BTreeSet<crate::managed::FieldPath>,
+    },
+}
+
+impl Ownership {
+    fn record(&self, kind: &Kind, before: Option<&Value>, after: &mut Value, writer: &str, subresource: Option<&str>) {
+        match self {
+            Ownership::Update => crate::managed::record(kind, before, after, writer, subresource),
+            Ownership::Apply {
+                manager,
+                applied,
+                forced,
+            } => crate::managed::record_apply(kind, before, after, manager, subresource, applied, forced),
         }
     }
 }

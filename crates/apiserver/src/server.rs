@@ -263,10 +263,14 @@ impl Server {
             }
             Verb::Patch => {
                 let patch_type = content_type.split(';').next().unwrap_or("").trim();
-                if !patch::ACCEPTED.contains(&patch_type) || patch_type == patch::APPLY_PATCH {
+                if !patch::ACCEPTED.contains(&patch_type) {
                     return Err(ApiError::unsupported_media_type(patch_type, patch::ACCEPTED));
                 }
-                self.registry.patch(&call, patch_type, &body).await?
+                if patch_type == patch::APPLY_PATCH {
+                    self.registry.apply(&call, &body).await?
+                } else {
+                    self.registry.patch(&call, patch_type, &body).await?
+                }
             }
             Verb::Delete => self.registry.delete(&call, delete_options(&body)?).await?,
             Verb::DeleteCollection => self.registry.delete_collection(&call, delete_options(&body)?).await?,

@@ -104,6 +104,17 @@ impl ApiError {
     }
 
     /// A validation failure (422) listing each field problem.
+    /// A server-side apply conflict: the causes name each field and the manager owning it.
+    pub fn apply_conflict(message: String, causes: Vec<Cause>) -> ApiError {
+        ApiError {
+            details: Some(Box::new(Details {
+                causes,
+                ..Details::default()
+            })),
+            ..ApiError::new(409, "Conflict", message)
+        }
+    }
+
     pub fn invalid(kind: &Kind, name: &str, causes: Vec<Cause>) -> ApiError {
         let problems: Vec<String> = causes
             .iter()
