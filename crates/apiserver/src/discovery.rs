@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use crate::kinds::{self, Kind, VERBS};
+use crate::kinds::{self, Kind};
 
 /// The Kubernetes version reported by `/version`. kubectl's dispatcher runs `kubectl.1.<minor>`.
 pub const MAJOR: &str = "1";
@@ -156,7 +156,7 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
             "singularName": k.singular,
             "namespaced": k.namespaced,
             "kind": k.kind,
-            "verbs": VERBS,
+            "verbs": k.verbs,
         });
         if !k.short_names.is_empty() {
             r["shortNames"] = json!(k.short_names);
@@ -205,7 +205,7 @@ fn aggregated_resource(k: &Kind) -> Value {
         "responseKind": {"group": k.group, "version": k.version, "kind": k.kind},
         "scope": if k.namespaced { "Namespaced" } else { "Cluster" },
         "singularResource": k.singular,
-        "verbs": VERBS,
+        "verbs": k.verbs,
     });
     if !k.short_names.is_empty() {
         r["shortNames"] = json!(k.short_names);

@@ -29,6 +29,8 @@ pub struct Kind {
     /// etcd tooling sees the same layout.
     pub storage: &'static str,
     pub subresources: &'static [Subresource],
+    /// The verbs the resource takes (all of [`VERBS`] for a stored kind).
+    pub verbs: &'static [&'static str],
 }
 
 pub const VERBS: &[&str] = &[
@@ -83,6 +85,7 @@ const fn kind(
         categories: &[],
         storage: plural,
         subresources: &[],
+        verbs: VERBS,
     }
 }
 
@@ -102,6 +105,20 @@ impl Kind {
     const fn subresources(mut self, subresources: &'static [Subresource]) -> Kind {
         self.subresources = subresources;
         self
+    }
+    /// A review: create only, answered from the request and never stored.
+    const fn review(mut self) -> Kind {
+        self.verbs = &["create"];
+        self
+    }
+
+    /// Whether objects of this kind are answered, not stored (access and identity reviews).
+    pub fn is_review(&self) -> bool {
+        self.verbs == ["create"]
+    }
+
+    pub fn takes(&self, verb: &str) -> bool {
+        self.verbs.contains(&verb)
     }
 
     /// `apps/v1`, or `v1` for the core group.
@@ -259,6 +276,53 @@ pub static KINDS: &[Kind] = &[
     kind("batch", "v1", "Job", "jobs", "job", true)
         .all()
         .subresources(&[status("batch", "v1", "Job")]),
+    // authentication.k8s.io/v1 and authorization.k8s.io/v1: reviews, answered and never
+    // stored (`kubectl auth whoami`, `kubectl auth can-i`)
+    kind(
+        "authentication.k8s.io",
+        "v1",
+        "SelfSubjectReview",
+        "selfsubjectreviews",
+        "selfsubjectreview",
+        false,
+    )
+    .review(),
+    kind(
+        "authorization.k8s.io",
+        "v1",
+        "LocalSubjectAccessReview",
+        "localsubjectaccessreviews",
+        "localsubjectaccessreview",
+        true,
+    )
+    .review(),
+    kind(
+        "authorization.k8s.io",
+        "v1",
+        "SelfSubjectAccessReview",
+        "selfsubjectaccessreviews",
+        "selfsubjectaccessreview",
+        false,
+    )
+    .review(),
+    kind(
+        "authorization.k8s.io",
+        "v1",
+        "SelfSubjectRulesReview",
+        "selfsubjectrulesreviews",
+        "selfsubjectrulesreview",
+        false,
+    )
+    .review(),
+    kind(
+        "authorization.k8s.io",
+        "v1",
+        "SubjectAccessReview",
+        "subjectaccessreviews",
+        "subjectaccessreview",
+        false,
+    )
+    .review(),
     // autoscaling/v2, the preferred and stored version
     kind(
         "autoscaling",

@@ -21,6 +21,7 @@ pub mod pki;
 mod protobuf;
 mod registry;
 mod request;
+mod reviews;
 mod scale;
 mod schema;
 mod selectors;

@@ -154,27 +154,49 @@ fn group_version_document(kinds: &[&Kind]) -> Value {
         let id = |verb: &str| format!("{verb}{}", kind.kind);
 
         let collection = format!("{scope}/{}", kind.plural);
-        paths.insert(
-            collection.clone(),
-            json!({
-                "get": operation(&gvk, "list", id("list"), list_params(), false),
-                "post": operation(&gvk, "post", id("create"), write_params(), true),
-                "delete": operation(&gvk, "deletecollection", id("deletecollection"), list_params(), true),
-                "parameters": common.clone(),
-            }),
-        );
+        let mut ops = Map::new();
+        for (verb, method, op) in [
+            ("list", "get", operation(&gvk, "list", id("list"), list_params(), false)),
+            ("create", "post", operation(&gvk, "post", id("create"), write_params(), true)),
+            (
+                "deletecollection",
+                "delete",
+                operation(&gvk, "deletecollection", id("deletecollection"), list_params(), true),
+            ),
+        ] {
+            if kind.takes(verb) {
+                ops.insert(method.into(), op);
+            }
+        }
+        ops.insert("parameters".into(), Value::Array(common.clone()));
+        paths.insert(collection.clone(), Value::Object(ops));
         let mut item_params = common.clone();
         item_params.insert(0, path_param("name"));
-        paths.insert(
-            format!("{collection}/{{name}}"),
-            json!({
-                "get": operation(&gvk, "get", id("read"), vec![], false),
-                "put": operation(&gvk, "put", id("replace"), write_params(), true),
-                "patch": operation(&gvk, "patch", id("patch"), patch_params(), true),
-                "delete": operation(&gvk, "delete", id("delete"), vec![param("dryRun", ""), param("gracePeriodSeconds", ""), param("propagationPolicy", "")], true),
-                "parameters": item_params.clone(),
-            }),
-        );
+        let mut ops = Map::new();
+        for (verb, method, op) in [
+            ("get", "get", operation(&gvk, "get", id("read"), vec![], false)),
+            ("update", "put", operation(&gvk, "put", id("replace"), write_params(), true)),
+            ("patch", "patch", operation(&gvk, "patch", id("patch"), patch_params(), true)),
+            (
+                "delete",
+                "delete",
+                operation(
+                    &gvk,
+                    "delete",
+                    id("delete"),
+                    vec![param("dryRun", ""), param("gracePeriodSeconds", ""), param("propagationPolicy", "")],
+                    true,
+                ),
+            ),
+        ] {
+            if kind.takes(verb) {
+                ops.insert(method.into(), op);
+            }
+        }
+        if !ops.is_empty() {
+            ops.insert("parameters".into(), Value::Array(item_params.clone()));
+            paths.insert(format!("{collection}/{{name}}"), Value::Object(ops));
+        }
         for sub in kind.subresources {
             let sub_gvk = json!({"group": sub.group, "version": sub.version, "kind": sub.kind});
             let mut ops = Map::new();

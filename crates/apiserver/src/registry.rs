@@ -677,6 +677,8 @@ impl Registry {
         }
         metadata_mut(&mut updated).remove("resourceVersion");
         if call.dry_run()? {
+            // Nothing was written: the object is still at its current version.
+            object::set_resource_version(&mut updated, revision);
             return Ok(Reply::Json(200, updated));
         }
         // The last finalizer of an object being deleted is gone: the object goes.

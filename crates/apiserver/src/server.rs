@@ -193,7 +193,7 @@ impl Server {
             Route::OpenApi(path) => self.openapi(&path),
             Route::MethodNotAllowed => Err(ApiError::method_not_allowed()),
             Route::NotFound => Err(ApiError::route_not_found()),
-            Route::Resource(resource) => self.resource(request, resource, &query, &accept).await,
+            Route::Resource(resource) => self.resource(request, resource, &query, &accept, user).await,
         }
     }
 
@@ -217,9 +217,30 @@ impl Server {
         resource: ResourceRequest,
         query: &Query,
         accept: &str,
+        user: &User,
     ) -> ApiResult<Response<Body>> {
         let kind = kinds::find(&resource.group, &resource.version, &resource.resource)
             .ok_or_else(ApiError::route_not_found)?;
+        let verb = match resource.verb {
+            Verb::Get => "get",
+            Verb::List => "list",
+            Verb::Watch => "watch",
+            Verb::Create => "create",
+            Verb::Update => "update",
+            Verb::Patch => "patch",
+            Verb::Delete => "delete",
+            Verb::DeleteCollection => "deletecollection",
+        };
+        if resource.subresource.is_none() && !kind.takes(verb) {
+            return Err(ApiError::method_not_allowed());
+        }
+        if kind.is_review() {
+            let content_type = header_str(&request, header::CONTENT_TYPE).to_string();
+            let body = decode_object(&content_type, request.body())?;
+            let namespace = resource.namespace.as_deref().filter(|_| kind.namespaced);
+            let answered = crate::reviews::answer(kind, body, user, namespace)?;
+            return Ok(json_response(201, &answered));
+        }
         if let Some(sub) = &resource.subresource
             && kind.subresource(sub).is_none()
         {

@@ -1014,3 +1014,41 @@ fn missing_required_fields_are_422_with_causes() {
     );
     assert!(c.kubectl_err(&["get", "deploy", "broken"]).contains("NotFound"));
 }
+
+#[test]
+fn diff_dry_run_replace_whoami_and_raw() {
+    let c = cluster();
+    c.apply(DEPLOYMENT);
+    let scaled = DEPLOYMENT.replace("replicas: 1", "replicas: 3");
+    // diff: exit code 1 and the change, computed by a server-side dry run.
+    let out = c.kubectl_stdin(&["diff", "-f", "-"], &scaled);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let diff = String::from_utf8_lossy(&out.stdout);
+    assert!(diff.contains("-  replicas: 1") && diff.contains("+  replicas: 3"), "{diff}");
+    assert!(!diff.contains("resourceVersion"), "a dry run keeps the resource version:\n{diff}");
+    let out = c.kubectl_stdin(&["diff", "-f", "-"], DEPLOYMENT);
+    assert_eq!(out.status.code(), Some(0), "no change, no diff: {}", String::from_utf8_lossy(&out.stdout));
+
+    let out = c.kubectl_stdin(&["apply", "--dry-run=server", "-f", "-"], &scaled);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("configured (server dry run)"));
+    assert_eq!(c.kubectl_ok(&["get", "deploy", "nginx-hpa", "-o", "jsonpath={.spec.replicas}"]), "1");
+
+    let out = c.kubectl_stdin(&["replace", "-f", "-"], &scaled);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(c.kubectl_ok(&["get", "deploy", "nginx-hpa", "-o", "jsonpath={.spec.replicas}"]), "3");
+
+    let whoami = c.kubectl_ok(&["auth", "whoami"]);
+    assert!(whoami.contains("kubernetes-admin") && whoami.contains("[system:masters system:authenticated]"), "{whoami}");
+    assert_eq!(c.kubectl_ok(&["auth", "can-i", "create", "deployments"]).trim(), "yes");
+    let err = c.kubectl_err(&["get", "selfsubjectreviews"]);
+    assert!(err.contains("MethodNotAllowed"), "{err}");
+
+    let version = json(&c.kubectl_ok(&["get", "--raw", "/version"]));
+    assert_eq!(version["minor"], "33");
+    let apps = json(&c.kubectl_ok(&["get", "--raw", "/apis/apps/v1"]));
+    assert_eq!(apps["groupVersion"], "apps/v1");
+    let index = json(&c.kubectl_ok(&["get", "--raw", "/openapi/v3"]));
+    let apps_doc = index["paths"]["apis/apps/v1"]["serverRelativeURL"].as_str().unwrap().to_string();
+    let doc = json(&c.kubectl_ok(&["get", "--raw", &apps_doc]));
+    assert!(doc["components"]["schemas"]["io.k8s.api.apps.v1.Deployment"].is_object());
+}
