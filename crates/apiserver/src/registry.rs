@@ -710,11 +710,7 @@ impl Registry {
             Some(m) if !m.is_empty() => m.to_string(),
             _ => return Err(ApiError::bad_request("PATCH with apply requires fieldManager")),
         };
-        let force = match call.query.get("force") {
-            None | Some("") | Some("false") => false,
-            Some("true") => true,
-            Some(other) => return Err(ApiError::bad_request(format!("invalid value for force: {other:?}"))),
-        };
+        let force = call.query.flag("force");
         let config = crate::yaml::to_json(body)?;
         for field in ["apiVersion", "kind"] {
             if config.get(field).and_then(Value::as_str).is_none_or(str::is_empty) {

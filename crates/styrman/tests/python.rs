@@ -3,10 +3,10 @@
 
 use styrman_testkit::Cluster;
 
-#[test]
-fn the_python_client_works() {
+/// Runs `tests/python/<script>` against a new cluster; its stdout.
+fn run_script(script: &str) -> String {
     let c = Cluster::start(env!("CARGO_BIN_EXE_styrman").as_ref()).unwrap();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/client_smoke.py");
+    let script = format!("{}/tests/python/{script}", env!("CARGO_MANIFEST_DIR"));
     let out = std::process::Command::new("python3")
         .arg(script)
         .arg(c.kubeconfig())
@@ -19,6 +19,12 @@ fn the_python_client_works() {
         String::from_utf8_lossy(&out.stderr),
         c.log()
     );
+    stdout.into_owned()
+}
+
+#[test]
+fn the_python_client_works() {
+    let stdout = run_script("client_smoke.py");
     for check in [
         "namespaces",
         "configmap",
@@ -28,6 +34,17 @@ fn the_python_client_works() {
         "errors",
         "delete",
     ] {
+        assert!(
+            stdout.lines().any(|l| l == format!("{check} ok")),
+            "{check} did not run:\n{stdout}"
+        );
+    }
+}
+
+#[test]
+fn the_python_client_drives_workloads() {
+    let stdout = run_script("workloads.py");
+    for check in ["configmaps", "deployments", "services", "jobs", "watch", "delete"] {
         assert!(
             stdout.lines().any(|l| l == format!("{check} ok")),
             "{check} did not run:\n{stdout}"
