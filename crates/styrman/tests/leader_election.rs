@@ -49,12 +49,15 @@ async fn lease(client: &kube::Client) -> Lease {
     Api::<Lease>::namespaced(client.clone(), "default").get("test-leader").await.unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_leader_at_a_time_with_takeover_and_handover() {
-    let cluster = tokio::task::spawn_blocking(|| Cluster::start(env!("CARGO_BIN_EXE_styrman").as_ref()))
-        .await
-        .unwrap()
-        .expect("start styrman server");
+#[test]
+fn one_leader_at_a_time_with_takeover_and_handover() {
+    // Started from the test's own thread: its children die with the thread that started them.
+    let cluster = Cluster::start(env!("CARGO_BIN_EXE_styrman").as_ref()).expect("start styrman server");
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(leadership(cluster));
+}
+
+async fn leadership(cluster: Cluster) {
     let client = styrman_runtime::connect(&cluster.kubeconfig(), "leader-election-test").await.unwrap();
 
     let a = candidate(&client);

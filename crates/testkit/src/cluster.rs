@@ -83,6 +83,45 @@ impl Cluster {
         self.port
     }
 
+    /// The pid of the supervised `component` (`apiserver`, `controller-manager`, ...): a child
+    /// of the server whose command line is `styrman <component> ...`.
+    pub fn component_pid(&self, component: &str) -> Option<u32> {
+        let server = self.server.id();
+        for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+            // The fields after the parenthesised command name: state, then the parent pid.
+            let parent = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1));
+            if parent != Some(server.to_string().as_str()) {
+                continue;
+            }
+            let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
+            if cmdline.split(|b| *b == 0).nth(1) == Some(component.as_bytes()) {
+                return Some(pid);
+            }
+        }
+        None
+    }
+
+    /// Kills the supervised `component` with SIGKILL (the supervisor restarts it) and returns
+    /// the pid it had. For the API server, waits until the new one serves.
+    pub fn kill_component(&mut self, component: &str) -> anyhow::Result<u32> {
+        let pid = self
+            .component_pid(component)
+            .with_context(|| format!("no {component} is running"))?;
+        let status = Command::new("kill").arg("-9").arg(pid.to_string()).status()?;
+        anyhow::ensure!(status.success(), "kill -9 {pid} failed");
+        if component == "apiserver" {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while self.component_pid(component).is_none_or(|p| p == pid) {
+                anyhow::ensure!(Instant::now() < deadline, "the apiserver was not restarted");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            self.wait_ready(Duration::from_secs(30))?;
+        }
+        Ok(pid)
+    }
+
     pub fn data_dir(&self) -> &Path {
         self.data.path()
     }
