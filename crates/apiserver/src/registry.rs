@@ -40,6 +40,8 @@ pub enum Reply {
 const RETRIES: usize = 16;
 /// How often a watch that allows bookmarks gets one.
 const BOOKMARK_EVERY: Duration = Duration::from_secs(30);
+/// How long a watch waits for a client to take an event before giving up on it.
+const STALLED_WATCH: Duration = Duration::from_secs(15);
 /// Default and upper bound on a watch's life, as kube-apiserver's `--min-request-timeout`.
 const WATCH_TIMEOUT: Duration = Duration::from_secs(1800);
 
@@ -441,8 +443,12 @@ impl Registry {
                             .map(|(kind_of_event, object)| encoder.line(kind_of_event, &object))
                     };
                     let Some(line) = line else { continue };
-                    if tx.send(line).await.is_err() {
-                        return;
+                    // A client that takes nothing for this long has stopped reading: its watch
+                    // ends rather than holding events for it (it resumes from the last
+                    // resource version it did read).
+                    match tokio::time::timeout(STALLED_WATCH, tx.send(line)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) | Err(_) => return,
                     }
                 }
             }

@@ -41,12 +41,12 @@ pub struct Options {
     dir: Option<PathBuf>,
 }
 
-type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+pub(crate) type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
-struct Server {
-    child: Child,
-    base: String,
-    _data: tempfile::TempDir,
+pub(crate) struct Server {
+    pub(crate) child: Child,
+    pub(crate) base: String,
+    pub(crate) data: tempfile::TempDir,
 }
 
 impl Drop for Server {
@@ -63,8 +63,8 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         .styrman
         .clone()
         .unwrap_or_else(|| PathBuf::from("target/release/styrman"));
-    let server = start(&styrman, &parent).await?;
-    let client = client(server._data.path())?;
+    let mut server = start(&styrman, &parent).await?;
+    let client = client(server.data.path())?;
     let pid = server.child.id();
     println!(
         "API benchmark: styrman apiserver (embedded store under {}), {} clients over HTTPS (HTTP/2), {} pods",
@@ -187,6 +187,14 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         delivered as f64 / last_seen.duration_since(watch_start).as_secs_f64()
     );
 
+    let (ready, listed) = restart(&mut server, &styrman, options.pods).await?;
+    println!(
+        "\nrestart with {} pods stored: /readyz 200 after {:.0} ms, first full LIST after {:.0} ms",
+        options.pods + extra,
+        ready.as_secs_f64() * 1e3,
+        listed.as_secs_f64() * 1e3
+    );
+
     let per_pod = (rss_full.saturating_sub(rss_empty)) as f64 / options.pods as f64;
     println!(
         "\nmemory: apiserver RSS {} MiB empty, {} MiB with {} pods: {:.1} KiB per stored pod (anchor: k0s ~100 KB per pod)",
@@ -214,29 +222,19 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn start(styrman: &Path, parent: &Path) -> anyhow::Result<Server> {
+pub(crate) async fn start(styrman: &Path, parent: &Path) -> anyhow::Result<Server> {
     let data = tempfile::Builder::new()
         .prefix("styrman-bench-api-")
         .tempdir_in(parent)?;
     let port = styrman_testkit::free_port()?;
-    let mut command = Command::new(styrman);
-    styrman_testkit::die_with_parent(&mut command);
-    let child = command
-        .arg("apiserver")
-        .arg(format!("--data-dir={}", data.path().display()))
-        .arg("--bind-address=127.0.0.1")
-        .arg(format!("--secure-port={port}"))
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .spawn()
-        .with_context(|| format!("cannot run {} (build it with cargo build --release)", styrman.display()))?;
+    let child = spawn(styrman, data.path(), port)?;
     let server = Server {
         child,
         base: format!("https://127.0.0.1:{port}"),
-        _data: data,
+        data,
     };
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !server._data.path().join("admin.kubeconfig").exists()
+    while !server.data.path().join("admin.kubeconfig").exists()
         || std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
     {
         if Instant::now() > deadline {
@@ -247,7 +245,51 @@ async fn start(styrman: &Path, parent: &Path) -> anyhow::Result<Server> {
     Ok(server)
 }
 
-fn client(data_dir: &Path) -> anyhow::Result<HttpsClient> {
+fn spawn(styrman: &Path, data_dir: &Path, port: u16) -> anyhow::Result<Child> {
+    let mut command = Command::new(styrman);
+    styrman_testkit::die_with_parent(&mut command);
+    command
+        .arg("apiserver")
+        .arg(format!("--data-dir={}", data_dir.display()))
+        .arg("--bind-address=127.0.0.1")
+        .arg(format!("--secure-port={port}"))
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .spawn()
+        .with_context(|| format!("cannot run {} (build it with cargo build --release)", styrman.display()))
+}
+
+/// Kills the server and starts it again on its data; the time until `/readyz` answers 200
+/// and until a LIST of the pods returns `pods` items.
+async fn restart(server: &mut Server, styrman: &Path, pods: usize) -> anyhow::Result<(Duration, Duration)> {
+    let _ = server.child.kill();
+    let _ = server.child.wait();
+    let port: u16 = server.base.rsplit(':').next().unwrap_or("0").parse()?;
+    let started = Instant::now();
+    server.child = spawn(styrman, server.data.path(), port)?;
+    let client = client(server.data.path())?;
+    let deadline = started + Duration::from_secs(300);
+    let mut ready = None;
+    while ready.is_none() {
+        if request_body(&client, "GET", &format!("{}/readyz", server.base)).await.is_ok() {
+            ready = Some(started.elapsed());
+        } else if Instant::now() > deadline {
+            bail!("the API server was not ready within 300 s of a restart");
+        } else {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    let body = request_body(&client, "GET", &format!("{}/api/v1/namespaces/default/pods", server.base)).await?;
+    let listed = serde_json::from_slice::<serde_json::Value>(&body)?["items"]
+        .as_array()
+        .map_or(0, Vec::len);
+    if listed < pods {
+        bail!("after the restart the list has {listed} pods, expected at least {pods}");
+    }
+    Ok((ready.unwrap_or_default(), started.elapsed()))
+}
+
+pub(crate) fn client(data_dir: &Path) -> anyhow::Result<HttpsClient> {
     let pki = data_dir.join("pki");
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
@@ -268,14 +310,14 @@ fn client(data_dir: &Path) -> anyhow::Result<HttpsClient> {
     Ok(Client::builder(TokioExecutor::new()).http2_only(true).build(connector))
 }
 
-fn pod(i: usize) -> String {
+pub(crate) fn pod(i: usize) -> String {
     format!(
         r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"bench-{i}","labels":{{"app":"bench","shard":"s{}"}}}},"spec":{{"containers":[{{"name":"app","image":"registry.local/app:1.0","ports":[{{"containerPort":8080}}],"resources":{{"requests":{{"cpu":"10m","memory":"50Mi"}}}}}}]}}}}"#,
         i % 16
     )
 }
 
-async fn request(client: &HttpsClient, method: &str, uri: &str, body: Option<String>) -> anyhow::Result<()> {
+pub(crate) async fn request(client: &HttpsClient, method: &str, uri: &str, body: Option<String>) -> anyhow::Result<()> {
     let request = http::Request::builder()
         .method(method)
         .uri(uri)
@@ -290,7 +332,7 @@ async fn request(client: &HttpsClient, method: &str, uri: &str, body: Option<Str
     Ok(())
 }
 
-async fn request_body(client: &HttpsClient, method: &str, uri: &str) -> anyhow::Result<Bytes> {
+pub(crate) async fn request_body(client: &HttpsClient, method: &str, uri: &str) -> anyhow::Result<Bytes> {
     let request = http::Request::builder()
         .method(method)
         .uri(uri)
@@ -305,7 +347,7 @@ async fn request_body(client: &HttpsClient, method: &str, uri: &str) -> anyhow::
 }
 
 /// Creates `count` pods named from `first` on, over `workers` concurrent clients.
-async fn create_pods(
+pub(crate) async fn create_pods(
     client: &HttpsClient,
     base: &str,
     workers: usize,
@@ -352,7 +394,7 @@ where
     Ok((all, started.elapsed()))
 }
 
-fn percentile(values: &[Duration], p: f64) -> Duration {
+pub(crate) fn percentile(values: &[Duration], p: f64) -> Duration {
     let mut sorted = values.to_vec();
     sorted.sort_unstable();
     if sorted.is_empty() {
@@ -372,7 +414,7 @@ fn report(verb: &str, latencies: &[Duration], elapsed: Duration) {
     );
 }
 
-fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+pub(crate) fn rss_kib(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
         .lines()

@@ -2,6 +2,7 @@
 //! anchor in the same run, on the same machine, with the same workload, and prints both.
 
 mod api;
+mod robustness;
 mod store;
 
 use clap::{Parser, Subcommand};
@@ -22,6 +23,9 @@ enum Command {
     Store(store::Options),
     /// The API server over HTTPS: creates, gets, lists and watches of pods, and memory per pod
     Api(api::Options),
+    /// The API server under slow and abusive clients: idle and stalled watches, many
+    /// connections, byte-by-byte bodies
+    Robustness(robustness::Options),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -32,6 +36,10 @@ fn main() -> anyhow::Result<()> {
         Command::Api(options) => {
             let _ = rustls::crypto::ring::default_provider().install_default();
             runtime.block_on(api::run(options))
+        }
+        Command::Robustness(options) => {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            runtime.block_on(robustness::run(options))
         }
     }
 }
