@@ -125,6 +125,7 @@ spec:
       containers:
       - name: web
         env: [{name: SIDECAR_URL, value: http://localhost:9000}]
+        ports: [{containerPort: 9090, name: metrics}]
       - name: log
         image: busybox
         ports: [{containerPort: 9000}]
@@ -143,6 +144,13 @@ spec:
         .map(|e| e["name"].as_str().unwrap())
         .collect();
     assert_eq!(env, ["SIDECAR_URL"], "MODE was dropped, the injector's var stays");
+    let ports: Vec<i64> = containers[0]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["containerPort"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ports, [80, 9090], "ports merge by containerPort and protocol");
     assert_eq!(containers[0]["ports"][0]["protocol"], "TCP");
 }
 
