@@ -38,7 +38,7 @@ enum Command {
     /// Run the service proxy: program Services into nftables
     Proxy,
     /// Simulate many nodes in one process, for scale tests
-    HollowNodes,
+    HollowNodes(HollowNodesArgs),
     /// Print styrman's version and the Kubernetes API version it serves
     Version,
 }
@@ -78,6 +78,59 @@ struct ControllerManagerArgs {
     leader_elect: bool,
 }
 
+#[derive(clap::Args, Clone)]
+struct HollowNodesArgs {
+    /// The kubeconfig to reach the API server with
+    #[arg(long)]
+    kubeconfig: std::path::PathBuf,
+    /// How many nodes to simulate
+    #[arg(long, default_value_t = 1)]
+    count: usize,
+    /// Node names are this prefix and a number
+    #[arg(long, default_value = "hollow-")]
+    prefix: String,
+    /// CPU capacity of each node
+    #[arg(long, default_value = "32")]
+    cpu: String,
+    /// Memory capacity of each node
+    #[arg(long, default_value = "256Gi")]
+    memory: String,
+    /// Pod capacity of each node
+    #[arg(long, default_value_t = 110)]
+    pods: u32,
+    /// Extra node labels, k=v,...
+    #[arg(long, value_delimiter = ',')]
+    labels: Vec<String>,
+    /// Node taints, key[=value]:Effect,...
+    #[arg(long, value_delimiter = ',')]
+    taints: Vec<String>,
+}
+
+impl HollowNodesArgs {
+    fn config(self) -> anyhow::Result<styrman_hollow::Config> {
+        let labels = self
+            .labels
+            .iter()
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                l.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .ok_or_else(|| anyhow::anyhow!("--labels: {l:?} is not k=v"))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(styrman_hollow::Config {
+            kubeconfig: self.kubeconfig,
+            count: self.count,
+            prefix: self.prefix,
+            cpu: self.cpu,
+            memory: self.memory,
+            pods: self.pods,
+            labels,
+            taints: self.taints.into_iter().filter(|t| !t.is_empty()).collect(),
+        })
+    }
+}
+
 impl ControlPlaneArgs {
     fn apiserver_config(&self) -> styrman_apiserver::Config {
         styrman_apiserver::Config {
@@ -113,7 +166,7 @@ impl Command {
         match self {
             Command::Server(_) | Command::Apiserver(_) => None,
             Command::Scheduler => Some(("scheduler", 5)),
-            Command::HollowNodes => Some(("hollow-nodes", 5)),
+            Command::HollowNodes(_) => None,
             Command::ControllerManager(_) => None,
             Command::Kubelet => Some(("kubelet", 0)),
             Command::Proxy => Some(("proxy", 0)),
@@ -146,6 +199,7 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Apiserver(args) => run_async(styrman_apiserver::run(args.apiserver_config())),
+        Command::HollowNodes(args) => args.config().and_then(|c| run_async(styrman_hollow::run(c))),
         Command::ControllerManager(args) => run_async(styrman_controller_manager::run(styrman_controller_manager::Config {
             kubeconfig: args.kubeconfig,
             controllers: args.controllers,
