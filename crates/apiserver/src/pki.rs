@@ -38,10 +38,16 @@ pub struct Component {
     pub file_stem: &'static str,
 }
 
-pub const COMPONENTS: &[Component] = &[Component {
-    user: "system:kube-controller-manager",
-    file_stem: "controller-manager",
-}];
+pub const COMPONENTS: &[Component] = &[
+    Component {
+        user: "system:kube-controller-manager",
+        file_stem: "controller-manager",
+    },
+    Component {
+        user: "system:kube-scheduler",
+        file_stem: "scheduler",
+    },
+];
 
 const CA_CERT: &str = "ca.crt";
 const CA_KEY: &str = "ca.key";

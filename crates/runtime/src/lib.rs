@@ -7,6 +7,7 @@
 
 pub mod client;
 pub mod leader;
+pub mod quantity;
 pub mod workqueue;
 
 pub use client::connect;

@@ -30,7 +30,7 @@ enum Command {
     /// Run the API server: the Kubernetes REST API in front of the store
     Apiserver(ControlPlaneArgs),
     /// Run the scheduler: place pods on nodes
-    Scheduler,
+    Scheduler(SchedulerArgs),
     /// Run the controller manager: turn desired state into running pods
     ControllerManager(ControllerManagerArgs),
     /// Run the node agent: register the node and run its pods through containerd
@@ -76,6 +76,20 @@ struct ControllerManagerArgs {
     /// only one of several replicas acts
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     leader_elect: bool,
+}
+
+#[derive(clap::Args, Clone)]
+struct SchedulerArgs {
+    /// The kubeconfig to reach the API server with
+    #[arg(long)]
+    kubeconfig: std::path::PathBuf,
+    /// Take the Lease kube-system/kube-scheduler before scheduling, so only one of several
+    /// replicas schedules
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
+    /// The schedulerName of the pods this scheduler places
+    #[arg(long, default_value = "default-scheduler")]
+    scheduler_name: String,
 }
 
 #[derive(clap::Args, Clone)]
@@ -165,7 +179,7 @@ impl Command {
     fn pending_issue(&self) -> Option<(&'static str, u32)> {
         match self {
             Command::Server(_) | Command::Apiserver(_) => None,
-            Command::Scheduler => Some(("scheduler", 5)),
+            Command::Scheduler(_) => None,
             Command::HollowNodes(_) => None,
             Command::ControllerManager(_) => None,
             Command::Kubelet => Some(("kubelet", 0)),
@@ -199,6 +213,11 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Apiserver(args) => run_async(styrman_apiserver::run(args.apiserver_config())),
+        Command::Scheduler(args) => run_async(styrman_scheduler::run(styrman_scheduler::Config {
+            kubeconfig: args.kubeconfig,
+            leader_elect: args.leader_elect,
+            scheduler_name: args.scheduler_name,
+        })),
         Command::HollowNodes(args) => args.config().and_then(|c| run_async(styrman_hollow::run(c))),
         Command::ControllerManager(args) => run_async(styrman_controller_manager::run(styrman_controller_manager::Config {
             kubeconfig: args.kubeconfig,
@@ -209,6 +228,13 @@ fn main() -> ExitCode {
             supervisor::Component {
                 name: "apiserver",
                 args: args.to_args(),
+            },
+            supervisor::Component {
+                name: "scheduler",
+                args: vec![format!(
+                    "--kubeconfig={}",
+                    args.data_dir.join("scheduler.kubeconfig").display()
+                )],
             },
             supervisor::Component {
                 name: "controller-manager",

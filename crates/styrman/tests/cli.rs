@@ -42,7 +42,7 @@ fn version_prints_both_versions() {
 
 #[test]
 fn a_component_not_built_yet_says_so_and_fails() {
-    let out = styrman(&["scheduler"]);
+    let out = styrman(&["kubelet"]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("not in this build"), "{err}");

@@ -1,0 +1,418 @@
+//! `styrman scheduler`: places pods on nodes as kube-scheduler does. A separate process that
+//! talks only to the API server: it watches nodes and pods into its [`cache`], keeps pending
+//! pods in a [`queue`], runs the filter and score [`plugins`] for one pod at a time, and binds
+//! through `pods/binding`, leader-elected on the Lease `kube-system/kube-scheduler`.
+//!
+//! What users see is upstream's: a `Scheduled` event, or a `FailedScheduling` event and a
+//! `PodScheduled=False` condition whose message counts the reasons ("0/3 nodes are available:
+//! 1 node(s) didn't match Pod's node affinity/selector, 2 Insufficient cpu.").
+
+mod cache;
+mod plugins;
+mod queue;
+mod resources;
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Binding, Node, ObjectReference, Pod};
+use k8s_openapi::api::events::v1::Event as KubeEvent;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use serde_json::json;
+
+use cache::Cache;
+use plugins::PodInfo;
+use queue::Queue;
+
+/// What `styrman scheduler` is started with.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub kubeconfig: std::path::PathBuf,
+    pub leader_elect: bool,
+    /// Pods naming another `schedulerName` are left alone.
+    pub scheduler_name: String,
+}
+
+const USER_AGENT: &str = concat!("kube-scheduler/v1.33.0 (linux/amd64) styrman/", env!("CARGO_PKG_VERSION"));
+
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let client = styrman_runtime::connect(&config.kubeconfig, USER_AGENT).await?;
+    let scheduling = schedule(client.clone(), config.scheduler_name.clone());
+    if config.leader_elect {
+        styrman_runtime::LeaderElection::new(client, "kube-system", "kube-scheduler")
+            .run(scheduling, shutdown_signal())
+            .await
+    } else {
+        tokio::select! {
+            result = scheduling => result,
+            _ = shutdown_signal() => Ok(()),
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let Ok(mut terminate) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
+        return futures::future::pending().await;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+}
+
+struct Scheduler {
+    client: kube::Client,
+    name: String,
+    cache: Mutex<Cache>,
+    queue: Arc<Queue>,
+    /// Where the next search for a feasible node starts (upstream rotates it so nodes share
+    /// the load of being looked at first).
+    next_start: Mutex<usize>,
+}
+
+async fn schedule(client: kube::Client, name: String) -> anyhow::Result<()> {
+    let scheduler = Arc::new(Scheduler {
+        client,
+        name,
+        cache: Mutex::new(Cache::default()),
+        queue: Queue::new(),
+        next_start: Mutex::new(0),
+    });
+    let (synced_tx, mut synced_rx) = tokio::sync::watch::channel(0u8);
+    let nodes = tokio::spawn(Arc::clone(&scheduler).watch_nodes(synced_tx.clone()));
+    let pods = tokio::spawn(Arc::clone(&scheduler).watch_pods(synced_tx));
+    // Decide nothing before both nodes and pods have been listed once.
+    synced_rx.wait_for(|n| *n >= 2).await?;
+    tracing::info!(scheduler = %scheduler.name, "scheduler synced; scheduling");
+    let flusher = tokio::spawn({
+        let queue = Arc::clone(&scheduler.queue);
+        async move {
+            let mut ticks = tokio::time::interval(Duration::from_millis(100));
+            loop {
+                ticks.tick().await;
+                queue.flush();
+            }
+        }
+    });
+    loop {
+        if nodes.is_finished() || pods.is_finished() {
+            flusher.abort();
+            anyhow::bail!("the scheduler's watches ended");
+        }
+        let pod = tokio::select! {
+            pod = scheduler.queue.pop() => pod,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+        };
+        Arc::clone(&scheduler).schedule_one(pod);
+    }
+}
+
+impl Scheduler {
+    async fn watch_nodes(self: Arc<Self>, synced: tokio::sync::watch::Sender<u8>) {
+        let api: Api<Node> = Api::all(self.client.clone());
+        let mut listing: Option<HashSet<String>> = None;
+        let mut events = watcher::watcher(api, watcher::Config::default()).default_backoff().boxed();
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(Event::Init) => listing = Some(HashSet::new()),
+                Ok(Event::InitApply(node) | Event::Apply(node)) => {
+                    if let Some(seen) = listing.as_mut() {
+                        seen.insert(node.name_any());
+                    }
+                    self.cache.lock().expect("cache lock").set_node(node);
+                    self.queue.cluster_changed();
+                }
+                Ok(Event::InitDone) => {
+                    let seen = listing.take().unwrap_or_default();
+                    let mut cache = self.cache.lock().expect("cache lock");
+                    let gone: Vec<String> = cache.nodes.keys().filter(|n| !seen.contains(*n)).cloned().collect();
+                    for name in gone {
+                        cache.remove_node(&name);
+                    }
+                    drop(cache);
+                    synced.send_modify(|n| *n += 1);
+                }
+                Ok(Event::Delete(node)) => {
+                    self.cache.lock().expect("cache lock").remove_node(&node.name_any());
+                }
+                Err(e) => tracing::warn!(error = %e, "node watch failed; retrying"),
+            }
+        }
+    }
+
+    async fn watch_pods(self: Arc<Self>, synced: tokio::sync::watch::Sender<u8>) {
+        let api: Api<Pod> = Api::all(self.client.clone());
+        let mut listing: Option<HashSet<String>> = None;
+        let mut first_sync = true;
+        let mut events = watcher::watcher(api, watcher::Config::default()).default_backoff().boxed();
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(Event::Init) => listing = Some(HashSet::new()),
+                Ok(Event::InitApply(pod) | Event::Apply(pod)) => {
+                    if let (Some(seen), Some(uid)) = (listing.as_mut(), pod.uid()) {
+                        seen.insert(uid);
+                    }
+                    self.pod_changed(pod);
+                }
+                Ok(Event::InitDone) => {
+                    let seen = listing.take().unwrap_or_default();
+                    let mut cache = self.cache.lock().expect("cache lock");
+                    for uid in cache.placed_uids() {
+                        if !seen.contains(&uid) {
+                            cache.remove_pod(&uid);
+                        }
+                    }
+                    drop(cache);
+                    if first_sync {
+                        first_sync = false;
+                        synced.send_modify(|n| *n += 1);
+                    }
+                }
+                Ok(Event::Delete(pod)) => {
+                    if let Some(uid) = pod.uid() {
+                        self.cache.lock().expect("cache lock").remove_pod(&uid);
+                    }
+                    self.queue.remove(&queue::key(&pod));
+                    self.queue.cluster_changed();
+                }
+                Err(e) => tracing::warn!(error = %e, "pod watch failed; retrying"),
+            }
+        }
+    }
+
+    fn pod_changed(&self, pod: Pod) {
+        let bound = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()).is_some_and(|n| !n.is_empty());
+        if bound {
+            self.queue.remove(&queue::key(&pod));
+            let finished_now = matches!(
+                pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+                Some("Succeeded" | "Failed")
+            );
+            self.cache.lock().expect("cache lock").set_pod(pod);
+            if finished_now {
+                self.queue.cluster_changed();
+            }
+            return;
+        }
+        let spec = pod.spec.as_ref();
+        let ours = spec.and_then(|s| s.scheduler_name.as_deref()).unwrap_or("default-scheduler") == self.name;
+        let gated = spec.and_then(|s| s.scheduling_gates.as_ref()).is_some_and(|g| !g.is_empty());
+        if !ours || gated || pod.metadata.deletion_timestamp.is_some() {
+            self.queue.remove(&queue::key(&pod));
+            return;
+        }
+        self.queue.upsert(pod);
+    }
+
+    /// One scheduling cycle for `pod`; the binding runs on its own task.
+    fn schedule_one(self: Arc<Self>, pod: Arc<Pod>) {
+        let key = queue::key(&pod);
+        let info = PodInfo::new(Arc::clone(&pod));
+        let decision = {
+            let mut cache = self.cache.lock().expect("cache lock");
+            let decision = self.find_node(&info, &cache);
+            if let Ok(node) = &decision {
+                cache.assume(&pod, node);
+            }
+            decision
+        };
+        match decision {
+            Ok(node) => {
+                tokio::spawn(async move {
+                    match self.bind(&pod, &node).await {
+                        Ok(()) => {
+                            self.queue.remove(&key);
+                            let message = format!("Successfully assigned {key} to {node}");
+                            self.record_event(&pod, "Normal", "Scheduled", "Binding", &message).await;
+                        }
+                        Err(e) => {
+                            tracing::warn!(pod = %key, node = %node, error = %format!("{e:#}"), "binding failed");
+                            if let Some(uid) = pod.uid() {
+                                self.cache.lock().expect("cache lock").forget(&uid);
+                            }
+                            self.queue.failed(&key);
+                        }
+                    }
+                });
+            }
+            Err(message) => {
+                self.queue.unschedulable(&key);
+                tokio::spawn(async move {
+                    self.record_event(&pod, "Warning", "FailedScheduling", "Scheduling", &message).await;
+                    self.set_unschedulable(&pod, &message).await;
+                });
+            }
+        }
+    }
+
+    /// The best feasible node for the pod, or why there is none (upstream's FitError message).
+    fn find_node(&self, pod: &PodInfo, cache: &Cache) -> Result<String, String> {
+        let nodes: Vec<&cache::NodeInfo> = cache.nodes.values().collect();
+        if nodes.is_empty() {
+            return Err("no nodes available to schedule pods".into());
+        }
+        let wanted = nodes_to_find(nodes.len());
+        let start = *self.next_start.lock().expect("start lock") % nodes.len();
+        let mut feasible = Vec::new();
+        let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+        let mut resolvable = 0;
+        let mut looked = 0;
+        for i in 0..nodes.len() {
+            let node = nodes[(start + i) % nodes.len()];
+            looked += 1;
+            match plugins::filter(pod, node) {
+                None => {
+                    feasible.push(node);
+                    if feasible.len() >= wanted {
+                        break;
+                    }
+                }
+                Some(rejection) => {
+                    if !rejection.unresolvable {
+                        resolvable += 1;
+                    }
+                    for reason in rejection.reasons {
+                        *reasons.entry(reason).or_default() += 1;
+                    }
+                }
+            }
+        }
+        *self.next_start.lock().expect("start lock") = (start + looked) % nodes.len();
+        if feasible.is_empty() {
+            return Err(fit_error(nodes.len(), &reasons, resolvable, pod, cache));
+        }
+        let scores = plugins::scores(pod, &feasible);
+        let best = scores.iter().copied().max().unwrap_or(0);
+        let top: Vec<&&cache::NodeInfo> = feasible.iter().zip(&scores).filter(|(_, s)| **s == best).map(|(n, _)| n).collect();
+        let chosen = top[rand::random_range(0..top.len())];
+        Ok(chosen.name().to_string())
+    }
+
+    async fn bind(&self, pod: &Pod, node: &str) -> anyhow::Result<()> {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
+        let binding = Binding {
+            metadata: ObjectMeta {
+                name: pod.metadata.name.clone(),
+                namespace: pod.metadata.namespace.clone(),
+                uid: pod.metadata.uid.clone(),
+                ..Default::default()
+            },
+            target: ObjectReference {
+                kind: Some("Node".into()),
+                name: Some(node.to_string()),
+                ..Default::default()
+            },
+        };
+        // The answer is a Status, not a Pod.
+        api.create_subresource::<Binding, serde_json::Value>("binding", &pod.name_any(), &PostParams::default(), &binding)
+            .await?;
+        Ok(())
+    }
+
+    async fn record_event(&self, pod: &Pod, type_: &str, reason: &str, action: &str, note: &str) {
+        let namespace = pod.namespace().unwrap_or_default();
+        let now = jiff::Timestamp::now();
+        let event = KubeEvent {
+            metadata: ObjectMeta {
+                name: Some(format!("{}.{:x}", pod.name_any(), now.as_nanosecond())),
+                namespace: Some(namespace.clone()),
+                ..Default::default()
+            },
+            event_time: Some(MicroTime(now)),
+            reporting_controller: Some(self.name.clone()),
+            reporting_instance: Some(format!("{}-{}", self.name, hostname())),
+            action: Some(action.into()),
+            reason: Some(reason.into()),
+            note: Some(note.into()),
+            type_: Some(type_.into()),
+            regarding: Some(ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Pod".into()),
+                name: pod.metadata.name.clone(),
+                namespace: Some(namespace.clone()),
+                uid: pod.metadata.uid.clone(),
+                resource_version: pod.metadata.resource_version.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let api: Api<KubeEvent> = Api::namespaced(self.client.clone(), &namespace);
+        if let Err(e) = api.create(&PostParams::default(), &event).await {
+            tracing::debug!(error = %e, "cannot record an event");
+        }
+    }
+
+    async fn set_unschedulable(&self, pod: &Pod, message: &str) {
+        let now = jiff::Timestamp::now().round(jiff::Unit::Second).unwrap_or_else(|_| jiff::Timestamp::now());
+        let patch = json!({"status": {"conditions": [{
+            "type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message,
+            "lastProbeTime": null, "lastTransitionTime": now.to_string(),
+        }]}});
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
+        if let Err(e) = api.patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Strategic(patch)).await {
+            tracing::debug!(error = %e, "cannot set the PodScheduled condition");
+        }
+    }
+}
+
+/// How many feasible nodes to find before scoring (upstream's adaptive
+/// percentageOfNodesToScore: all of a small cluster, from 50% down to 5% of a large one, at
+/// least 100).
+fn nodes_to_find(total: usize) -> usize {
+    if total < 100 {
+        return total;
+    }
+    let percent = (50usize.saturating_sub(total / 125)).max(5);
+    (total * percent / 100).max(100)
+}
+
+/// "0/3 nodes are available: 1 node(s) didn't match Pod's node affinity/selector, 2 Insufficient
+/// cpu. preemption: ..."
+fn fit_error(total: usize, reasons: &BTreeMap<String, usize>, resolvable: usize, pod: &PodInfo, cache: &Cache) -> String {
+    let mut counted: Vec<String> = reasons.iter().map(|(r, n)| format!("{n} {r}")).collect();
+    counted.sort();
+    let mut message = format!("0/{total} nodes are available: {}.", counted.join(", "));
+    // Evicting lower-priority pods is not done yet; say what preemption would find where it is
+    // certain: nodes whose failure no eviction fixes, and nodes with no lower-priority pods.
+    let has_victims = cache
+        .nodes
+        .values()
+        .any(|n| n.pods.values().any(|p| p.spec.as_ref().and_then(|s| s.priority).unwrap_or(0) < pod.priority));
+    if !has_victims {
+        let mut parts = Vec::new();
+        if total > resolvable {
+            parts.push(format!("{} Preemption is not helpful for scheduling", total - resolvable));
+        }
+        if resolvable > 0 {
+            parts.push(format!("{resolvable} No preemption victims found for incoming pod"));
+        }
+        parts.sort();
+        message.push_str(&format!(" preemption: 0/{total} nodes are available: {}.", parts.join(", ")));
+    }
+    message
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_clusters_score_a_share_of_their_nodes() {
+        assert_eq!(nodes_to_find(50), 50);
+        assert_eq!(nodes_to_find(1000), 420);
+        assert_eq!(nodes_to_find(5000), 500);
+        assert_eq!(nodes_to_find(100), 100);
+    }
+}

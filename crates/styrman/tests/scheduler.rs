@@ -1,0 +1,175 @@
+//! The scheduler and hollow nodes against a running `styrman server`, through the real kubectl:
+//! placement by resources, node selectors and taints, what users read when a pod cannot be
+//! placed, and pods for another scheduler left alone.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use styrman_testkit::Cluster;
+
+fn json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// A `styrman hollow-nodes` process, killed on drop.
+struct HollowNodes(Child);
+
+impl HollowNodes {
+    fn start(c: &Cluster, args: &[&str]) -> HollowNodes {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_styrman"));
+        styrman_testkit::die_with_parent(&mut command);
+        let child = command
+            .arg("hollow-nodes")
+            .arg(format!("--kubeconfig={}", c.kubeconfig().display()))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run styrman hollow-nodes");
+        HollowNodes(child)
+    }
+}
+
+impl Drop for HollowNodes {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn pod(name: &str, cpu: &str, extra_spec: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  containers: [{{name: app, image: nginx, resources: {{requests: {{cpu: {cpu}}}}}}}]
+{extra_spec}"
+    )
+}
+
+fn get_pod(c: &Cluster, name: &str) -> Value {
+    json(&c.kubectl_ok(&["get", "pod", name, "-o", "json"]))
+}
+
+fn node_of(c: &Cluster, name: &str) -> String {
+    get_pod(c, name)["spec"]["nodeName"].as_str().unwrap_or("").to_string()
+}
+
+fn running(c: &Cluster, name: &str) -> bool {
+    get_pod(c, name)["status"]["phase"] == "Running"
+}
+
+/// The notes of the pod's events with this reason.
+fn events(c: &Cluster, pod: &str, reason: &str) -> Vec<String> {
+    let list = json(&c.kubectl_ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        &format!("involvedObject.name={pod},reason={reason}"),
+        "-o",
+        "json",
+    ]));
+    list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["message"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+#[test]
+fn pods_are_placed_by_resources_selectors_and_taints() {
+    let c = Cluster::start(env!("CARGO_BIN_EXE_styrman").as_ref()).expect("start styrman server");
+    let _nodes = HollowNodes::start(&c, &["--count=3", "--cpu=2", "--memory=4Gi"]);
+    eventually("three nodes are Ready", || {
+        c.kubectl_ok(&["get", "nodes", "--no-headers"]).matches(" Ready ").count() == 3
+    });
+    let leases = c.kubectl_ok(&["get", "leases", "-n", "kube-node-lease", "-o", "name"]);
+    assert_eq!(leases.lines().count(), 3, "{leases}");
+
+    // Each node fits one 1500m pod: three of them spread over the three nodes.
+    for name in ["a", "b", "c"] {
+        c.apply(&pod(name, "1500m", ""));
+    }
+    eventually("the pods run", || ["a", "b", "c"].iter().all(|p| running(&c, p)));
+    let mut nodes: Vec<String> = ["a", "b", "c"].iter().map(|p| node_of(&c, p)).collect();
+    nodes.sort();
+    assert_eq!(nodes, ["hollow-0", "hollow-1", "hollow-2"]);
+    let scheduled = events(&c, "a", "Scheduled");
+    assert_eq!(scheduled, [format!("Successfully assigned default/a to {}", node_of(&c, "a"))]);
+    let a = get_pod(&c, "a");
+    assert!(a["status"]["podIP"].as_str().is_some_and(|ip| ip.starts_with("10.64.")), "{a}");
+
+    // A fourth does not fit anywhere: users read why.
+    c.apply(&pod("d", "1500m", ""));
+    eventually("d is reported unschedulable", || !events(&c, "d", "FailedScheduling").is_empty());
+    assert_eq!(
+        events(&c, "d", "FailedScheduling")[0],
+        "0/3 nodes are available: 3 Insufficient cpu. preemption: 0/3 nodes are available: 3 No preemption victims found for incoming pod."
+    );
+    let d = get_pod(&c, "d");
+    let condition = d["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "PodScheduled")
+        .unwrap()
+        .clone();
+    assert_eq!((condition["status"].as_str(), condition["reason"].as_str()), (Some("False"), Some("Unschedulable")));
+    // Room is made: the pending pod is placed where it was made.
+    let freed = node_of(&c, "b");
+    c.kubectl_ok(&["delete", "pod", "b"]);
+    eventually("d is placed once there is room", || running(&c, "d"));
+    assert_eq!(node_of(&c, "d"), freed);
+
+    // Node selectors: amd64 matches every hollow node, x86 none.
+    c.apply(&pod("amd64", "10m", "  nodeSelector: {kubernetes.io/arch: amd64}"));
+    c.apply(&pod("x86", "10m", "  nodeSelector: {kubernetes.io/arch: x86}"));
+    eventually("the amd64 pod runs", || running(&c, "amd64"));
+    eventually("the x86 pod is reported", || !events(&c, "x86", "FailedScheduling").is_empty());
+    assert!(
+        events(&c, "x86", "FailedScheduling")[0]
+            .starts_with("0/3 nodes are available: 3 node(s) didn't match Pod's node affinity/selector."),
+        "{:?}",
+        events(&c, "x86", "FailedScheduling")
+    );
+
+    // Taints: a tainted pool only takes pods that tolerate it.
+    let _gpu = HollowNodes::start(&c, &["--count=1", "--prefix=gpu-", "--labels=pool=gpu", "--taints=gpu=yes:NoSchedule"]);
+    eventually("the gpu node is Ready", || c.kubectl_ok(&["get", "nodes", "--no-headers"]).matches(" Ready ").count() == 4);
+    c.apply(&pod("intolerant", "10m", "  nodeSelector: {pool: gpu}"));
+    c.apply(&pod(
+        "tolerant",
+        "10m",
+        "  nodeSelector: {pool: gpu}\n  tolerations: [{key: gpu, operator: Equal, value: 'yes', effect: NoSchedule}]",
+    ));
+    eventually("the tolerant pod runs on the gpu node", || running(&c, "tolerant"));
+    assert_eq!(node_of(&c, "tolerant"), "gpu-0");
+    eventually("the intolerant pod is reported", || !events(&c, "intolerant", "FailedScheduling").is_empty());
+    let message = &events(&c, "intolerant", "FailedScheduling")[0];
+    assert!(
+        message.starts_with(
+            "0/4 nodes are available: 1 node(s) had untolerated taint {gpu: yes}, 3 node(s) didn't match Pod's node affinity/selector."
+        ),
+        "{message}"
+    );
+
+    // A pod for another scheduler is left alone.
+    c.apply(&pod("elsewhere", "10m", "  schedulerName: my-scheduler"));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(node_of(&c, "elsewhere"), "");
+    assert!(events(&c, "elsewhere", "FailedScheduling").is_empty());
+    let lease = json(&c.kubectl_ok(&["get", "lease", "-n", "kube-system", "kube-scheduler", "-o", "json"]));
+    assert!(lease["spec"]["holderIdentity"].as_str().is_some_and(|h| !h.is_empty()));
+}
