@@ -3,6 +3,7 @@
 
 mod api;
 mod robustness;
+mod scheduler;
 mod store;
 
 use clap::{Parser, Subcommand};
@@ -26,6 +27,8 @@ enum Command {
     /// The API server under slow and abusive clients: idle and stalled watches, many
     /// connections, byte-by-byte bodies
     Robustness(robustness::Options),
+    /// The scheduler with hollow nodes: scheduler_perf's workloads end to end
+    Scheduler(scheduler::Options),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -36,6 +39,10 @@ fn main() -> anyhow::Result<()> {
         Command::Api(options) => {
             let _ = rustls::crypto::ring::default_provider().install_default();
             runtime.block_on(api::run(options))
+        }
+        Command::Scheduler(options) => {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            runtime.block_on(scheduler::run(options))
         }
         Command::Robustness(options) => {
             let _ = rustls::crypto::ring::default_provider().install_default();
