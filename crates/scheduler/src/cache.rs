@@ -89,6 +89,9 @@ pub struct Cache {
     placed: HashMap<String, (String, Arc<Pod>)>,
     /// Pods bound by this scheduler that the watch has not shown on their node yet.
     assumed: HashSet<String>,
+    /// How many placed pods declare required anti-affinity (when none do, InterPodAffinity
+    /// need not look at every pod).
+    pub anti_affinity_pods: usize,
 }
 
 impl Cache {
@@ -130,6 +133,9 @@ impl Cache {
         self.remove_pod(&uid);
         let (Some(node), false) = (node, finished) else { return };
         let pod = Arc::new(pod);
+        if crate::topology::has_required_anti_affinity(&pod) {
+            self.anti_affinity_pods += 1;
+        }
         if let Some(info) = self.nodes.get_mut(&node) {
             info.add(&uid, Arc::clone(&pod));
         }
@@ -138,9 +144,11 @@ impl Cache {
 
     pub fn remove_pod(&mut self, uid: &str) {
         self.assumed.remove(uid);
-        if let Some((node, _)) = self.placed.remove(uid)
-            && let Some(info) = self.nodes.get_mut(&node)
-        {
+        let Some((node, pod)) = self.placed.remove(uid) else { return };
+        if crate::topology::has_required_anti_affinity(&pod) {
+            self.anti_affinity_pods -= 1;
+        }
+        if let Some(info) = self.nodes.get_mut(&node) {
             info.remove(uid);
         }
     }

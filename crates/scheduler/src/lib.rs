@@ -11,6 +11,7 @@ mod cache;
 mod plugins;
 mod queue;
 mod resources;
+mod topology;
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -258,6 +259,7 @@ impl Scheduler {
             return Err("no nodes available to schedule pods".into());
         }
         let wanted = nodes_to_find(nodes.len());
+        let prepared = topology::Prepared::new(pod, cache);
         let start = *self.next_start.lock().expect("start lock") % nodes.len();
         let mut feasible = Vec::new();
         let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
@@ -266,7 +268,7 @@ impl Scheduler {
         for i in 0..nodes.len() {
             let node = nodes[(start + i) % nodes.len()];
             looked += 1;
-            match plugins::filter(pod, node) {
+            match plugins::filter(pod, &prepared, node) {
                 None => {
                     feasible.push(node);
                     if feasible.len() >= wanted {
@@ -287,7 +289,7 @@ impl Scheduler {
         if feasible.is_empty() {
             return Err(fit_error(nodes.len(), &reasons, resolvable, pod, cache));
         }
-        let scores = plugins::scores(pod, &feasible);
+        let scores = plugins::scores(pod, &prepared, &feasible);
         let best = scores.iter().copied().max().unwrap_or(0);
         let top: Vec<&&cache::NodeInfo> = feasible.iter().zip(&scores).filter(|(_, s)| **s == best).map(|(n, _)| n).collect();
         let chosen = top[rand::random_range(0..top.len())];

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::{NodeSelectorRequirement, NodeSelectorTerm, Pod, Taint, Toleration};
 
 use crate::cache::{HostPort, NodeInfo, host_ports};
+use crate::topology::Prepared;
 use crate::resources::{self, Resources};
 
 /// What the plugins need of a pod, computed once per scheduling attempt (PreFilter).
@@ -54,12 +55,18 @@ fn unresolvable(reason: impl Into<String>) -> Option<Rejection> {
 }
 
 /// Runs the filters in upstream's order; the first that rejects the node says why.
-pub fn filter(pod: &PodInfo, node: &NodeInfo) -> Option<Rejection> {
+pub fn filter(pod: &PodInfo, prepared: &Prepared, node: &NodeInfo) -> Option<Rejection> {
     node_unschedulable(pod, node)
         .or_else(|| taint_toleration(pod, node))
         .or_else(|| node_affinity(pod, node))
         .or_else(|| node_ports(pod, node))
         .or_else(|| node_resources_fit(pod, node))
+        .or_else(|| prepared.filter(node))
+}
+
+/// Whether the node satisfies the pod's nodeSelector and required node affinity.
+pub fn node_affinity_matches(pod: &PodInfo, node: &NodeInfo) -> bool {
+    node_affinity(pod, node).is_none()
 }
 
 fn node_unschedulable(pod: &PodInfo, node: &NodeInfo) -> Option<Rejection> {
@@ -199,13 +206,18 @@ fn node_resources_fit(pod: &PodInfo, node: &NodeInfo) -> Option<Rejection> {
 }
 
 /// The default profile's score plugins and weights, summed: each plugin scores 0..=100.
-pub fn scores(pod: &PodInfo, nodes: &[&NodeInfo]) -> Vec<i64> {
+pub fn scores(pod: &PodInfo, prepared: &Prepared, nodes: &[&NodeInfo]) -> Vec<i64> {
+    let spread = if prepared.has_soft_spread() {
+        normalize(nodes.iter().map(|n| prepared.spread_load(n)).collect(), true)
+    } else {
+        vec![0; nodes.len()]
+    };
     let least: Vec<i64> = nodes.iter().map(|n| least_allocated(pod, n)).collect();
     let balanced: Vec<i64> = nodes.iter().map(|n| balanced_allocation(pod, n)).collect();
     let taints = normalize(nodes.iter().map(|n| intolerable_soft_taints(pod, n)).collect(), true);
     let affinity = normalize(nodes.iter().map(|n| preferred_affinity(pod, n)).collect(), false);
     (0..nodes.len())
-        .map(|i| least[i] + balanced[i] + 3 * taints[i] + 2 * affinity[i])
+        .map(|i| least[i] + balanced[i] + 3 * taints[i] + 2 * affinity[i] + 2 * spread[i])
         .collect()
 }
 
@@ -285,6 +297,10 @@ mod tests {
             "status": {"allocatable": {"cpu": "1", "memory": "1Gi", "pods": "110"}}}))
     }
 
+    fn none() -> Prepared {
+        Prepared::default()
+    }
+
     fn pod(spec: serde_json::Value) -> PodInfo {
         PodInfo::new(Arc::new(serde_json::from_value(serde_json::json!({"metadata": {"name": "p"}, "spec": spec})).unwrap()))
     }
@@ -293,18 +309,18 @@ mod tests {
     fn resources_ports_selectors_and_taints_filter_with_upstreams_words() {
         let plain = small_node("n", serde_json::json!({"kubernetes.io/arch": "amd64"}), serde_json::json!({}));
         let big = pod(serde_json::json!({"containers": [{"name": "c", "resources": {"requests": {"cpu": "2", "memory": "2Gi"}}}]}));
-        assert_eq!(filter(&big, &plain).unwrap().reasons, ["Insufficient cpu", "Insufficient memory"]);
+        assert_eq!(filter(&big, &none(), &plain).unwrap().reasons, ["Insufficient cpu", "Insufficient memory"]);
         let x86 = pod(serde_json::json!({"nodeSelector": {"kubernetes.io/arch": "x86"}, "containers": [{"name": "c"}]}));
-        assert_eq!(filter(&x86, &plain).unwrap().reasons, ["node(s) didn't match Pod's node affinity/selector"]);
+        assert_eq!(filter(&x86, &none(), &plain).unwrap().reasons, ["node(s) didn't match Pod's node affinity/selector"]);
         let amd64 = pod(serde_json::json!({"nodeSelector": {"kubernetes.io/arch": "amd64"}, "containers": [{"name": "c"}]}));
-        assert!(filter(&amd64, &plain).is_none());
+        assert!(filter(&amd64, &none(), &plain).is_none());
         let tainted = small_node("t", serde_json::json!({}), serde_json::json!({"taints": [{"key": "gpu", "value": "yes", "effect": "NoSchedule"}]}));
-        assert_eq!(filter(&amd64, &tainted).unwrap().reasons.len(), 1);
-        assert_eq!(filter(&x86, &tainted).unwrap().reasons, ["node(s) had untolerated taint {gpu: yes}"]);
+        assert_eq!(filter(&amd64, &none(), &tainted).unwrap().reasons.len(), 1);
+        assert_eq!(filter(&x86, &none(), &tainted).unwrap().reasons, ["node(s) had untolerated taint {gpu: yes}"]);
         let tolerant = pod(serde_json::json!({"tolerations": [{"key": "gpu", "operator": "Exists"}], "containers": [{"name": "c"}]}));
-        assert!(filter(&tolerant, &tainted).is_none());
+        assert!(filter(&tolerant, &none(), &tainted).is_none());
         let cordoned = small_node("c", serde_json::json!({}), serde_json::json!({"unschedulable": true}));
-        assert_eq!(filter(&tolerant, &cordoned).unwrap().reasons, ["node(s) were unschedulable"]);
+        assert_eq!(filter(&tolerant, &none(), &cordoned).unwrap().reasons, ["node(s) were unschedulable"]);
     }
 
     #[test]
@@ -316,13 +332,13 @@ mod tests {
                 {"matchExpressions": [{"key": "size", "operator": "Gt", "values": ["1"]}]}]},
             "preferredDuringSchedulingIgnoredDuringExecution": [
                 {"weight": 50, "preference": {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["b"]}]}}]}}}));
-        assert!(filter(&p, &zone_a).is_none() && filter(&p, &zone_b).is_none());
-        let s = scores(&p, &[&zone_a, &zone_b]);
+        assert!(filter(&p, &none(), &zone_a).is_none() && filter(&p, &none(), &zone_b).is_none());
+        let s = scores(&p, &none(), &[&zone_a, &zone_b]);
         assert!(s[1] > s[0], "{s:?}");
         let picky = pod(serde_json::json!({"containers": [{"name": "c"}], "affinity": {"nodeAffinity": {
             "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
                 {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["b"]}]}]}}}}));
-        assert!(filter(&picky, &zone_a).is_some() && filter(&picky, &zone_b).is_none());
+        assert!(filter(&picky, &none(), &zone_a).is_some() && filter(&picky, &none(), &zone_b).is_none());
     }
 
     #[test]
@@ -332,7 +348,7 @@ mod tests {
         busy.requested.milli_cpu = 800;
         busy.non_zero_requested.milli_cpu = 800;
         let p = pod(serde_json::json!({"containers": [{"name": "c", "resources": {"requests": {"cpu": "100m"}}}]}));
-        let s = scores(&p, &[&empty, &busy]);
+        let s = scores(&p, &none(), &[&empty, &busy]);
         assert!(s[0] > s[1], "{s:?}");
     }
 }

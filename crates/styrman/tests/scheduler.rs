@@ -173,3 +173,43 @@ fn pods_are_placed_by_resources_selectors_and_taints() {
     let lease = json(&c.kubectl_ok(&["get", "lease", "-n", "kube-system", "kube-scheduler", "-o", "json"]));
     assert!(lease["spec"]["holderIdentity"].as_str().is_some_and(|h| !h.is_empty()));
 }
+
+#[test]
+fn spread_over_zones_and_anti_affinity_between_replicas() {
+    let c = Cluster::start(env!("CARGO_BIN_EXE_styrman").as_ref()).expect("start styrman server");
+    let _a = HollowNodes::start(&c, &["--count=2", "--prefix=a-", "--labels=topology.kubernetes.io/zone=a"]);
+    let _b = HollowNodes::start(&c, &["--count=2", "--prefix=b-", "--labels=topology.kubernetes.io/zone=b"]);
+    eventually("four nodes are Ready", || {
+        c.kubectl_ok(&["get", "nodes", "--no-headers"]).matches(" Ready ").count() == 4
+    });
+    let spread = "  topologySpreadConstraints:
+  - {maxSkew: 1, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: DoNotSchedule,
+     labelSelector: {matchLabels: {app: web}}}";
+    for i in 0..4 {
+        c.apply(&pod(&format!("web-{i}"), "10m", spread).replace("metadata: {name:", "metadata: {labels: {app: web}, name:"));
+        // One at a time: each placement is counted before the next is decided.
+        eventually("the pod runs", || running(&c, &format!("web-{i}")));
+    }
+    let zones: Vec<String> = (0..4).map(|i| node_of(&c, &format!("web-{i}"))[..1].to_string()).collect();
+    assert_eq!(zones.iter().filter(|z| *z == "a").count(), 2, "{zones:?}");
+
+    let apart = "  affinity:
+    podAntiAffinity:
+      requiredDuringSchedulingIgnoredDuringExecution:
+      - {labelSelector: {matchLabels: {app: solo}}, topologyKey: kubernetes.io/hostname}";
+    for i in 0..5 {
+        c.apply(&pod(&format!("solo-{i}"), "10m", apart).replace("metadata: {name:", "metadata: {labels: {app: solo}, name:"));
+    }
+    eventually("four solo pods run", || (0..5).filter(|i| running(&c, &format!("solo-{i}"))).count() == 4);
+    let mut hosts: Vec<String> = (0..5).map(|i| node_of(&c, &format!("solo-{i}"))).filter(|n| !n.is_empty()).collect();
+    hosts.sort();
+    hosts.dedup();
+    assert_eq!(hosts.len(), 4, "one per node: {hosts:?}");
+    let pending = (0..5).map(|i| format!("solo-{i}")).find(|p| node_of(&c, p).is_empty()).unwrap();
+    eventually("the fifth is reported", || !events(&c, &pending, "FailedScheduling").is_empty());
+    let message = &events(&c, &pending, "FailedScheduling")[0];
+    assert!(
+        message.starts_with("0/4 nodes are available: 4 node(s) didn't match pod anti-affinity rules."),
+        "{message}"
+    );
+}
