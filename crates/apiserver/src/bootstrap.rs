@@ -1,6 +1,6 @@
 //! What every cluster has from its first start: the namespaces `default`, `kube-system`,
 //! `kube-public` and `kube-node-lease`, and the `kubernetes` Service in `default` that points
-//! pods at the API server.
+//! pods at the API server, and the system PriorityClasses.
 
 use serde_json::json;
 use styrman_store::{Store, StoreError, keys};
@@ -21,6 +21,40 @@ pub async fn ensure_namespaces(store: &Store) -> Result<(), StoreError> {
         let mut namespace = json!({"kind": "Namespace", "apiVersion": "v1", "metadata": {"name": name}});
         strategy::prepare_for_create(namespaces, &mut namespace);
         match store.create(&key, object::encode_for_storage(&namespace)).await {
+            Ok(_) | Err(StoreError::AlreadyExists { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// The PriorityClasses every cluster has: (name, value, description).
+pub const SYSTEM_PRIORITY_CLASSES: &[(&str, i64, &str)] = &[
+    (
+        "system-node-critical",
+        2_000_001_000,
+        "Used for system critical pods that must not be moved from their current node.",
+    ),
+    (
+        "system-cluster-critical",
+        2_000_000_000,
+        "Used for system critical pods that must run in the cluster, but can be moved to another node if necessary.",
+    ),
+];
+
+/// Creates the system PriorityClasses that do not exist yet.
+pub async fn ensure_priority_classes(store: &Store) -> Result<(), StoreError> {
+    let classes = kinds::find("scheduling.k8s.io", "v1", "priorityclasses").expect("priorityclasses are in the table");
+    for (name, value, description) in SYSTEM_PRIORITY_CLASSES {
+        let key = keys::object_key(classes.storage, None, name);
+        if store.get(&key).await?.is_some() {
+            continue;
+        }
+        let mut class = json!({"kind": "PriorityClass", "apiVersion": "scheduling.k8s.io/v1",
+            "metadata": {"name": name}, "value": value, "globalDefault": false,
+            "description": description, "preemptionPolicy": "PreemptLowerPriority"});
+        strategy::prepare_for_create(classes, &mut class);
+        match store.create(&key, object::encode_for_storage(&class)).await {
             Ok(_) | Err(StoreError::AlreadyExists { .. }) => {}
             Err(e) => return Err(e),
         }

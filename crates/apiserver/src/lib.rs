@@ -69,6 +69,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     bootstrap::ensure_namespaces(&store)
         .await
         .context("cannot create the system namespaces")?;
+    bootstrap::ensure_priority_classes(&store)
+        .await
+        .context("cannot create the system priority classes")?;
 
     let listener = TcpListener::bind(SocketAddr::new(config.bind_address, config.secure_port))
         .await

@@ -509,6 +509,9 @@ impl Registry {
         if let Some(ns) = call.namespace() {
             self.check_namespace_open(call.kind, ns, &name).await?;
         }
+        if (call.kind.group, call.kind.kind) == ("", "Pod") {
+            self.admit_priority(&mut object).await?;
+        }
         crate::defaults::apply(call.kind, &mut object);
         strategy::prepare_for_create(call.kind, &mut object);
         let _allocation = match is_service(call.kind) {
@@ -704,6 +707,83 @@ impl Registry {
             .map_err(|e| ApiError::from_store(e, call.kind, name))?;
         object::set_resource_version(&mut updated, new_revision);
         Ok(Reply::Json(200, updated))
+    }
+
+    /// The Priority admission plugin: a new pod's `spec.priority` (and `preemptionPolicy`)
+    /// come from its PriorityClass, or from the global default class, or are 0.
+    async fn admit_priority(&self, pod: &mut Value) -> ApiResult<()> {
+        let classes = crate::kinds::find("scheduling.k8s.io", "v1", "priorityclasses").expect("in the table");
+        let name = pod
+            .pointer("/spec/priorityClassName")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+            .map(str::to_string);
+        let class = match name.as_deref() {
+            Some(name) => {
+                let key = keys::object_key(classes.storage, None, name);
+                let kv = self
+                    .store
+                    .get(&key)
+                    .await
+                    .map_err(|e| ApiError::from_store(e, classes, name))?;
+                match kv {
+                    Some(kv) => Some(serde_json::from_slice::<Value>(&kv.value).map_err(ApiError::internal)?),
+                    None => {
+                        return Err(ApiError::forbidden(
+                            call_pods(),
+                            object::name(pod),
+                            &format!("no PriorityClass with name {name} was found"),
+                        ));
+                    }
+                }
+            }
+            None => {
+                let prefix = keys::prefix(classes.storage, None);
+                let page = self
+                    .store
+                    .range(RangeRequest {
+                        prefix,
+                        start: None,
+                        limit: 0,
+                        revision: None,
+                    })
+                    .await
+                    .map_err(|e| ApiError::from_store(e, classes, ""))?;
+                page.kvs
+                    .iter()
+                    .filter_map(|kv| serde_json::from_slice::<Value>(&kv.value).ok())
+                    .find(|c| c["globalDefault"] == true)
+            }
+        };
+        let (value, policy) = match &class {
+            Some(c) => (
+                c["value"].as_i64().unwrap_or(0),
+                c["preemptionPolicy"].as_str().unwrap_or("PreemptLowerPriority").to_string(),
+            ),
+            None => (0, "PreemptLowerPriority".to_string()),
+        };
+        if let Some(given) = pod.pointer("/spec/priority").and_then(Value::as_i64)
+            && given != value
+        {
+            return Err(ApiError::forbidden(
+                call_pods(),
+                object::name(pod),
+                &format!(
+                    "the integer value of priority ({given}) must not be provided in pod spec; priority admission controller computed {value} from the given PriorityClass name"
+                ),
+            ));
+        }
+        let spec = pod.get_mut("spec").and_then(Value::as_object_mut);
+        if let Some(spec) = spec {
+            if let Some(c) = &class
+                && name.is_none()
+            {
+                spec.insert("priorityClassName".into(), c["metadata"]["name"].clone());
+            }
+            spec.insert("priority".into(), json!(value));
+            spec.entry("preemptionPolicy").or_insert(json!(policy));
+        }
+        Ok(())
     }
 
     /// Server-side apply: `body` is the manager's configuration (YAML or JSON).
@@ -987,6 +1067,10 @@ impl Ownership {
 fn reject_missing_required(kind: &Kind, object: &Value) -> ApiResult<()> {
     let causes = crate::validation::missing_required(kind, object);
     if causes.is_empty() { Ok(()) } else { Err(ApiError::invalid(kind, object::name(object), causes)) }
+}
+
+fn call_pods() -> &'static Kind {
+    crate::kinds::find("", "v1", "pods").expect("pods are in the table")
 }
 
 fn is_service(kind: &Kind) -> bool {

@@ -12,6 +12,7 @@ use crate::resources::{self, Resources};
 /// A host port in use: (protocol, host IP, port).
 pub type HostPort = (String, String, i32);
 
+#[derive(Clone)]
 pub struct NodeInfo {
     pub node: Arc<Node>,
     pub allocatable: Resources,
@@ -40,7 +41,7 @@ impl NodeInfo {
         self.node.metadata.name.as_deref().unwrap_or("")
     }
 
-    fn add(&mut self, uid: &str, pod: Arc<Pod>) {
+    pub(crate) fn add(&mut self, uid: &str, pod: Arc<Pod>) {
         let (exact, non_zero) = resources::pod_requests(&pod);
         self.requested.add(&exact);
         self.non_zero_requested.add(&non_zero);
@@ -50,7 +51,7 @@ impl NodeInfo {
         self.pods.insert(uid.to_string(), pod);
     }
 
-    fn remove(&mut self, uid: &str) {
+    pub(crate) fn remove(&mut self, uid: &str) {
         let Some(pod) = self.pods.remove(uid) else { return };
         let (exact, non_zero) = resources::pod_requests(&pod);
         self.requested.sub(&exact);

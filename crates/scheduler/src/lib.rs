@@ -9,6 +9,7 @@
 
 mod cache;
 mod plugins;
+mod preemption;
 mod queue;
 mod resources;
 mod topology;
@@ -211,17 +212,20 @@ impl Scheduler {
         self.queue.upsert(pod);
     }
 
-    /// One scheduling cycle for `pod`; the binding runs on its own task.
+    /// One scheduling cycle for `pod`; the binding (or the preemption) runs on its own task.
     fn schedule_one(self: Arc<Self>, pod: Arc<Pod>) {
         let key = queue::key(&pod);
         let info = PodInfo::new(Arc::clone(&pod));
         let decision = {
             let mut cache = self.cache.lock().expect("cache lock");
-            let decision = self.find_node(&info, &cache);
-            if let Ok(node) = &decision {
-                cache.assume(&pod, node);
+            let prepared = topology::Prepared::new(&info, &cache);
+            match self.find_node(&info, &prepared, &cache) {
+                Ok(node) => {
+                    cache.assume(&pod, &node);
+                    Ok(node)
+                }
+                Err(failure) => Err(self.post_filter(&info, &prepared, &cache, failure)),
             }
-            decision
         };
         match decision {
             Ok(node) => {
@@ -242,33 +246,37 @@ impl Scheduler {
                     }
                 });
             }
-            Err(message) => {
+            Err((message, preemption)) => {
                 self.queue.unschedulable(&key);
                 tokio::spawn(async move {
                     self.record_event(&pod, "Warning", "FailedScheduling", "Scheduling", &message).await;
                     self.set_unschedulable(&pod, &message).await;
+                    if let Some(candidate) = preemption {
+                        self.preempt(&pod, candidate).await;
+                    }
                 });
             }
         }
     }
 
-    /// The best feasible node for the pod, or why there is none (upstream's FitError message).
-    fn find_node(&self, pod: &PodInfo, cache: &Cache) -> Result<String, String> {
+    /// The best feasible node for the pod, or why there is none.
+    fn find_node(&self, pod: &PodInfo, prepared: &topology::Prepared, cache: &Cache) -> Result<String, Failure> {
         let nodes: Vec<&cache::NodeInfo> = cache.nodes.values().collect();
         if nodes.is_empty() {
-            return Err("no nodes available to schedule pods".into());
+            return Err(Failure::default());
         }
         let wanted = nodes_to_find(nodes.len());
-        let prepared = topology::Prepared::new(pod, cache);
         let start = *self.next_start.lock().expect("start lock") % nodes.len();
         let mut feasible = Vec::new();
-        let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
-        let mut resolvable = 0;
+        let mut failure = Failure {
+            total: Some(nodes.len()),
+            ..Default::default()
+        };
         let mut looked = 0;
         for i in 0..nodes.len() {
             let node = nodes[(start + i) % nodes.len()];
             looked += 1;
-            match plugins::filter(pod, &prepared, node) {
+            match plugins::filter(pod, prepared, node) {
                 None => {
                     feasible.push(node);
                     if feasible.len() >= wanted {
@@ -277,23 +285,88 @@ impl Scheduler {
                 }
                 Some(rejection) => {
                     if !rejection.unresolvable {
-                        resolvable += 1;
+                        failure.resolvable.push(node.name().to_string());
                     }
                     for reason in rejection.reasons {
-                        *reasons.entry(reason).or_default() += 1;
+                        *failure.reasons.entry(reason).or_default() += 1;
                     }
                 }
             }
         }
         *self.next_start.lock().expect("start lock") = (start + looked) % nodes.len();
         if feasible.is_empty() {
-            return Err(fit_error(nodes.len(), &reasons, resolvable, pod, cache));
+            return Err(failure);
         }
-        let scores = plugins::scores(pod, &prepared, &feasible);
+        let scores = plugins::scores(pod, prepared, &feasible);
         let best = scores.iter().copied().max().unwrap_or(0);
         let top: Vec<&&cache::NodeInfo> = feasible.iter().zip(&scores).filter(|(_, s)| **s == best).map(|(n, _)| n).collect();
         let chosen = top[rand::random_range(0..top.len())];
         Ok(chosen.name().to_string())
+    }
+
+    /// After a failed search: preemption (upstream's PostFilter). The message users read, and
+    /// the evictions to make, if any.
+    fn post_filter(
+        &self,
+        pod: &PodInfo,
+        prepared: &topology::Prepared,
+        cache: &Cache,
+        failure: Failure,
+    ) -> (String, Option<preemption::Candidate>) {
+        let Some(total) = failure.total else {
+            return ("no nodes available to schedule pods".into(), None);
+        };
+        let mut counted: Vec<String> = failure.reasons.iter().map(|(r, n)| format!("{n} {r}")).collect();
+        counted.sort();
+        let fit = format!("0/{total} nodes are available: {}.", counted.join(", "));
+        if let Some(why) = preemption::ineligible(pod, cache) {
+            return (format!("{fit} preemption: {why}"), None);
+        }
+        if let Some(candidate) = preemption::find(pod, prepared, cache, &failure.resolvable) {
+            return (fit, Some(candidate));
+        }
+        let resolvable = failure.resolvable.len();
+        let mut parts = Vec::new();
+        if total > resolvable {
+            parts.push(format!("{} Preemption is not helpful for scheduling", total - resolvable));
+        }
+        if resolvable > 0 {
+            parts.push(format!("{resolvable} No preemption victims found for incoming pod"));
+        }
+        parts.sort();
+        (format!("{fit} preemption: 0/{total} nodes are available: {}.", parts.join(", ")), None)
+    }
+
+    /// Evicts the victims and nominates the node for the pod, which is tried again once they
+    /// are gone.
+    async fn preempt(&self, pod: &Pod, candidate: preemption::Candidate) {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
+        let nominate = json!({"status": {"nominatedNodeName": candidate.node}});
+        if let Err(e) = api.patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Merge(nominate)).await {
+            tracing::warn!(error = %e, "cannot nominate a node");
+        }
+        for victim in &candidate.victims {
+            let victims: Api<Pod> = Api::namespaced(self.client.clone(), &victim.namespace().unwrap_or_default());
+            let now = jiff::Timestamp::now().round(jiff::Unit::Second).unwrap_or_else(|_| jiff::Timestamp::now());
+            let condition = json!({"status": {"conditions": [{"type": "DisruptionTarget", "status": "True",
+                "reason": "PreemptionByScheduler", "lastTransitionTime": now.to_string(),
+                "message": format!("{}: preempting to accommodate a higher priority pod", self.name)}]}});
+            let _ = victims
+                .patch_status(&victim.name_any(), &PatchParams::default(), &Patch::Strategic(condition))
+                .await;
+            let message = format!("Preempted by pod {} on node {}", pod.uid().unwrap_or_default(), candidate.node);
+            self.record_event(victim, "Normal", "Preempted", "Preempting", &message).await;
+            let params = kube::api::DeleteParams {
+                preconditions: Some(kube::api::Preconditions {
+                    uid: victim.uid(),
+                    resource_version: None,
+                }),
+                ..Default::default()
+            };
+            if let Err(e) = victims.delete(&victim.name_any(), &params).await {
+                tracing::warn!(error = %e, victim = %victim.name_any(), "cannot preempt");
+            }
+        }
     }
 
     async fn bind(&self, pod: &Pod, node: &str) -> anyhow::Result<()> {
@@ -374,30 +447,13 @@ fn nodes_to_find(total: usize) -> usize {
     (total * percent / 100).max(100)
 }
 
-/// "0/3 nodes are available: 1 node(s) didn't match Pod's node affinity/selector, 2 Insufficient
-/// cpu. preemption: ..."
-fn fit_error(total: usize, reasons: &BTreeMap<String, usize>, resolvable: usize, pod: &PodInfo, cache: &Cache) -> String {
-    let mut counted: Vec<String> = reasons.iter().map(|(r, n)| format!("{n} {r}")).collect();
-    counted.sort();
-    let mut message = format!("0/{total} nodes are available: {}.", counted.join(", "));
-    // Evicting lower-priority pods is not done yet; say what preemption would find where it is
-    // certain: nodes whose failure no eviction fixes, and nodes with no lower-priority pods.
-    let has_victims = cache
-        .nodes
-        .values()
-        .any(|n| n.pods.values().any(|p| p.spec.as_ref().and_then(|s| s.priority).unwrap_or(0) < pod.priority));
-    if !has_victims {
-        let mut parts = Vec::new();
-        if total > resolvable {
-            parts.push(format!("{} Preemption is not helpful for scheduling", total - resolvable));
-        }
-        if resolvable > 0 {
-            parts.push(format!("{resolvable} No preemption victims found for incoming pod"));
-        }
-        parts.sort();
-        message.push_str(&format!(" preemption: 0/{total} nodes are available: {}.", parts.join(", ")));
-    }
-    message
+/// Why no node fits: the reasons counted over all nodes, and the nodes where evicting pods
+/// could help. `total` is None when there are no nodes at all.
+#[derive(Default)]
+struct Failure {
+    total: Option<usize>,
+    reasons: BTreeMap<String, usize>,
+    resolvable: Vec<String>,
 }
 
 fn hostname() -> String {

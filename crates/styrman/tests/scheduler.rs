@@ -213,3 +213,39 @@ fn spread_over_zones_and_anti_affinity_between_replicas() {
         "{message}"
     );
 }
+
+#[test]
+fn a_higher_priority_pod_preempts_lower_priority_ones() {
+    let c = Cluster::start(env!("CARGO_BIN_EXE_styrman").as_ref()).expect("start styrman server");
+    let _nodes = HollowNodes::start(&c, &["--count=2", "--cpu=2", "--memory=4Gi"]);
+    eventually("two nodes are Ready", || {
+        c.kubectl_ok(&["get", "nodes", "--no-headers"]).matches(" Ready ").count() == 2
+    });
+    c.apply("apiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata: {name: high}\nvalue: 1000\n");
+    c.apply("apiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata: {name: low}\nvalue: 10\n");
+    let classes = c.kubectl_ok(&["get", "priorityclasses", "-o", "name"]);
+    assert!(classes.contains("system-cluster-critical") && classes.contains("system-node-critical"), "{classes}");
+    // Priority admission: the class sets the number; an unknown class is refused.
+    let err = c.kubectl_stdin(&["apply", "-f", "-"], &pod("nameless", "10m", "  priorityClassName: nope"));
+    let err = String::from_utf8_lossy(&err.stderr);
+    assert!(err.contains("no PriorityClass with name nope was found"), "{err}");
+
+    for i in 0..2 {
+        c.apply(&pod(&format!("filler-{i}"), "1500m", "  priorityClassName: low"));
+    }
+    eventually("the fillers run", || (0..2).all(|i| running(&c, &format!("filler-{i}"))));
+    assert_eq!(get_pod(&c, "filler-0")["spec"]["priority"], 10);
+    c.apply(&pod("urgent", "1500m", "  priorityClassName: high"));
+    eventually("the urgent pod runs", || running(&c, "urgent"));
+    let victim = (0..2).map(|i| format!("filler-{i}")).find(|f| !c.kubectl(&["get", "pod", f]).status.success());
+    let victim = victim.expect("one filler was preempted");
+    assert!(
+        c.kubectl(&["get", "pod", &format!("filler-{}", if victim.ends_with('0') { 1 } else { 0 })])
+            .status
+            .success(),
+        "only one victim"
+    );
+    let preempted = events(&c, &victim, "Preempted");
+    assert_eq!(preempted.len(), 1, "{preempted:?}");
+    assert!(preempted[0].starts_with("Preempted by pod "), "{preempted:?}");
+}
