@@ -207,6 +207,10 @@ impl Scheduler {
         let gated = spec.and_then(|s| s.scheduling_gates.as_ref()).is_some_and(|g| !g.is_empty());
         if !ours || gated || pod.metadata.deletion_timestamp.is_some() {
             self.queue.remove(&queue::key(&pod));
+            if ours && gated && pod.metadata.deletion_timestamp.is_none() && !reported_gated(&pod) {
+                let client = self.client.clone();
+                tokio::spawn(async move { report_gated(&client, &pod).await });
+            }
             return;
         }
         self.queue.upsert(pod);
@@ -454,6 +458,28 @@ struct Failure {
     total: Option<usize>,
     reasons: BTreeMap<String, usize>,
     resolvable: Vec<String>,
+}
+
+/// Whether the pod already says it waits for its scheduling gates.
+fn reported_gated(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .into_iter()
+        .flatten()
+        .any(|c| c.type_ == "PodScheduled" && c.reason.as_deref() == Some("SchedulingGated"))
+}
+
+/// SchedulingGates' PreEnqueue: a gated pod is not scheduled, and says why.
+async fn report_gated(client: &kube::Client, pod: &Pod) {
+    let now = jiff::Timestamp::now().round(jiff::Unit::Second).unwrap_or_else(|_| jiff::Timestamp::now());
+    let patch = json!({"status": {"conditions": [{"type": "PodScheduled", "status": "False",
+        "reason": "SchedulingGated", "message": "Scheduling is blocked due to non-empty scheduling gates",
+        "lastProbeTime": null, "lastTransitionTime": now.to_string()}]}});
+    let api: Api<Pod> = Api::namespaced(client.clone(), &pod.namespace().unwrap_or_default());
+    if let Err(e) = api.patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Strategic(patch)).await {
+        tracing::debug!(error = %e, "cannot report a gated pod");
+    }
 }
 
 fn hostname() -> String {

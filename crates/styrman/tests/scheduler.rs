@@ -165,6 +165,17 @@ fn pods_are_placed_by_resources_selectors_and_taints() {
         "{message}"
     );
 
+    // A gated pod waits, saying so, until its gates are removed.
+    c.apply(&pod("gated", "10m", "  schedulingGates: [{name: example.com/wait}]"));
+    eventually("the gated pod says why it waits", || {
+        get_pod(&c, "gated")["status"]["conditions"]
+            .as_array()
+            .is_some_and(|cs| cs.iter().any(|c| c["reason"] == "SchedulingGated"))
+    });
+    assert_eq!(node_of(&c, "gated"), "");
+    c.kubectl_ok(&["patch", "pod", "gated", "--type=json", "-p", r#"[{"op":"remove","path":"/spec/schedulingGates"}]"#]);
+    eventually("the ungated pod runs", || running(&c, "gated"));
+
     // A pod for another scheduler is left alone.
     c.apply(&pod("elsewhere", "10m", "  schedulerName: my-scheduler"));
     std::thread::sleep(Duration::from_secs(2));
