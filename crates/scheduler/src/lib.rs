@@ -14,7 +14,7 @@ mod queue;
 mod resources;
 mod topology;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -76,6 +76,9 @@ struct Scheduler {
     /// Where the next search for a feasible node starts (upstream rotates it so nodes share
     /// the load of being looked at first).
     next_start: Mutex<usize>,
+    /// Pods that preempted others, by uid: the node they wait for and the pod. Lower or
+    /// equal priority pods see these as already on the node, so the room made stays theirs.
+    nominated: Mutex<HashMap<String, (String, Arc<Pod>)>>,
 }
 
 async fn schedule(client: kube::Client, name: String) -> anyhow::Result<()> {
@@ -85,6 +88,7 @@ async fn schedule(client: kube::Client, name: String) -> anyhow::Result<()> {
         cache: Mutex::new(Cache::default()),
         queue: Queue::new(),
         next_start: Mutex::new(0),
+        nominated: Mutex::new(HashMap::new()),
     });
     let (synced_tx, mut synced_rx) = tokio::sync::watch::channel(0u8);
     let nodes = tokio::spawn(Arc::clone(&scheduler).watch_nodes(synced_tx.clone()));
@@ -178,6 +182,7 @@ impl Scheduler {
                 }
                 Ok(Event::Delete(pod)) => {
                     if let Some(uid) = pod.uid() {
+                        self.nominated.lock().expect("nominated lock").remove(&uid);
                         self.cache.lock().expect("cache lock").remove_pod(&uid);
                     }
                     self.queue.remove(&queue::key(&pod));
@@ -191,6 +196,9 @@ impl Scheduler {
     fn pod_changed(&self, pod: Pod) {
         let bound = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()).is_some_and(|n| !n.is_empty());
         if bound {
+            if let Some(uid) = pod.uid() {
+                self.nominated.lock().expect("nominated lock").remove(&uid);
+            }
             self.queue.remove(&queue::key(&pod));
             let finished_now = matches!(
                 pod.status.as_ref().and_then(|s| s.phase.as_deref()),
@@ -263,6 +271,24 @@ impl Scheduler {
         }
     }
 
+    /// The node with the pods nominated to it (of at least this pod's priority, other than
+    /// the pod itself) counted as if there; None when it has none.
+    fn with_nominated(&self, pod: &PodInfo, node: &cache::NodeInfo) -> Option<cache::NodeInfo> {
+        let nominated = self.nominated.lock().expect("nominated lock");
+        if nominated.is_empty() {
+            return None;
+        }
+        let own = pod.pod.uid().unwrap_or_default();
+        let mut copy: Option<cache::NodeInfo> = None;
+        for (uid, (node_name, other)) in nominated.iter() {
+            let priority = other.spec.as_ref().and_then(|s| s.priority).unwrap_or(0);
+            if node_name == node.name() && *uid != own && priority >= pod.priority {
+                copy.get_or_insert_with(|| node.clone()).add(uid, Arc::clone(other));
+            }
+        }
+        copy
+    }
+
     /// The best feasible node for the pod, or why there is none.
     fn find_node(&self, pod: &PodInfo, prepared: &topology::Prepared, cache: &Cache) -> Result<String, Failure> {
         let nodes: Vec<&cache::NodeInfo> = cache.nodes.values().collect();
@@ -280,7 +306,8 @@ impl Scheduler {
         for i in 0..nodes.len() {
             let node = nodes[(start + i) % nodes.len()];
             looked += 1;
-            match plugins::filter(pod, prepared, node) {
+            let with_nominated = self.with_nominated(pod, node);
+            match plugins::filter(pod, prepared, with_nominated.as_ref().unwrap_or(node)) {
                 None => {
                     feasible.push(node);
                     if feasible.len() >= wanted {
@@ -327,6 +354,12 @@ impl Scheduler {
             return (format!("{fit} preemption: {why}"), None);
         }
         if let Some(candidate) = preemption::find(pod, prepared, cache, &failure.resolvable) {
+            if let Some(uid) = pod.pod.uid() {
+                self.nominated
+                    .lock()
+                    .expect("nominated lock")
+                    .insert(uid, (candidate.node.clone(), Arc::clone(&pod.pod)));
+            }
             return (fit, Some(candidate));
         }
         let resolvable = failure.resolvable.len();

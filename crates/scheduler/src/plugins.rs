@@ -111,7 +111,7 @@ fn taint_toleration(pod: &PodInfo, node: &NodeInfo) -> Option<Rejection> {
 
 fn node_affinity(pod: &PodInfo, node: &NodeInfo) -> Option<Rejection> {
     let spec = pod.pod.spec.as_ref()?;
-    let labels = node.node.metadata.labels.clone().unwrap_or_default();
+    let labels = node_labels(node);
     let selector_ok = spec
         .node_selector
         .iter()
@@ -137,12 +137,17 @@ fn term_matches(term: &NodeSelectorTerm, node: &NodeInfo) -> bool {
     if expressions.is_empty() && fields.is_empty() {
         return false;
     }
-    let labels = node.node.metadata.labels.clone().unwrap_or_default();
+    let labels = node_labels(node);
     expressions.iter().all(|r| requirement_holds(r, labels.get(&r.key).map(String::as_str)))
         && fields.iter().all(|r| {
             let value = (r.key == "metadata.name").then(|| node.name());
             requirement_holds(r, value)
         })
+}
+
+fn node_labels(node: &NodeInfo) -> &std::collections::BTreeMap<String, String> {
+    static NONE: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
+    node.node.metadata.labels.as_ref().unwrap_or(&NONE)
 }
 
 fn requirement_holds(r: &NodeSelectorRequirement, value: Option<&str>) -> bool {

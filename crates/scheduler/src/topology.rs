@@ -32,8 +32,8 @@ pub struct Prepared {
     affinity: Vec<(String, Option<HashSet<String>>)>,
     /// Per required anti-affinity term: the domains that hold a matching pod.
     anti_affinity: Vec<(String, HashSet<String>)>,
-    /// Domains (key, value) where an existing pod's anti-affinity forbids this pod.
-    forbidden: HashSet<(String, String)>,
+    /// Domains where an existing pod's anti-affinity forbids this pod: topology key → values.
+    forbidden: HashMap<String, HashSet<String>>,
 }
 
 fn selector_matches(selector: Option<&LabelSelector>, labels: &BTreeMap<String, String>) -> bool {
@@ -53,8 +53,9 @@ fn selector_matches(selector: Option<&LabelSelector>, labels: &BTreeMap<String, 
     labels_ok && expressions_ok
 }
 
-fn labels_of(pod: &Pod) -> BTreeMap<String, String> {
-    pod.metadata.labels.clone().unwrap_or_default()
+fn labels_of(pod: &Pod) -> &BTreeMap<String, String> {
+    static NONE: BTreeMap<String, String> = BTreeMap::new();
+    pod.metadata.labels.as_ref().unwrap_or(&NONE)
 }
 
 fn node_label<'a>(node: &'a NodeInfo, key: &str) -> Option<&'a String> {
@@ -73,19 +74,19 @@ fn term_selects(term: &PodAffinityTerm, owner_namespace: &str, pod: &Pod) -> boo
             Some(list) if !list.is_empty() => list.iter().any(|n| n == namespace),
             _ => namespace == owner_namespace,
         };
-    in_scope && selector_matches(term.label_selector.as_ref(), &labels_of(pod))
+    in_scope && selector_matches(term.label_selector.as_ref(), labels_of(pod))
 }
 
-fn required_terms(pod: &Pod, anti: bool) -> Vec<PodAffinityTerm> {
+fn required_terms(pod: &Pod, anti: bool) -> &[PodAffinityTerm] {
     let affinity = pod.spec.as_ref().and_then(|s| s.affinity.as_ref());
     let terms = if anti {
         affinity
             .and_then(|a| a.pod_anti_affinity.as_ref())
-            .and_then(|a| a.required_during_scheduling_ignored_during_execution.clone())
+            .and_then(|a| a.required_during_scheduling_ignored_during_execution.as_deref())
     } else {
         affinity
             .and_then(|a| a.pod_affinity.as_ref())
-            .and_then(|a| a.required_during_scheduling_ignored_during_execution.clone())
+            .and_then(|a| a.required_during_scheduling_ignored_during_execution.as_deref())
     };
     terms.unwrap_or_default()
 }
@@ -115,7 +116,7 @@ impl Prepared {
                     .values()
                     .filter(|p| p.metadata.namespace.as_deref() == Some(namespace.as_str()))
                     .filter(|p| p.metadata.deletion_timestamp.is_none())
-                    .filter(|p| selector_matches(c.label_selector.as_ref(), &labels_of(p)))
+                    .filter(|p| selector_matches(c.label_selector.as_ref(), labels_of(p)))
                     .count() as i64;
                 *counts.entry(domain.clone()).or_default() += matching;
             }
@@ -127,7 +128,7 @@ impl Prepared {
                 max_skew: i64::from(c.max_skew),
                 key: c.topology_key.clone(),
                 hard: c.when_unsatisfiable == "DoNotSchedule",
-                self_match: i64::from(selector_matches(c.label_selector.as_ref(), &own_labels)),
+                self_match: i64::from(selector_matches(c.label_selector.as_ref(), own_labels)),
                 counts,
                 min,
             });
@@ -161,10 +162,10 @@ impl Prepared {
                 // Symmetry: an existing pod's anti-affinity keeps this pod out of its domain.
                 let owner = other.metadata.namespace.clone().unwrap_or_default();
                 for term in required_terms(other, true) {
-                    if term_selects(&term, &owner, &pod.pod)
+                    if term_selects(term, &owner, &pod.pod)
                         && let Some(v) = node_label(node, &term.topology_key)
                     {
-                        prepared.forbidden.insert((term.topology_key.clone(), v.clone()));
+                        prepared.forbidden.entry(term.topology_key.clone()).or_default().insert(v.clone());
                     }
                 }
             }
@@ -225,7 +226,7 @@ impl Prepared {
         if self
             .forbidden
             .iter()
-            .any(|(key, value)| node_label(node, key) == Some(value))
+            .any(|(key, values)| node_label(node, key).is_some_and(|v| values.contains(v)))
         {
             return reject("node(s) didn't satisfy existing pods anti-affinity rules");
         }
