@@ -353,7 +353,9 @@ impl Scheduler {
         if let Some(why) = preemption::ineligible(pod, cache) {
             return (format!("{fit} preemption: {why}"), None);
         }
-        if let Some(candidate) = preemption::find(pod, prepared, cache, &failure.resolvable) {
+        if let Some(candidate) =
+            preemption::find(pod, prepared, cache, &failure.resolvable, |node| self.with_nominated(pod, node))
+        {
             if let Some(uid) = pod.pod.uid() {
                 self.nominated
                     .lock()

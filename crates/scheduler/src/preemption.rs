@@ -39,11 +39,20 @@ pub fn ineligible(pod: &PodInfo, cache: &Cache) -> Option<&'static str> {
 }
 
 /// The best node to preempt on, among `nodes` (those whose failure eviction could fix).
-pub fn find(pod: &PodInfo, prepared: &Prepared, cache: &Cache, nodes: &[String]) -> Option<Candidate> {
+/// `with_nominated` gives a node with the pods already nominated to it counted, so two
+/// preemptors do not count on the same room.
+pub fn find(
+    pod: &PodInfo,
+    prepared: &Prepared,
+    cache: &Cache,
+    nodes: &[String],
+    with_nominated: impl Fn(&NodeInfo) -> Option<NodeInfo>,
+) -> Option<Candidate> {
     let mut best: Option<(Candidate, (i32, i64, usize))> = None;
     for name in nodes {
         let Some(node) = cache.nodes.get(name) else { continue };
-        let Some(victims) = victims_on(pod, prepared, node) else { continue };
+        let nominated = with_nominated(node);
+        let Some(victims) = victims_on(pod, prepared, nominated.as_ref().unwrap_or(node)) else { continue };
         if victims.is_empty() {
             continue;
         }
@@ -123,13 +132,13 @@ mod tests {
         incoming.spec.as_mut().unwrap().node_name = None;
         let info = PodInfo::new(Arc::new(incoming));
         let prepared = Prepared::default();
-        let candidate = find(&info, &prepared, &cache, &["n1".into(), "n2".into()]).unwrap();
+        let candidate = find(&info, &prepared, &cache, &["n1".into(), "n2".into()], |_| None).unwrap();
         assert_eq!(candidate.node, "n1");
         let victims: Vec<&str> = candidate.victims.iter().map(|v| v.metadata.name.as_deref().unwrap()).collect();
         assert_eq!(victims, ["n1-low"], "n1-mid is reprieved");
         // Nothing of lower priority to evict: no candidate.
         let mut low = pod("low", "", 5, "1");
         low.spec.as_mut().unwrap().node_name = None;
-        assert!(find(&PodInfo::new(Arc::new(low)), &prepared, &cache, &["n1".into(), "n2".into()]).is_none());
+        assert!(find(&PodInfo::new(Arc::new(low)), &prepared, &cache, &["n1".into(), "n2".into()], |_| None).is_none());
     }
 }
