@@ -68,33 +68,49 @@ pub fn record(kind: &Kind, before: Option<&Value>, after: &mut Value, manager: &
         .collect();
     mine.extend(changed.iter().cloned());
 
-    let mut entries = Vec::new();
-    for entry in base.iter().filter(|e| !is_mine(e)) {
-        let remaining: BTreeSet<FieldPath> = decode(&entry["fieldsV1"])
-            .into_iter()
-            .filter(|p| !changed.contains(p) && new_paths.contains(p))
-            .collect();
-        if remaining.is_empty() {
-            continue;
-        }
-        let mut kept = entry.clone();
-        kept["fieldsV1"] = encode(&remaining);
-        entries.push(kept);
-    }
+    let others = base.into_iter().filter(|e| !is_mine(e));
+    let mut entries = others_keeping(others, |p| !changed.contains(p) && new_paths.contains(p));
     if !mine.is_empty() {
-        let mut entry = Map::new();
-        entry.insert("manager".into(), json!(manager));
-        entry.insert("operation".into(), json!("Update"));
-        entry.insert("apiVersion".into(), json!(api_version));
-        entry.insert("time".into(), json!(object::now_rfc3339()));
-        entry.insert("fieldsType".into(), json!("FieldsV1"));
-        entry.insert("fieldsV1".into(), encode(&mine));
-        if let Some(sub) = subresource {
-            entry.insert("subresource".into(), json!(sub));
-        }
-        entries.push(Value::Object(entry));
+        entries.push(new_entry(manager, "Update", &api_version, subresource, &mine));
     }
     store_entries(after, entries);
+}
+
+/// The entries of other managers, each keeping the fields `keep` allows; those left with
+/// none are dropped.
+fn others_keeping(entries: impl Iterator<Item = Value>, keep: impl Fn(&FieldPath) -> bool) -> Vec<Value> {
+    entries
+        .filter_map(|entry| {
+            let remaining: BTreeSet<FieldPath> = decode(&entry["fieldsV1"]).into_iter().filter(|p| keep(p)).collect();
+            if remaining.is_empty() {
+                return None;
+            }
+            let mut kept = entry;
+            kept["fieldsV1"] = encode(&remaining);
+            Some(kept)
+        })
+        .collect()
+}
+
+/// A managedFields entry written now.
+fn new_entry(
+    manager: &str,
+    operation: &str,
+    api_version: &str,
+    subresource: Option<&str>,
+    fields: &BTreeSet<FieldPath>,
+) -> Value {
+    let mut entry = Map::new();
+    entry.insert("manager".into(), json!(manager));
+    entry.insert("operation".into(), json!(operation));
+    entry.insert("apiVersion".into(), json!(api_version));
+    entry.insert("time".into(), json!(object::now_rfc3339()));
+    entry.insert("fieldsType".into(), json!("FieldsV1"));
+    entry.insert("fieldsV1".into(), encode(fields));
+    if let Some(sub) = subresource {
+        entry.insert("subresource".into(), json!(sub));
+    }
+    Value::Object(entry)
 }
 
 /// Records a server-side apply by `manager` that turned `before` (absent on create) into
@@ -113,34 +129,13 @@ pub fn record_apply(
     // Other managers may own fields on either side of the status split.
     let mut new_paths = paths(kind, after, None);
     new_paths.extend(paths(kind, after, Some("status")));
-    let api_version = kind.api_version();
-    let mut entries = Vec::new();
-    for entry in before.map(entries_of).unwrap_or_default() {
-        if is_apply_entry_of(&entry, manager, subresource) {
-            continue;
-        }
-        let remaining: BTreeSet<FieldPath> = decode(&entry["fieldsV1"])
-            .into_iter()
-            .filter(|p| !forced.contains(p) && new_paths.contains(p))
-            .collect();
-        if remaining.is_empty() {
-            continue;
-        }
-        let mut kept = entry.clone();
-        kept["fieldsV1"] = encode(&remaining);
-        entries.push(kept);
-    }
-    let mut entry = Map::new();
-    entry.insert("manager".into(), json!(manager));
-    entry.insert("operation".into(), json!("Apply"));
-    entry.insert("apiVersion".into(), json!(api_version));
-    entry.insert("time".into(), json!(object::now_rfc3339()));
-    entry.insert("fieldsType".into(), json!("FieldsV1"));
-    entry.insert("fieldsV1".into(), encode(applied));
-    if let Some(sub) = subresource {
-        entry.insert("subresource".into(), json!(sub));
-    }
-    entries.push(Value::Object(entry));
+    let others = before
+        .map(entries_of)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| !is_apply_entry_of(e, manager, subresource));
+    let mut entries = others_keeping(others, |p| !forced.contains(p) && new_paths.contains(p));
+    entries.push(new_entry(manager, "Apply", &kind.api_version(), subresource, applied));
     store_entries(after, entries);
 }
 
