@@ -8,6 +8,7 @@
 //! 1 node(s) didn't match Pod's node affinity/selector, 2 Insufficient cpu.").
 
 mod cache;
+mod metrics;
 mod plugins;
 mod preemption;
 mod queue;
@@ -39,13 +40,20 @@ pub struct Config {
     pub leader_elect: bool,
     /// Pods naming another `schedulerName` are left alone.
     pub scheduler_name: String,
+    /// Where to serve `/metrics` (plain HTTP); None: not served.
+    pub metrics_address: Option<std::net::SocketAddr>,
 }
 
 const USER_AGENT: &str = concat!("kube-scheduler/v1.33.0 (linux/amd64) styrman/", env!("CARGO_PKG_VERSION"));
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let client = styrman_runtime::connect(&config.kubeconfig, USER_AGENT).await?;
-    let scheduling = schedule(client.clone(), config.scheduler_name.clone());
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = Arc::new(metrics::Metrics::new(&mut registry));
+    if let Some(addr) = config.metrics_address {
+        tokio::spawn(styrman_runtime::metrics::serve(addr, Arc::new(registry)));
+    }
+    let scheduling = schedule(client.clone(), config.scheduler_name.clone(), metrics);
     if config.leader_elect {
         styrman_runtime::LeaderElection::new(client, "kube-system", "kube-scheduler")
             .run(scheduling, shutdown_signal())
@@ -79,9 +87,10 @@ struct Scheduler {
     /// Pods that preempted others, by uid: the node they wait for and the pod. Lower or
     /// equal priority pods see these as already on the node, so the room made stays theirs.
     nominated: Mutex<HashMap<String, (String, Arc<Pod>)>>,
+    metrics: Arc<metrics::Metrics>,
 }
 
-async fn schedule(client: kube::Client, name: String) -> anyhow::Result<()> {
+async fn schedule(client: kube::Client, name: String, metrics: Arc<metrics::Metrics>) -> anyhow::Result<()> {
     let scheduler = Arc::new(Scheduler {
         client,
         name,
@@ -89,6 +98,7 @@ async fn schedule(client: kube::Client, name: String) -> anyhow::Result<()> {
         queue: Queue::new(),
         next_start: Mutex::new(0),
         nominated: Mutex::new(HashMap::new()),
+        metrics,
     });
     let (synced_tx, mut synced_rx) = tokio::sync::watch::channel(0u8);
     let nodes = tokio::spawn(Arc::clone(&scheduler).watch_nodes(synced_tx.clone()));
@@ -97,12 +107,17 @@ async fn schedule(client: kube::Client, name: String) -> anyhow::Result<()> {
     synced_rx.wait_for(|n| *n >= 2).await?;
     tracing::info!(scheduler = %scheduler.name, "scheduler synced; scheduling");
     let flusher = tokio::spawn({
-        let queue = Arc::clone(&scheduler.queue);
+        let (queue, metrics) = (Arc::clone(&scheduler.queue), Arc::clone(&scheduler.metrics));
         async move {
             let mut ticks = tokio::time::interval(Duration::from_millis(100));
             loop {
                 ticks.tick().await;
                 queue.flush();
+                let (active, backoff, unschedulable) = queue.depth();
+                for (name, n) in [("active", active), ("backoff", backoff), ("unschedulable", unschedulable)] {
+                    let labels = metrics::QueueLabels { queue: name.into() };
+                    metrics.pending.get_or_create(&labels).set(n as i64);
+                }
             }
         }
     });
@@ -228,6 +243,7 @@ impl Scheduler {
     fn schedule_one(self: Arc<Self>, pod: Arc<Pod>) {
         let key = queue::key(&pod);
         let info = PodInfo::new(Arc::clone(&pod));
+        let started = std::time::Instant::now();
         let decision = {
             let mut cache = self.cache.lock().expect("cache lock");
             let prepared = topology::Prepared::new(&info, &cache);
@@ -244,12 +260,14 @@ impl Scheduler {
                 tokio::spawn(async move {
                     match self.bind(&pod, &node).await {
                         Ok(()) => {
+                            self.metrics.attempt(&self.name, "scheduled", started.elapsed().as_secs_f64());
                             self.queue.remove(&key);
                             let message = format!("Successfully assigned {key} to {node}");
                             self.record_event(&pod, "Normal", "Scheduled", "Binding", &message).await;
                         }
                         Err(e) => {
                             tracing::warn!(pod = %key, node = %node, error = %format!("{e:#}"), "binding failed");
+                            self.metrics.attempt(&self.name, "error", started.elapsed().as_secs_f64());
                             if let Some(uid) = pod.uid() {
                                 self.cache.lock().expect("cache lock").forget(&uid);
                             }
@@ -259,6 +277,7 @@ impl Scheduler {
                 });
             }
             Err((message, preemption)) => {
+                self.metrics.attempt(&self.name, "unschedulable", started.elapsed().as_secs_f64());
                 self.queue.unschedulable(&key);
                 tokio::spawn(async move {
                     self.record_event(&pod, "Warning", "FailedScheduling", "Scheduling", &message).await;
@@ -379,6 +398,8 @@ impl Scheduler {
     /// Evicts the victims and nominates the node for the pod, which is tried again once they
     /// are gone.
     async fn preempt(&self, pod: &Pod, candidate: preemption::Candidate) {
+        self.metrics.preemption_attempts.inc();
+        self.metrics.preemption_victims.observe(candidate.victims.len() as f64);
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
         let nominate = json!({"status": {"nominatedNodeName": candidate.node}});
         if let Err(e) = api.patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Merge(nominate)).await {

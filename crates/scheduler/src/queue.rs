@@ -216,7 +216,6 @@ impl Queue {
     }
 
     /// (active, backoff, unschedulable) counts.
-    #[cfg(test)]
     pub fn depth(&self) -> (usize, usize, usize) {
         let state = self.state.lock().expect("queue lock");
         let count = |p: Place| state.entries.values().filter(|e| e.place == p).count();

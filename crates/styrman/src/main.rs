@@ -90,6 +90,9 @@ struct SchedulerArgs {
     /// The schedulerName of the pods this scheduler places
     #[arg(long, default_value = "default-scheduler")]
     scheduler_name: String,
+    /// Serve Prometheus metrics at http://ADDRESS/metrics
+    #[arg(long)]
+    metrics_bind_address: Option<std::net::SocketAddr>,
 }
 
 #[derive(clap::Args, Clone)]
@@ -217,6 +220,7 @@ fn main() -> ExitCode {
             kubeconfig: args.kubeconfig,
             leader_elect: args.leader_elect,
             scheduler_name: args.scheduler_name,
+            metrics_address: args.metrics_bind_address,
         })),
         Command::HollowNodes(args) => args.config().and_then(|c| run_async(styrman_hollow::run(c))),
         Command::ControllerManager(args) => run_async(styrman_controller_manager::run(styrman_controller_manager::Config {
@@ -231,10 +235,11 @@ fn main() -> ExitCode {
             },
             supervisor::Component {
                 name: "scheduler",
-                args: vec![format!(
-                    "--kubeconfig={}",
-                    args.data_dir.join("scheduler.kubeconfig").display()
-                )],
+                args: vec![
+                    format!("--kubeconfig={}", args.data_dir.join("scheduler.kubeconfig").display()),
+                    // kube-scheduler's port; a second control plane on this host goes without.
+                    "--metrics-bind-address=127.0.0.1:10259".to_string(),
+                ],
             },
             supervisor::Component {
                 name: "controller-manager",

@@ -12,11 +12,12 @@ fn json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
 
-/// A `styrman hollow-nodes` process, killed on drop.
-struct HollowNodes(Child);
+/// A child process (hollow nodes, a second scheduler), killed on drop.
+struct Process(Child);
 
-impl HollowNodes {
-    fn start(c: &Cluster, args: &[&str]) -> HollowNodes {
+impl Process {
+    /// `styrman hollow-nodes` with `args`, against the cluster.
+    fn hollow_nodes(c: &Cluster, args: &[&str]) -> Process {
         let mut command = Command::new(env!("CARGO_BIN_EXE_styrman"));
         styrman_testkit::die_with_parent(&mut command);
         let child = command
@@ -28,11 +29,11 @@ impl HollowNodes {
             .stderr(Stdio::null())
             .spawn()
             .expect("run styrman hollow-nodes");
-        HollowNodes(child)
+        Process(child)
     }
 }
 
-impl Drop for HollowNodes {
+impl Drop for Process {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
@@ -91,7 +92,7 @@ fn events(c: &Cluster, pod: &str, reason: &str) -> Vec<String> {
 #[test]
 fn pods_are_placed_by_resources_selectors_and_taints() {
     let c = Cluster::start(env!("CARGO_BIN_EXE_styrman").as_ref()).expect("start styrman server");
-    let _nodes = HollowNodes::start(&c, &["--count=3", "--cpu=2", "--memory=4Gi"]);
+    let _nodes = Process::hollow_nodes(&c, &["--count=3", "--cpu=2", "--memory=4Gi"]);
     eventually("three nodes are Ready", || {
         c.kubectl_ok(&["get", "nodes", "--no-headers"]).matches(" Ready ").count() == 3
     });
@@ -146,7 +147,7 @@ fn pods_are_placed_by_resources_selectors_and_taints() {
     );
 
     // Taints: a tainted pool only takes pods that tolerate it.
-    let _gpu = HollowNodes::start(&c, &["--count=1", "--prefix=gpu-", "--labels=pool=gpu", "--taints=gpu=yes:NoSchedule"]);
+    let _gpu = Process::hollow_nodes(&c, &["--count=1", "--prefix=gpu-", "--labels=pool=gpu", "--taints=gpu=yes:NoSchedule"]);
     eventually("the gpu node is Ready", || c.kubectl_ok(&["get", "nodes", "--no-headers"]).matches(" Ready ").count() == 4);
     c.apply(&pod("intolerant", "10m", "  nodeSelector: {pool: gpu}"));
     c.apply(&pod(
@@ -188,8 +189,8 @@ fn pods_are_placed_by_resources_selectors_and_taints() {
 #[test]
 fn spread_over_zones_and_anti_affinity_between_replicas() {
     let c = Cluster::start(env!("CARGO_BIN_EXE_styrman").as_ref()).expect("start styrman server");
-    let _a = HollowNodes::start(&c, &["--count=2", "--prefix=a-", "--labels=topology.kubernetes.io/zone=a"]);
-    let _b = HollowNodes::start(&c, &["--count=2", "--prefix=b-", "--labels=topology.kubernetes.io/zone=b"]);
+    let _a = Process::hollow_nodes(&c, &["--count=2", "--prefix=a-", "--labels=topology.kubernetes.io/zone=a"]);
+    let _b = Process::hollow_nodes(&c, &["--count=2", "--prefix=b-", "--labels=topology.kubernetes.io/zone=b"]);
     eventually("four nodes are Ready", || {
         c.kubectl_ok(&["get", "nodes", "--no-headers"]).matches(" Ready ").count() == 4
     });
@@ -228,7 +229,7 @@ fn spread_over_zones_and_anti_affinity_between_replicas() {
 #[test]
 fn a_higher_priority_pod_preempts_lower_priority_ones() {
     let c = Cluster::start(env!("CARGO_BIN_EXE_styrman").as_ref()).expect("start styrman server");
-    let _nodes = HollowNodes::start(&c, &["--count=2", "--cpu=2", "--memory=4Gi"]);
+    let _nodes = Process::hollow_nodes(&c, &["--count=2", "--cpu=2", "--memory=4Gi"]);
     eventually("two nodes are Ready", || {
         c.kubectl_ok(&["get", "nodes", "--no-headers"]).matches(" Ready ").count() == 2
     });
@@ -259,4 +260,46 @@ fn a_higher_priority_pod_preempts_lower_priority_ones() {
     let preempted = events(&c, &victim, "Preempted");
     assert_eq!(preempted.len(), 1, "{preempted:?}");
     assert!(preempted[0].starts_with("Preempted by pod "), "{preempted:?}");
+}
+
+/// GET http://addr/metrics.
+fn scrape(addr: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    write!(stream, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    Some(text)
+}
+
+#[test]
+fn a_second_scheduler_places_its_own_pods_and_serves_metrics() {
+    let c = Cluster::start(env!("CARGO_BIN_EXE_styrman").as_ref()).expect("start styrman server");
+    let _nodes = Process::hollow_nodes(&c, &["--count=1"]);
+    let addr = format!("127.0.0.1:{}", styrman_testkit::free_port().unwrap());
+    let mut command = Command::new(env!("CARGO_BIN_EXE_styrman"));
+    styrman_testkit::die_with_parent(&mut command);
+    let _second = Process(
+        command
+            .arg("scheduler")
+            .arg(format!("--kubeconfig={}", c.kubeconfig().display()))
+            .args(["--leader-elect=false", "--scheduler-name=metered"])
+            .arg(format!("--metrics-bind-address={addr}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run a second scheduler"),
+    );
+    c.apply(&pod("mine", "10m", "  schedulerName: metered"));
+    c.apply(&pod("stuck", "10m", "  schedulerName: metered\n  nodeSelector: {kubernetes.io/arch: x86}"));
+    eventually("the second scheduler places its pod", || running(&c, "mine"));
+    eventually("its metrics count both attempts", || {
+        scrape(&addr).is_some_and(|m| {
+            m.contains(r#"scheduler_schedule_attempts_total{profile="metered",result="scheduled"} 1"#)
+                && m.contains(r#"scheduler_schedule_attempts_total{profile="metered",result="unschedulable"}"#)
+                && m.contains(r#"scheduler_pending_pods{queue="unschedulable"} 1"#)
+        })
+    });
+    assert!(events(&c, "stuck", "FailedScheduling")[0].starts_with("0/1 nodes are available"));
 }
