@@ -462,17 +462,7 @@ fn columns(kind: &Kind) -> Vec<Column> {
             }));
             columns.push(col("Type", "string", |o| text(o, "/type", "")));
             columns.push(col("Reason", "string", |o| text(o, "/reason", "")));
-            columns.push(col("Object", "string", |o| {
-                let kind = o
-                    .pointer("/involvedObject/kind")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_lowercase();
-                json!(format!(
-                    "{kind}/{}",
-                    o.pointer("/involvedObject/name").and_then(Value::as_str).unwrap_or("")
-                ))
-            }));
+            columns.push(col("Object", "string", |o| event_object(o, "involvedObject")));
             columns.push(col("Message", "string", |o| text(o, "/message", "")));
             columns.push(wide("Name", "string", name_cell));
             return columns;
@@ -490,17 +480,7 @@ fn columns(kind: &Kind) -> Vec<Column> {
             }));
             columns.push(col("Type", "string", |o| text(o, "/type", "")));
             columns.push(col("Reason", "string", |o| text(o, "/reason", "")));
-            columns.push(col("Object", "string", |o| {
-                let kind = o
-                    .pointer("/regarding/kind")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_lowercase();
-                json!(format!(
-                    "{kind}/{}",
-                    o.pointer("/regarding/name").and_then(Value::as_str).unwrap_or("")
-                ))
-            }));
+            columns.push(col("Object", "string", |o| event_object(o, "regarding")));
             columns.push(col("Message", "string", |o| text(o, "/note", "")));
             columns.push(wide("Name", "string", name_cell));
             return columns;
@@ -761,6 +741,13 @@ fn column_definitions(kind: &Kind) -> Value {
         })
         .collect();
     Value::Array(defs)
+}
+
+/// An event's object as kubectl shows it: `pod/web-1`.
+fn event_object(event: &Value, reference: &str) -> Value {
+    let object = &event[reference];
+    let kind = object["kind"].as_str().unwrap_or("").to_lowercase();
+    json!(format!("{kind}/{}", object["name"].as_str().unwrap_or("")))
 }
 
 fn row(kind: &Kind, object: &Value, include: IncludeObject) -> Value {
