@@ -303,3 +303,40 @@ fn a_second_scheduler_places_its_own_pods_and_serves_metrics() {
     });
     assert!(events(&c, "stuck", "FailedScheduling")[0].starts_with("0/1 nodes are available"));
 }
+
+#[test]
+fn a_standby_scheduler_takes_over_when_the_leader_dies() {
+    let mut c = Cluster::start(env!("CARGO_BIN_EXE_styrman").as_ref()).expect("start styrman server");
+    let _nodes = Process::hollow_nodes(&c, &["--count=2"]);
+    let holder = |c: &Cluster| {
+        let lease = json(&c.kubectl_ok(&["get", "lease", "-n", "kube-system", "kube-scheduler", "-o", "json"]));
+        lease["spec"]["holderIdentity"].as_str().unwrap_or("").to_string()
+    };
+    eventually("the supervised scheduler leads", || !holder(&c).is_empty());
+    let first = holder(&c);
+    // A standby replica of the same scheduler, waiting on the lease.
+    let mut command = Command::new(env!("CARGO_BIN_EXE_styrman"));
+    styrman_testkit::die_with_parent(&mut command);
+    let _standby = Process(
+        command
+            .arg("scheduler")
+            .arg(format!("--kubeconfig={}", c.kubeconfig().display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run a standby scheduler"),
+    );
+    c.apply(&pod("before", "10m", ""));
+    eventually("the leader places a pod", || running(&c, "before"));
+    // The leader dies without releasing its lease: another candidate takes over once it expires.
+    c.kill_component("scheduler").expect("kill the leading scheduler");
+    for i in 0..5 {
+        c.apply(&pod(&format!("after-{i}"), "10m", ""));
+    }
+    eventually("a new leader places the pods", || (0..5).all(|i| running(&c, &format!("after-{i}"))));
+    assert_ne!(holder(&c), first, "the lease changed hands");
+    for name in ["before", "after-0", "after-1", "after-2", "after-3", "after-4"] {
+        assert_eq!(events(&c, name, "Scheduled").len(), 1, "{name} was bound once");
+    }
+}
