@@ -217,12 +217,25 @@ pub fn scores(pod: &PodInfo, prepared: &Prepared, nodes: &[&NodeInfo]) -> Vec<i6
     } else {
         vec![0; nodes.len()]
     };
+    let pod_affinity = if prepared.has_preferred_affinity() {
+        min_max(nodes.iter().map(|n| prepared.preferred_affinity(n)).collect())
+    } else {
+        vec![0; nodes.len()]
+    };
     let least: Vec<i64> = nodes.iter().map(|n| least_allocated(pod, n)).collect();
     let balanced: Vec<i64> = nodes.iter().map(|n| balanced_allocation(pod, n)).collect();
     let taints = normalize(nodes.iter().map(|n| intolerable_soft_taints(pod, n)).collect(), true);
     let affinity = normalize(nodes.iter().map(|n| preferred_affinity(pod, n)).collect(), false);
     (0..nodes.len())
-        .map(|i| least[i] + balanced[i] + 3 * taints[i] + 2 * affinity[i] + 2 * spread[i])
+        .map(|i| least[i] + balanced[i] + 3 * taints[i] + 2 * affinity[i] + 2 * spread[i] + 2 * pod_affinity[i])
+        .collect()
+}
+
+/// Scales raw scores that may be negative to 0..=100: the lowest to 0, the highest to 100.
+fn min_max(raw: Vec<i64>) -> Vec<i64> {
+    let (min, max) = (raw.iter().copied().min().unwrap_or(0), raw.iter().copied().max().unwrap_or(0));
+    raw.into_iter()
+        .map(|s| if max == min { 0 } else { (s - min) * 100 / (max - min) })
         .collect()
 }
 

@@ -34,6 +34,9 @@ pub struct Prepared {
     anti_affinity: Vec<(String, HashSet<String>)>,
     /// Domains where an existing pod's anti-affinity forbids this pod: topology key → values.
     forbidden: HashMap<String, HashSet<String>>,
+    /// The pod's preferred (anti-)affinity: per topology key and value, the summed weights of
+    /// the matching pods there (anti-affinity counts negative).
+    preferred: HashMap<String, HashMap<String, i64>>,
 }
 
 fn selector_matches(selector: Option<&LabelSelector>, labels: &BTreeMap<String, String>) -> bool {
@@ -134,6 +137,7 @@ impl Prepared {
             });
         }
 
+        prepared.preferred = preferred_domains(&pod.pod, &namespace, cache);
         let affinity = required_terms(&pod.pod, false);
         let anti = required_terms(&pod.pod, true);
         if affinity.is_empty() && anti.is_empty() && cache.anti_affinity_pods == 0 {
@@ -246,6 +250,60 @@ impl Prepared {
     pub fn has_soft_spread(&self) -> bool {
         self.spreads.iter().any(|s| !s.hard)
     }
+
+    /// InterPodAffinity's raw score for the pod's preferred terms: the weights of the matching
+    /// pods in the node's domains. Normalized by the caller (lowest to 0, highest to 100).
+    pub fn preferred_affinity(&self, node: &NodeInfo) -> i64 {
+        self.preferred
+            .iter()
+            .filter_map(|(key, by_value)| node_label(node, key).and_then(|v| by_value.get(v)))
+            .sum()
+    }
+
+    pub fn has_preferred_affinity(&self) -> bool {
+        !self.preferred.is_empty()
+    }
+}
+
+/// For each preferred affinity (+weight) and anti-affinity (−weight) term of `pod`, the domains
+/// holding pods it selects.
+fn preferred_domains(pod: &Pod, namespace: &str, cache: &Cache) -> HashMap<String, HashMap<String, i64>> {
+    let affinity = pod.spec.as_ref().and_then(|s| s.affinity.as_ref());
+    let mut terms: Vec<(&PodAffinityTerm, i64)> = Vec::new();
+    for t in affinity
+        .and_then(|a| a.pod_affinity.as_ref())
+        .and_then(|a| a.preferred_during_scheduling_ignored_during_execution.as_deref())
+        .unwrap_or_default()
+    {
+        terms.push((&t.pod_affinity_term, i64::from(t.weight)));
+    }
+    for t in affinity
+        .and_then(|a| a.pod_anti_affinity.as_ref())
+        .and_then(|a| a.preferred_during_scheduling_ignored_during_execution.as_deref())
+        .unwrap_or_default()
+    {
+        terms.push((&t.pod_affinity_term, -i64::from(t.weight)));
+    }
+    let mut domains: HashMap<String, HashMap<String, i64>> = HashMap::new();
+    if terms.is_empty() {
+        return domains;
+    }
+    for node in cache.nodes.values() {
+        for other in node.pods.values() {
+            for (term, weight) in &terms {
+                if term_selects(term, namespace, other)
+                    && let Some(value) = node_label(node, &term.topology_key)
+                {
+                    *domains
+                        .entry(term.topology_key.clone())
+                        .or_default()
+                        .entry(value.clone())
+                        .or_default() += weight;
+                }
+            }
+        }
+    }
+    domains
 }
 
 #[cfg(test)]
@@ -330,6 +388,19 @@ mod tests {
         let first = incoming(json!({"app": "cache"}), json!({"affinity": {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
             {"labelSelector": {"matchLabels": {"app": "cache"}}, "topologyKey": "topology.kubernetes.io/zone"}]}}}));
         assert_eq!(fits(&cache, &first).len(), 3);
+    }
+
+    #[test]
+    fn preferred_affinity_weighs_domains_with_matching_pods() {
+        let cache = cluster(&[("db", "n3", json!({"app": "db"}), json!({})), ("web", "n1", json!({"app": "web"}), json!({}))]);
+        let pod = incoming(json!({}), json!({"affinity": {
+            "podAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 10,
+                "podAffinityTerm": {"labelSelector": {"matchLabels": {"app": "db"}}, "topologyKey": "topology.kubernetes.io/zone"}}]},
+            "podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 5,
+                "podAffinityTerm": {"labelSelector": {"matchLabels": {"app": "web"}}, "topologyKey": "kubernetes.io/hostname"}}]}}}));
+        let prepared = Prepared::new(&pod, &cache);
+        let score = |n: &str| prepared.preferred_affinity(cache.nodes.get(n).unwrap());
+        assert_eq!((score("n1"), score("n2"), score("n3")), (-5, 0, 10));
     }
 
     #[test]
