@@ -446,9 +446,15 @@ impl Registry {
                     // A client that takes nothing for this long has stopped reading: its watch
                     // ends rather than holding events for it (it resumes from the last
                     // resource version it did read).
-                    match tokio::time::timeout(STALLED_WATCH, tx.send(line)).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(_)) | Err(_) => return,
+                    // Only a full channel starts the clock: no timer per event.
+                    match tx.try_send(line) {
+                        Ok(()) => {}
+                        Err(mpsc::error::TrySendError::Closed(_)) => return,
+                        Err(mpsc::error::TrySendError::Full(line)) => {
+                            if !matches!(tokio::time::timeout(STALLED_WATCH, tx.send(line)).await, Ok(Ok(()))) {
+                                return;
+                            }
+                        }
                     }
                 }
             }

@@ -88,26 +88,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     if config.leader_elect {
         styrman_runtime::LeaderElection::new(client.clone(), "kube-system", "kube-controller-manager")
-            .run(controllers, shutdown_signal())
+            .run(controllers, styrman_runtime::shutdown_signal())
             .await
             .context("controller manager")
     } else {
         tokio::select! {
             result = controllers => result,
-            _ = shutdown_signal() => Ok(()),
+            _ = styrman_runtime::shutdown_signal() => Ok(()),
         }
-    }
-}
-
-/// SIGTERM (what the supervisor sends) or Ctrl-C.
-async fn shutdown_signal() {
-    let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return futures::future::pending().await,
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
     }
 }
 

@@ -41,9 +41,7 @@ impl LeaderElection {
     /// A candidate for the Lease `namespace/name`. Its identity is the host name and a random
     /// suffix, as upstream components name themselves.
     pub fn new(client: kube::Client, namespace: &str, name: &str) -> LeaderElection {
-        let host = std::fs::read_to_string("/etc/hostname")
-            .map(|h| h.trim().to_string())
-            .unwrap_or_default();
+        let host = crate::hostname();
         let host = if host.is_empty() { "styrman".to_string() } else { host };
         LeaderElection {
             client,

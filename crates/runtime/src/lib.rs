@@ -8,9 +8,11 @@
 pub mod client;
 pub mod leader;
 pub mod metrics;
+pub mod process;
 pub mod quantity;
 pub mod workqueue;
 
 pub use client::connect;
 pub use leader::LeaderElection;
+pub use process::{hostname, shutdown_signal};
 pub use workqueue::WorkQueue;

@@ -56,23 +56,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let scheduling = schedule(client.clone(), config.scheduler_name.clone(), metrics);
     if config.leader_elect {
         styrman_runtime::LeaderElection::new(client, "kube-system", "kube-scheduler")
-            .run(scheduling, shutdown_signal())
+            .run(scheduling, styrman_runtime::shutdown_signal())
             .await
     } else {
         tokio::select! {
             result = scheduling => result,
-            _ = shutdown_signal() => Ok(()),
+            _ = styrman_runtime::shutdown_signal() => Ok(()),
         }
-    }
-}
-
-async fn shutdown_signal() {
-    let Ok(mut terminate) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
-        return futures::future::pending().await;
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
     }
 }
 
@@ -88,9 +78,12 @@ struct Scheduler {
     /// equal priority pods see these as already on the node, so the room made stays theirs.
     nominated: Mutex<HashMap<String, (String, Arc<Pod>)>>,
     metrics: Arc<metrics::Metrics>,
+    /// `<scheduler name>-<host>`: the reportingInstance of its events (read once, not per event).
+    instance: String,
 }
 
 async fn schedule(client: kube::Client, name: String, metrics: Arc<metrics::Metrics>) -> anyhow::Result<()> {
+    let instance = format!("{name}-{}", styrman_runtime::hostname());
     let scheduler = Arc::new(Scheduler {
         client,
         name,
@@ -99,6 +92,7 @@ async fn schedule(client: kube::Client, name: String, metrics: Arc<metrics::Metr
         next_start: Mutex::new(0),
         nominated: Mutex::new(HashMap::new()),
         metrics,
+        instance,
     });
     let (synced_tx, mut synced_rx) = tokio::sync::watch::channel(0u8);
     let nodes = tokio::spawn(Arc::clone(&scheduler).watch_nodes(synced_tx.clone()));
@@ -247,12 +241,13 @@ impl Scheduler {
         let decision = {
             let mut cache = self.cache.lock().expect("cache lock");
             let prepared = topology::Prepared::new(&info, &cache);
-            match self.find_node(&info, &prepared, &cache) {
+            let nominated = self.nominated_for(&info);
+            match self.find_node(&info, &prepared, &cache, &nominated) {
                 Ok(node) => {
                     cache.assume(&pod, &node);
                     Ok(node)
                 }
-                Err(failure) => Err(self.post_filter(&info, &prepared, &cache, failure)),
+                Err(failure) => Err(self.post_filter(&info, &prepared, &cache, &nominated, failure)),
             }
         };
         match decision {
@@ -290,26 +285,28 @@ impl Scheduler {
         }
     }
 
-    /// The node with the pods nominated to it (of at least this pod's priority, other than
-    /// the pod itself) counted as if there; None when it has none.
-    fn with_nominated(&self, pod: &PodInfo, node: &cache::NodeInfo) -> Option<cache::NodeInfo> {
-        let nominated = self.nominated.lock().expect("nominated lock");
-        if nominated.is_empty() {
-            return None;
-        }
+    /// The pods nominated to each node that this pod must leave room for: those of at least
+    /// its priority, other than itself. Taken once per cycle.
+    fn nominated_for(&self, pod: &PodInfo) -> Nominated {
         let own = pod.pod.uid().unwrap_or_default();
-        let mut copy: Option<cache::NodeInfo> = None;
-        for (uid, (node_name, other)) in nominated.iter() {
+        let mut by_node: Nominated = HashMap::new();
+        for (uid, (node, other)) in self.nominated.lock().expect("nominated lock").iter() {
             let priority = other.spec.as_ref().and_then(|s| s.priority).unwrap_or(0);
-            if node_name == node.name() && *uid != own && priority >= pod.priority {
-                copy.get_or_insert_with(|| node.clone()).add(uid, Arc::clone(other));
+            if *uid != own && priority >= pod.priority {
+                by_node.entry(node.clone()).or_default().push((uid.clone(), Arc::clone(other)));
             }
         }
-        copy
+        by_node
     }
 
     /// The best feasible node for the pod, or why there is none.
-    fn find_node(&self, pod: &PodInfo, prepared: &topology::Prepared, cache: &Cache) -> Result<String, Failure> {
+    fn find_node(
+        &self,
+        pod: &PodInfo,
+        prepared: &topology::Prepared,
+        cache: &Cache,
+        nominated: &Nominated,
+    ) -> Result<String, Failure> {
         let nodes: Vec<&cache::NodeInfo> = cache.nodes.values().collect();
         if nodes.is_empty() {
             return Err(Failure::default());
@@ -325,7 +322,7 @@ impl Scheduler {
         for i in 0..nodes.len() {
             let node = nodes[(start + i) % nodes.len()];
             looked += 1;
-            let with_nominated = self.with_nominated(pod, node);
+            let with_nominated = with_nominated(nominated, node);
             match plugins::filter(pod, prepared, with_nominated.as_ref().unwrap_or(node)) {
                 None => {
                     feasible.push(node);
@@ -361,6 +358,7 @@ impl Scheduler {
         pod: &PodInfo,
         prepared: &topology::Prepared,
         cache: &Cache,
+        nominated: &Nominated,
         failure: Failure,
     ) -> (String, Option<preemption::Candidate>) {
         let Some(total) = failure.total else {
@@ -373,7 +371,7 @@ impl Scheduler {
             return (format!("{fit} preemption: {why}"), None);
         }
         if let Some(candidate) =
-            preemption::find(pod, prepared, cache, &failure.resolvable, |node| self.with_nominated(pod, node))
+            preemption::find(pod, prepared, cache, &failure.resolvable, |node| with_nominated(nominated, node))
         {
             if let Some(uid) = pod.pod.uid() {
                 self.nominated
@@ -461,7 +459,7 @@ impl Scheduler {
             },
             event_time: Some(MicroTime(now)),
             reporting_controller: Some(self.name.clone()),
-            reporting_instance: Some(format!("{}-{}", self.name, hostname())),
+            reporting_instance: Some(self.instance.clone()),
             action: Some(action.into()),
             reason: Some(reason.into()),
             note: Some(note.into()),
@@ -507,6 +505,19 @@ fn nodes_to_find(total: usize) -> usize {
     (total * percent / 100).max(100)
 }
 
+/// Pods nominated to nodes, by node name: (uid, pod).
+type Nominated = HashMap<String, Vec<(String, Arc<Pod>)>>;
+
+/// The node with its nominated pods counted as if there; None when it has none.
+fn with_nominated(nominated: &Nominated, node: &cache::NodeInfo) -> Option<cache::NodeInfo> {
+    let pods = nominated.get(node.name())?;
+    let mut copy = node.clone();
+    for (uid, pod) in pods {
+        copy.add(uid, Arc::clone(pod));
+    }
+    Some(copy)
+}
+
 /// Why no node fits: the reasons counted over all nodes, and the nodes where evicting pods
 /// could help. `total` is None when there are no nodes at all.
 #[derive(Default)]
@@ -538,11 +549,6 @@ async fn report_gated(client: &kube::Client, pod: &Pod) {
     }
 }
 
-fn hostname() -> String {
-    std::fs::read_to_string("/etc/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_default()
-}
 
 #[cfg(test)]
 mod tests {
