@@ -6,6 +6,7 @@
 //! [`strategy`]) → the store. [`kinds`] is the table every route, discovery document and
 //! printer derives from.
 
+mod admission;
 mod apply;
 mod bootstrap;
 mod conversion;

@@ -69,7 +69,16 @@ pub fn record(kind: &Kind, before: Option<&Value>, after: &mut Value, manager: &
     mine.extend(changed.iter().cloned());
 
     let others = base.into_iter().filter(|e| !is_mine(e));
-    let mut entries = others_keeping(others, |p| !changed.contains(p) && new_paths.contains(p));
+    // Fields outside what this write can change (the spec, for a status write) stay whoever's
+    // they were.
+    let in_scope = |p: &FieldPath| {
+        let status_field = p.first().is_some_and(|f| f == "f:status");
+        match subresource {
+            Some("status") => status_field,
+            _ => !(status_field && kind.has_status()),
+        }
+    };
+    let mut entries = others_keeping(others, |p| !changed.contains(p) && (new_paths.contains(p) || !in_scope(p)));
     if !mine.is_empty() {
         entries.push(new_entry(manager, "Update", &api_version, subresource, &mine));
     }
@@ -385,5 +394,19 @@ mod tests {
         assert!(of("a")["f:spec"]["f:paused"].is_object());
         assert!(of("b")["f:spec"]["f:replicas"].is_object());
         assert!(of("b")["f:spec"].get("f:paused").is_none());
+    }
+
+    #[test]
+    fn a_status_write_leaves_the_spec_owners_alone() {
+        let mut d = json!({"metadata": {"name": "web"}, "spec": {"replicas": 1}});
+        record(deployments(), None, &mut d, "kubectl", None);
+        let before = d.clone();
+        let mut after = d.clone();
+        after["status"] = json!({"replicas": 1});
+        record(deployments(), Some(&before), &mut after, "kube-controller-manager", Some("status"));
+        let entries = after["metadata"]["managedFields"].as_array().unwrap();
+        let of = |m: &str| entries.iter().find(|e| e["manager"] == m).unwrap_or_else(|| panic!("no {m}: {entries:?}"))["fieldsV1"].clone();
+        assert!(of("kubectl")["f:spec"]["f:replicas"].is_object());
+        assert!(of("kube-controller-manager")["f:status"]["f:replicas"].is_object());
     }
 }

@@ -517,6 +517,7 @@ impl Registry {
         }
         if (call.kind.group, call.kind.kind) == ("", "Pod") {
             self.admit_priority(&mut object).await?;
+            crate::admission::default_toleration_seconds(&mut object);
         }
         crate::defaults::apply(call.kind, &mut object);
         strategy::prepare_for_create(call.kind, &mut object);
@@ -879,8 +880,12 @@ impl Registry {
             let mut patched = current.clone();
             crate::patch::apply(call.kind, content_type, &mut patched, &patch)?;
             call.validate_fields(&mut patched, "PatchOptions")?;
-            // A patch that names a resource version makes it a precondition.
-            let pinned = meta_str(&patched, "resourceVersion").map(parse_rv).transpose()?;
+            // A patch that names a resource version makes it a precondition; one that does not
+            // is retried on a conflicting write, as upstream's GuaranteedUpdate does.
+            let pinned = match names_resource_version(&patch) {
+                true => meta_str(&patched, "resourceVersion").map(parse_rv).transpose()?,
+                false => None,
+            };
             if pinned.is_some_and(|rv| rv != kv.mod_revision) {
                 return Err(ApiError::conflict(call.kind, &name));
             }
@@ -902,7 +907,8 @@ impl Registry {
         let key = call.key(&name);
         for _ in 0..RETRIES {
             let (current, kv) = self.read(call.kind, &key, &name).await?;
-            let scale = change(&crate::scale::to_scale(&current))?;
+            // As for patches: only a resource version the caller gave is a precondition.
+            let scale = change(&without_resource_version(&crate::scale::to_scale(&current)))?;
             let pinned = meta_str(&scale, "resourceVersion").map(parse_rv).transpose()?;
             if pinned.is_some_and(|rv| rv != kv.mod_revision) {
                 return Err(ApiError::conflict(call.kind, &name));
@@ -1218,6 +1224,23 @@ fn bookmark_line(kind: &Kind, revision: Revision, initial_end: bool) -> Bytes {
         "BOOKMARK",
         &json!({"kind": kind.kind, "apiVersion": kind.api_version(), "metadata": metadata}),
     )
+}
+
+/// Whether a patch body (merge, strategic or JSON patch) sets or tests the resource version.
+fn names_resource_version(patch: &Value) -> bool {
+    match patch {
+        Value::Array(ops) => ops.iter().any(|op| op["path"] == "/metadata/resourceVersion"),
+        _ => patch.pointer("/metadata/resourceVersion").is_some_and(|v| !v.is_null()),
+    }
+}
+
+/// A copy of `object` without `metadata.resourceVersion`.
+fn without_resource_version(object: &Value) -> Value {
+    let mut copy = object.clone();
+    if let Some(meta) = copy.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.remove("resourceVersion");
+    }
+    copy
 }
 
 fn rv(object: &Value) -> String {

@@ -2,6 +2,7 @@
 //! anchor in the same run, on the same machine, with the same workload, and prints both.
 
 mod api;
+mod controllers;
 mod robustness;
 mod scheduler;
 mod store;
@@ -29,6 +30,8 @@ enum Command {
     Robustness(robustness::Options),
     /// The scheduler with hollow nodes: scheduler_perf's workloads end to end
     Scheduler(scheduler::Options),
+    /// The controller manager with hollow nodes: a large Deployment created, rolled, deleted
+    Controllers(controllers::Options),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -43,6 +46,10 @@ fn main() -> anyhow::Result<()> {
         Command::Scheduler(options) => {
             let _ = rustls::crypto::ring::default_provider().install_default();
             runtime.block_on(scheduler::run(options))
+        }
+        Command::Controllers(options) => {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            runtime.block_on(controllers::run(options))
         }
         Command::Robustness(options) => {
             let _ = rustls::crypto::ring::default_provider().install_default();

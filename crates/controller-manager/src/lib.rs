@@ -6,9 +6,17 @@
 //! `--controllers` enables once this process leads. A failing controller ends the process
 //! and its supervisor restarts it, as the kubelet restarts kube-controller-manager upstream.
 
+mod deployment;
 mod discovery;
+mod endpoints;
+mod endpointslice;
 mod gc;
+mod informer;
 mod namespace;
+mod node_ipam;
+mod node_lifecycle;
+mod pod_state;
+mod replicaset;
 mod serviceaccount;
 
 use std::path::PathBuf;
@@ -24,6 +32,16 @@ pub struct Config {
     /// one, `-name` to disable one.
     pub controllers: Vec<String>,
     pub leader_elect: bool,
+    /// `--cluster-cidr`: the pods' address ranges, comma-separated, at most one per IP family;
+    /// node IPAM gives each node a podCIDR from each.
+    pub cluster_cidr: String,
+    /// `--node-cidr-mask-size`: the prefix length of a node's IPv4 podCIDR (IPv6 ones are /64).
+    pub node_cidr_mask_size: u8,
+    /// `--node-monitor-grace-period`: how long a node may go unheard (no Lease renewal, no
+    /// status) before its conditions become Unknown.
+    pub node_monitor_grace_period: std::time::Duration,
+    /// `--node-monitor-period`: how often the node lifecycle controller checks nodes.
+    pub node_monitor_period: std::time::Duration,
 }
 
 /// Names as kube-controller-manager's `--controllers` spells them, with the older aliases it
@@ -32,6 +50,13 @@ const CONTROLLERS: &[(&str, &[&str])] = &[
     ("garbage-collector-controller", &["garbagecollector"]),
     ("namespace-controller", &["namespace"]),
     ("serviceaccount-controller", &["serviceaccount"]),
+    ("replicaset-controller", &["replicaset"]),
+    ("replicationcontroller-controller", &["replicationcontroller"]),
+    ("deployment-controller", &["deployment"]),
+    ("endpoints-controller", &["endpoint"]),
+    ("endpointslice-controller", &["endpointslice"]),
+    ("node-ipam-controller", &["nodeipam"]),
+    ("node-lifecycle-controller", &["nodelifecycle"]),
 ];
 
 /// The User-Agent the controllers send; the API server names their field manager after it.
@@ -77,6 +102,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 "garbage-collector-controller" => Box::pin(gc::run(client)),
                 "namespace-controller" => Box::pin(namespace::run(client)),
                 "serviceaccount-controller" => Box::pin(serviceaccount::run(client)),
+                "replicaset-controller" => Box::pin(replicaset::run_replicasets(client)),
+                "replicationcontroller-controller" => Box::pin(replicaset::run_replication_controllers(client)),
+                "deployment-controller" => Box::pin(deployment::run(client)),
+                "endpoints-controller" => Box::pin(endpoints::run(client)),
+                "endpointslice-controller" => Box::pin(endpointslice::run(client)),
+                "node-ipam-controller" => Box::pin(node_ipam::run(client, config.clone())),
+                "node-lifecycle-controller" => Box::pin(node_lifecycle::run(client, config.clone())),
                 _ => unreachable!("every controller in CONTROLLERS is started here"),
             });
         }

@@ -1,14 +1,20 @@
 //! `styrman hollow-nodes`: many simulated nodes in one process, as kubemark and KWOK do for
 //! Kubernetes. Each node registers a Node (capacity, allocatable, addresses, conditions,
 //! nodeInfo), renews its Lease in `kube-node-lease`, marks the pods bound to it Running and
-//! Ready, and completes their graceful deletion. Nothing runs: scale tests and benchmarks
-//! get a cluster of thousands of nodes on one machine.
+//! Ready, reports the images of the pods it ran in its status ([`images`]), and completes their
+//! graceful deletion, and posts its status again when the control plane gave up on it
+//! ([`recovery`]). Nothing runs: scale tests and benchmarks get a cluster of thousands of
+//! nodes on one machine.
 //!
 //! One pod watch serves every node (kubelets each watch their own pods; here that would be a
 //! watch per node for no gain).
 
+mod images;
 mod node;
 mod pods;
+mod recovery;
+
+pub use images::{parse_images, parse_size};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -29,6 +35,10 @@ pub struct Config {
     pub labels: BTreeMap<String, String>,
     /// `key[=value]:Effect`
     pub taints: Vec<String>,
+    /// Images every node holds from the start: (reference, size in bytes).
+    pub images: Vec<(String, i64)>,
+    /// The size every pulled image reports; None: a size made up from its name.
+    pub image_size: Option<i64>,
 }
 
 /// How often each node renews its Lease (the kubelet's default).
@@ -60,8 +70,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .context("registering the hollow nodes")?;
     tracing::info!(count = nodes.len(), "hollow nodes registered");
     let leases = tokio::spawn(renew_leases(client.clone(), Arc::clone(&nodes)));
-    let result = pods::run(client, Arc::clone(&nodes)).await;
+    let images = tokio::spawn(images::report(client.clone(), Arc::clone(&nodes)));
+    let recovery = tokio::spawn(recovery::run(client.clone(), Arc::clone(&nodes)));
+    let result = pods::run(client, Arc::clone(&nodes), config.image_size).await;
     leases.abort();
+    images.abort();
+    recovery.abort();
     result
 }
 

@@ -15,6 +15,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Owne
 use kube::api::{Api, PostParams};
 
 use crate::Config;
+use crate::images::NodeImages;
 
 /// The lease duration kubelets announce.
 const LEASE_SECONDS: i32 = 40;
@@ -28,6 +29,7 @@ pub struct HollowNode {
     taints: Vec<Taint>,
     lease: Mutex<Option<Lease>>,
     next_pod_ip: AtomicU32,
+    pub images: NodeImages,
 }
 
 /// `key[=value]:Effect`, as `kubectl taint` writes taints.
@@ -82,6 +84,7 @@ impl HollowNode {
             taints,
             lease: Mutex::new(None),
             next_pod_ip: AtomicU32::new(0),
+            images: NodeImages::preloaded(&config.images),
         }
     }
 
@@ -134,6 +137,7 @@ impl HollowNode {
                     condition("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
                     condition("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
                 ]),
+                images: Some(self.images.status()),
                 daemon_endpoints: Some(NodeDaemonEndpoints {
                     kubelet_endpoint: Some(DaemonEndpoint { port: 10250 }),
                 }),
@@ -162,13 +166,21 @@ impl HollowNode {
         match nodes.create(&PostParams::default(), &node).await {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 409 => {
-                let mut existing = nodes.get(&self.name).await?;
-                existing.status = node.status;
-                nodes.replace_status(&self.name, &PostParams::default(), &existing).await?;
+                self.post_status(client).await?;
+                crate::recovery::ready_pods_again(client, &self.name).await?;
             }
             Err(e) => return Err(e).with_context(|| format!("registering node {}", self.name)),
         }
         self.renew_lease(client).await
+    }
+
+    /// Posts the node's status (conditions, capacity, addresses, images) over the stored one.
+    pub async fn post_status(&self, client: &kube::Client) -> anyhow::Result<()> {
+        let nodes: Api<Node> = Api::all(client.clone());
+        let mut existing = nodes.get(&self.name).await?;
+        existing.status = self.object().status;
+        nodes.replace_status(&self.name, &PostParams::default(), &existing).await?;
+        Ok(())
     }
 
     /// Renews the node's Lease, creating it (owned by the Node) the first time.

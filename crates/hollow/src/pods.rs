@@ -18,7 +18,8 @@ use crate::node::HollowNode;
 /// Status writes and deletions in flight at once.
 const IN_FLIGHT: usize = 64;
 
-pub async fn run(client: kube::Client, nodes: Arc<Vec<HollowNode>>) -> anyhow::Result<()> {
+/// `image_size`: what every pulled image weighs (None: made up from its name).
+pub async fn run(client: kube::Client, nodes: Arc<Vec<HollowNode>>, image_size: Option<i64>) -> anyhow::Result<()> {
     let by_name: Arc<HashMap<String, usize>> =
         Arc::new(nodes.iter().enumerate().map(|(i, n)| (n.name.clone(), i)).collect());
     // Pods being started or deleted, by uid: a watch event for one is not acted on twice.
@@ -56,7 +57,7 @@ pub async fn run(client: kube::Client, nodes: Arc<Vec<HollowNode>>) -> anyhow::R
             let result = if deleting {
                 finish_deletion(&client, &pod).await
             } else {
-                start(&client, &nodes[node], &pod).await
+                start(&client, &nodes[node], &pod, image_size).await
             };
             if let Err(e) = result {
                 tracing::warn!(pod = %pod.name_any(), error = %format!("{e:#}"), "hollow pod update failed");
@@ -68,8 +69,9 @@ pub async fn run(client: kube::Client, nodes: Arc<Vec<HollowNode>>) -> anyhow::R
     anyhow::bail!("the pod watch ended")
 }
 
-/// Marks `pod` Running and Ready on `node`, as a kubelet reports a started pod.
-async fn start(client: &kube::Client, node: &HollowNode, pod: &Pod) -> anyhow::Result<()> {
+/// Marks `pod` Running and Ready on `node`, as a kubelet reports a started pod; its images are
+/// the node's from now on.
+async fn start(client: &kube::Client, node: &HollowNode, pod: &Pod, image_size: Option<i64>) -> anyhow::Result<()> {
     let now = jiff::Timestamp::now().round(jiff::Unit::Second)?.to_string();
     let ip = node.pod_ip();
     let spec = pod.spec.clone().unwrap_or_default();
@@ -101,7 +103,11 @@ async fn start(client: &kube::Client, node: &HollowNode, pod: &Pod) -> anyhow::R
         .patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Strategic(status))
         .await
     {
-        Ok(_) => Ok(()),
+        Ok(_) => {
+            let images = spec.init_containers.iter().flatten().chain(&spec.containers).filter_map(|c| c.image.as_deref());
+            node.images.pulled(images, image_size);
+            Ok(())
+        }
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
         Err(e) => Err(e.into()),
     }

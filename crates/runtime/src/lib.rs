@@ -6,6 +6,8 @@
 //! Components never touch the store: everything goes through the API server, as in Kubernetes.
 
 pub mod client;
+pub mod events;
+pub mod labels;
 pub mod leader;
 pub mod metrics;
 pub mod process;
@@ -13,6 +15,7 @@ pub mod quantity;
 pub mod workqueue;
 
 pub use client::connect;
+pub use events::{Recorder, reference_to};
 pub use leader::LeaderElection;
 pub use process::{hostname, shutdown_signal};
 pub use workqueue::WorkQueue;

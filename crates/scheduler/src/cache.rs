@@ -21,6 +21,11 @@ pub struct NodeInfo {
     pub non_zero_requested: Resources,
     pub pods: HashMap<String, Arc<Pod>>,
     pub used_ports: HashMap<HostPort, usize>,
+    /// The node's images by canonical name, with their sizes (ImageLocality).
+    pub images: HashMap<String, i64>,
+    /// How many of its pods declare pod affinity or anti-affinity of any kind (nodes with
+    /// none can be skipped when scoring existing pods' terms).
+    pub pods_with_affinity: usize,
 }
 
 impl NodeInfo {
@@ -34,6 +39,8 @@ impl NodeInfo {
             non_zero_requested: Resources::default(),
             pods: HashMap::new(),
             used_ports: HashMap::new(),
+            images: HashMap::new(),
+            pods_with_affinity: 0,
         }
     }
 
@@ -48,6 +55,9 @@ impl NodeInfo {
         for port in host_ports(&pod) {
             *self.used_ports.entry(port).or_default() += 1;
         }
+        if crate::topology::has_pod_affinity(&pod) {
+            self.pods_with_affinity += 1;
+        }
         self.pods.insert(uid.to_string(), pod);
     }
 
@@ -56,6 +66,9 @@ impl NodeInfo {
         let (exact, non_zero) = resources::pod_requests(&pod);
         self.requested.sub(&exact);
         self.non_zero_requested.sub(&non_zero);
+        if crate::topology::has_pod_affinity(&pod) {
+            self.pods_with_affinity -= 1;
+        }
         for port in host_ports(&pod) {
             if let Some(n) = self.used_ports.get_mut(&port) {
                 *n -= 1;
@@ -63,6 +76,17 @@ impl NodeInfo {
                     self.used_ports.remove(&port);
                 }
             }
+        }
+    }
+}
+
+/// Adds (or, with -1, takes away) a node's images to the count of nodes holding each.
+fn count_holders(holders: &mut HashMap<String, usize>, images: &HashMap<String, i64>, delta: isize) {
+    for name in images.keys() {
+        let n = holders.entry(name.clone()).or_default();
+        *n = n.saturating_add_signed(delta);
+        if *n == 0 {
+            holders.remove(name);
         }
     }
 }
@@ -93,21 +117,31 @@ pub struct Cache {
     /// How many placed pods declare required anti-affinity (when none do, InterPodAffinity
     /// need not look at every pod).
     pub anti_affinity_pods: usize,
+    /// Per image name, how many nodes have it (ImageLocality's spread).
+    pub image_holders: HashMap<String, usize>,
 }
 
 impl Cache {
     pub fn set_node(&mut self, node: Node) {
         let name = node.metadata.name.clone().unwrap_or_default();
         let node = Arc::new(node);
+        let images = crate::image_locality::node_images(&node);
         match self.nodes.get_mut(&name) {
             Some(info) => {
                 let (allocatable, allowed) = resources::allocatable(&node);
                 info.node = node;
                 info.allocatable = allocatable;
                 info.allowed_pods = allowed;
+                if info.images != images {
+                    let old = std::mem::replace(&mut info.images, images);
+                    count_holders(&mut self.image_holders, &old, -1);
+                    count_holders(&mut self.image_holders, &info.images, 1);
+                }
             }
             None => {
                 let mut info = NodeInfo::new(node);
+                count_holders(&mut self.image_holders, &images, 1);
+                info.images = images;
                 // Pods seen before their node.
                 for (uid, (node_name, pod)) in &self.placed {
                     if *node_name == name {
@@ -120,7 +154,9 @@ impl Cache {
     }
 
     pub fn remove_node(&mut self, name: &str) {
-        self.nodes.remove(name);
+        if let Some(info) = self.nodes.remove(name) {
+            count_holders(&mut self.image_holders, &info.images, -1);
+        }
     }
 
     /// Counts `pod` on its node (or stops counting it, once it is finished).

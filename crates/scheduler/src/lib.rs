@@ -1,18 +1,25 @@
 //! `styrman scheduler`: places pods on nodes as kube-scheduler does. A separate process that
 //! talks only to the API server: it watches nodes and pods into its [`cache`], keeps pending
 //! pods in a [`queue`], runs the filter and score [`plugins`] for one pod at a time, and binds
-//! through `pods/binding`, leader-elected on the Lease `kube-system/kube-scheduler`.
+//! through `pods/binding`, leader-elected on the Lease `kube-system/kube-scheduler`. One process
+//! serves every [`profile`] of its [`config`] file, each under its own `schedulerName`.
 //!
 //! What users see is upstream's: a `Scheduled` event, or a `FailedScheduling` event and a
 //! `PodScheduled=False` condition whose message counts the reasons ("0/3 nodes are available:
 //! 1 node(s) didn't match Pod's node affinity/selector, 2 Insufficient cpu.").
 
 mod cache;
+mod config;
+mod image_locality;
 mod metrics;
 mod plugins;
+mod pod_affinity_score;
 mod preemption;
+mod profile;
 mod queue;
+mod resource_scoring;
 mod resources;
+mod spread_selectors;
 mod topology;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -31,6 +38,7 @@ use serde_json::json;
 
 use cache::Cache;
 use plugins::PodInfo;
+pub use profile::Profile;
 use queue::Queue;
 
 /// What `styrman scheduler` is started with.
@@ -38,10 +46,53 @@ use queue::Queue;
 pub struct Config {
     pub kubeconfig: std::path::PathBuf,
     pub leader_elect: bool,
-    /// Pods naming another `schedulerName` are left alone.
-    pub scheduler_name: String,
+    /// The Lease to lead on: (namespace, name).
+    pub lease: (String, String),
+    /// One per schedulerName served; pods naming another `schedulerName` are left alone.
+    pub profiles: Vec<Profile>,
     /// Where to serve `/metrics` (plain HTTP); None: not served.
     pub metrics_address: Option<std::net::SocketAddr>,
+}
+
+/// The command line of `styrman scheduler`, before the configuration file is read.
+pub struct Flags {
+    pub kubeconfig: std::path::PathBuf,
+    /// `--config`: a KubeSchedulerConfiguration file.
+    pub config: Option<std::path::PathBuf>,
+    /// `--leader-elect`, when given: it wins over the file's `leaderElection.leaderElect`, as
+    /// upstream's explicitly set flags do.
+    pub leader_elect: Option<bool>,
+    /// `--scheduler-name`: the one profile's name when there is no file.
+    pub scheduler_name: Option<String>,
+    pub metrics_address: Option<std::net::SocketAddr>,
+}
+
+impl Config {
+    /// The configuration from the flags and the file they name; a bad file is an error that
+    /// says what is wrong with it.
+    pub fn from_flags(flags: Flags) -> anyhow::Result<Config> {
+        let (profiles, file_leader_elect, lease) = match &flags.config {
+            Some(path) => {
+                anyhow::ensure!(
+                    flags.scheduler_name.is_none(),
+                    "--scheduler-name cannot be used with --config: name the profiles in the file (profiles[].schedulerName)"
+                );
+                let file = config::load(path)?;
+                (file.profiles, file.leader_elect, file.lease)
+            }
+            None => {
+                let name = flags.scheduler_name.as_deref().unwrap_or("default-scheduler");
+                (vec![Profile::named(name)], None, ("kube-system".into(), "kube-scheduler".into()))
+            }
+        };
+        Ok(Config {
+            kubeconfig: flags.kubeconfig,
+            leader_elect: flags.leader_elect.or(file_leader_elect).unwrap_or(true),
+            lease,
+            profiles,
+            metrics_address: flags.metrics_address,
+        })
+    }
 }
 
 const USER_AGENT: &str = concat!("kube-scheduler/v1.33.0 (linux/amd64) styrman/", env!("CARGO_PKG_VERSION"));
@@ -53,9 +104,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if let Some(addr) = config.metrics_address {
         tokio::spawn(styrman_runtime::metrics::serve(addr, Arc::new(registry)));
     }
-    let scheduling = schedule(client.clone(), config.scheduler_name.clone(), metrics);
+    let scheduling = schedule(client.clone(), config.profiles.clone(), metrics);
     if config.leader_elect {
-        styrman_runtime::LeaderElection::new(client, "kube-system", "kube-scheduler")
+        styrman_runtime::LeaderElection::new(client, &config.lease.0, &config.lease.1)
             .run(scheduling, styrman_runtime::shutdown_signal())
             .await
     } else {
@@ -68,8 +119,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
 struct Scheduler {
     client: kube::Client,
-    name: String,
+    /// By schedulerName.
+    profiles: HashMap<String, Arc<Profile>>,
     cache: Mutex<Cache>,
+    /// What selects each pod, for default spread constraints (empty when no profile has any).
+    selectors: Arc<Mutex<spread_selectors::Selectors>>,
     queue: Arc<Queue>,
     /// Where the next search for a feasible node starts (upstream rotates it so nodes share
     /// the load of being looked at first).
@@ -78,28 +132,38 @@ struct Scheduler {
     /// equal priority pods see these as already on the node, so the room made stays theirs.
     nominated: Mutex<HashMap<String, (String, Arc<Pod>)>>,
     metrics: Arc<metrics::Metrics>,
-    /// `<scheduler name>-<host>`: the reportingInstance of its events (read once, not per event).
-    instance: String,
+    /// The host name, for the reportingInstance of events (`<scheduler name>-<host>`; read once,
+    /// not per event).
+    host: String,
 }
 
-async fn schedule(client: kube::Client, name: String, metrics: Arc<metrics::Metrics>) -> anyhow::Result<()> {
-    let instance = format!("{name}-{}", styrman_runtime::hostname());
+async fn schedule(client: kube::Client, profiles: Vec<Profile>, metrics: Arc<metrics::Metrics>) -> anyhow::Result<()> {
+    let spreads_by_default = profiles.iter().any(Profile::spreads_by_default);
     let scheduler = Arc::new(Scheduler {
         client,
-        name,
+        profiles: profiles.into_iter().map(|p| (p.scheduler_name.clone(), Arc::new(p))).collect(),
         cache: Mutex::new(Cache::default()),
+        selectors: Default::default(),
         queue: Queue::new(),
         next_start: Mutex::new(0),
         nominated: Mutex::new(HashMap::new()),
         metrics,
-        instance,
+        host: styrman_runtime::hostname(),
     });
     let (synced_tx, mut synced_rx) = tokio::sync::watch::channel(0u8);
+    // Only profiles with default spread constraints need to know what selects each pod.
+    let watches = if spreads_by_default {
+        spread_selectors::watch(&scheduler.client, &scheduler.selectors, &synced_tx)
+    } else {
+        Vec::new()
+    };
+    let listings = 2 + watches.len() as u8;
     let nodes = tokio::spawn(Arc::clone(&scheduler).watch_nodes(synced_tx.clone()));
     let pods = tokio::spawn(Arc::clone(&scheduler).watch_pods(synced_tx));
-    // Decide nothing before both nodes and pods have been listed once.
-    synced_rx.wait_for(|n| *n >= 2).await?;
-    tracing::info!(scheduler = %scheduler.name, "scheduler synced; scheduling");
+    // Decide nothing before everything watched has been listed once.
+    synced_rx.wait_for(|n| *n >= listings).await?;
+    let names: Vec<&String> = scheduler.profiles.keys().collect();
+    tracing::info!(profiles = ?names, "scheduler synced; scheduling");
     let flusher = tokio::spawn({
         let (queue, metrics) = (Arc::clone(&scheduler.queue), Arc::clone(&scheduler.metrics));
         async move {
@@ -116,7 +180,7 @@ async fn schedule(client: kube::Client, name: String, metrics: Arc<metrics::Metr
         }
     });
     loop {
-        if nodes.is_finished() || pods.is_finished() {
+        if nodes.is_finished() || pods.is_finished() || watches.iter().any(|w| w.is_finished()) {
             flusher.abort();
             anyhow::bail!("the scheduler's watches ended");
         }
@@ -220,7 +284,7 @@ impl Scheduler {
             return;
         }
         let spec = pod.spec.as_ref();
-        let ours = spec.and_then(|s| s.scheduler_name.as_deref()).unwrap_or("default-scheduler") == self.name;
+        let ours = self.profile_of(&pod).is_some();
         let gated = spec.and_then(|s| s.scheduling_gates.as_ref()).is_some_and(|g| !g.is_empty());
         if !ours || gated || pod.metadata.deletion_timestamp.is_some() {
             self.queue.remove(&queue::key(&pod));
@@ -233,16 +297,29 @@ impl Scheduler {
         self.queue.upsert(pod);
     }
 
+    /// The profile that schedules the pod, if it is one of ours.
+    fn profile_of(&self, pod: &Pod) -> Option<Arc<Profile>> {
+        let name = pod.spec.as_ref().and_then(|s| s.scheduler_name.as_deref()).unwrap_or("default-scheduler");
+        self.profiles.get(name).cloned()
+    }
+
     /// One scheduling cycle for `pod`; the binding (or the preemption) runs on its own task.
     fn schedule_one(self: Arc<Self>, pod: Arc<Pod>) {
+        let Some(profile) = self.profile_of(&pod) else { return };
         let key = queue::key(&pod);
         let info = PodInfo::new(Arc::clone(&pod));
         let started = std::time::Instant::now();
+        let own_constraints = pod.spec.as_ref().and_then(|s| s.topology_spread_constraints.as_ref()).is_some_and(|c| !c.is_empty());
+        let default_selector = if profile.spreads_by_default() && !own_constraints {
+            self.selectors.lock().expect("selectors lock").default_selector(&pod)
+        } else {
+            None
+        };
         let decision = {
             let mut cache = self.cache.lock().expect("cache lock");
-            let prepared = topology::Prepared::new(&info, &cache);
+            let prepared = topology::Prepared::new(&info, &cache, &profile, default_selector);
             let nominated = self.nominated_for(&info);
-            match self.find_node(&info, &prepared, &cache, &nominated) {
+            match self.find_node(&info, &profile, &prepared, &cache, &nominated) {
                 Ok(node) => {
                     cache.assume(&pod, &node);
                     Ok(node)
@@ -255,14 +332,14 @@ impl Scheduler {
                 tokio::spawn(async move {
                     match self.bind(&pod, &node).await {
                         Ok(()) => {
-                            self.metrics.attempt(&self.name, "scheduled", started.elapsed().as_secs_f64());
+                            self.metrics.attempt(&profile.scheduler_name, "scheduled", started.elapsed().as_secs_f64());
                             self.queue.remove(&key);
                             let message = format!("Successfully assigned {key} to {node}");
                             self.record_event(&pod, "Normal", "Scheduled", "Binding", &message).await;
                         }
                         Err(e) => {
                             tracing::warn!(pod = %key, node = %node, error = %format!("{e:#}"), "binding failed");
-                            self.metrics.attempt(&self.name, "error", started.elapsed().as_secs_f64());
+                            self.metrics.attempt(&profile.scheduler_name, "error", started.elapsed().as_secs_f64());
                             if let Some(uid) = pod.uid() {
                                 self.cache.lock().expect("cache lock").forget(&uid);
                             }
@@ -272,7 +349,7 @@ impl Scheduler {
                 });
             }
             Err((message, preemption)) => {
-                self.metrics.attempt(&self.name, "unschedulable", started.elapsed().as_secs_f64());
+                self.metrics.attempt(&profile.scheduler_name, "unschedulable", started.elapsed().as_secs_f64());
                 self.queue.unschedulable(&key);
                 tokio::spawn(async move {
                     self.record_event(&pod, "Warning", "FailedScheduling", "Scheduling", &message).await;
@@ -303,6 +380,7 @@ impl Scheduler {
     fn find_node(
         &self,
         pod: &PodInfo,
+        profile: &Profile,
         prepared: &topology::Prepared,
         cache: &Cache,
         nominated: &Nominated,
@@ -311,7 +389,7 @@ impl Scheduler {
         if nodes.is_empty() {
             return Err(Failure::default());
         }
-        let wanted = nodes_to_find(nodes.len());
+        let wanted = nodes_to_find(nodes.len(), profile.percentage_of_nodes_to_score);
         let start = *self.next_start.lock().expect("start lock") % nodes.len();
         let mut feasible = Vec::new();
         let mut failure = Failure {
@@ -344,7 +422,7 @@ impl Scheduler {
         if feasible.is_empty() {
             return Err(failure);
         }
-        let scores = plugins::scores(pod, prepared, &feasible);
+        let scores = plugins::scores(pod, prepared, &feasible, profile, cache);
         let best = scores.iter().copied().max().unwrap_or(0);
         let top: Vec<&&cache::NodeInfo> = feasible.iter().zip(&scores).filter(|(_, s)| **s == best).map(|(n, _)| n).collect();
         let chosen = top[rand::random_range(0..top.len())];
@@ -408,7 +486,7 @@ impl Scheduler {
             let now = jiff::Timestamp::now().round(jiff::Unit::Second).unwrap_or_else(|_| jiff::Timestamp::now());
             let condition = json!({"status": {"conditions": [{"type": "DisruptionTarget", "status": "True",
                 "reason": "PreemptionByScheduler", "lastTransitionTime": now.to_string(),
-                "message": format!("{}: preempting to accommodate a higher priority pod", self.name)}]}});
+                "message": format!("{}: preempting to accommodate a higher priority pod", scheduler_name(pod))}]}});
             let _ = victims
                 .patch_status(&victim.name_any(), &PatchParams::default(), &Patch::Strategic(condition))
                 .await;
@@ -451,6 +529,7 @@ impl Scheduler {
     async fn record_event(&self, pod: &Pod, type_: &str, reason: &str, action: &str, note: &str) {
         let namespace = pod.namespace().unwrap_or_default();
         let now = jiff::Timestamp::now();
+        let name = scheduler_name(pod);
         let event = KubeEvent {
             metadata: ObjectMeta {
                 name: Some(format!("{}.{:x}", pod.name_any(), now.as_nanosecond())),
@@ -458,8 +537,8 @@ impl Scheduler {
                 ..Default::default()
             },
             event_time: Some(MicroTime(now)),
-            reporting_controller: Some(self.name.clone()),
-            reporting_instance: Some(self.instance.clone()),
+            reporting_controller: Some(name.to_string()),
+            reporting_instance: Some(format!("{name}-{}", self.host)),
             action: Some(action.into()),
             reason: Some(reason.into()),
             note: Some(note.into()),
@@ -494,14 +573,22 @@ impl Scheduler {
     }
 }
 
-/// How many feasible nodes to find before scoring (upstream's adaptive
-/// percentageOfNodesToScore: all of a small cluster, from 50% down to 5% of a large one, at
-/// least 100).
-fn nodes_to_find(total: usize) -> usize {
+/// The schedulerName a pod asks for (the profile that schedules it, for its events).
+fn scheduler_name(pod: &Pod) -> &str {
+    pod.spec.as_ref().and_then(|s| s.scheduler_name.as_deref()).unwrap_or("default-scheduler")
+}
+
+/// How many feasible nodes to find before scoring: all of a small cluster, else the profile's
+/// percentageOfNodesToScore or upstream's adaptive share (from 50% down to 5% of a large
+/// cluster), at least 100.
+fn nodes_to_find(total: usize, percentage: Option<u32>) -> usize {
     if total < 100 {
         return total;
     }
-    let percent = (50usize.saturating_sub(total / 125)).max(5);
+    let percent = match percentage {
+        Some(p) => p as usize,
+        None => (50usize.saturating_sub(total / 125)).max(5),
+    };
     (total * percent / 100).max(100)
 }
 
@@ -556,9 +643,13 @@ mod tests {
 
     #[test]
     fn large_clusters_score_a_share_of_their_nodes() {
-        assert_eq!(nodes_to_find(50), 50);
-        assert_eq!(nodes_to_find(1000), 420);
-        assert_eq!(nodes_to_find(5000), 500);
-        assert_eq!(nodes_to_find(100), 100);
+        assert_eq!(nodes_to_find(50, None), 50);
+        assert_eq!(nodes_to_find(1000, None), 420);
+        assert_eq!(nodes_to_find(5000, None), 500);
+        assert_eq!(nodes_to_find(100, None), 100);
+        // A configured share, still at least 100 nodes.
+        assert_eq!(nodes_to_find(1000, Some(70)), 700);
+        assert_eq!(nodes_to_find(1000, Some(1)), 100);
+        assert_eq!(nodes_to_find(50, Some(1)), 50);
     }
 }

@@ -1,15 +1,17 @@
 //! kube-scheduler's default filter and score plugins, on the scheduler's cache: NodeUnschedulable,
 //! TaintToleration, NodeAffinity (nodeSelector and required/preferred affinity), NodePorts,
-//! NodeResourcesFit (LeastAllocated scoring) and NodeResourcesBalancedAllocation, with their
-//! reasons worded as upstream's, since users read them in FailedScheduling events.
+//! NodeResourcesFit (scored as in [`crate::resource_scoring`]) and
+//! NodeResourcesBalancedAllocation, with their reasons worded as upstream's, since users read
+//! them in FailedScheduling events. [`scores`] sums every score plugin by the profile's weights.
 
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{NodeSelectorRequirement, NodeSelectorTerm, Pod, Taint, Toleration};
 
-use crate::cache::{HostPort, NodeInfo, host_ports};
-use crate::topology::Prepared;
+use crate::cache::{Cache, HostPort, NodeInfo, host_ports};
+use crate::profile::{Profile, ScorePlugin};
 use crate::resources::{self, Resources};
+use crate::topology::Prepared;
 
 /// What the plugins need of a pod, computed once per scheduling attempt (PreFilter).
 pub struct PodInfo {
@@ -210,25 +212,36 @@ fn node_resources_fit(pod: &PodInfo, node: &NodeInfo) -> Option<Rejection> {
     })
 }
 
-/// The default profile's score plugins and weights, summed: each plugin scores 0..=100.
-pub fn scores(pod: &PodInfo, prepared: &Prepared, nodes: &[&NodeInfo]) -> Vec<i64> {
-    let spread = if prepared.has_soft_spread() {
-        normalize(nodes.iter().map(|n| prepared.spread_load(n)).collect(), true)
-    } else {
-        vec![0; nodes.len()]
-    };
-    let pod_affinity = if prepared.has_preferred_affinity() {
-        min_max(nodes.iter().map(|n| prepared.preferred_affinity(n)).collect())
-    } else {
-        vec![0; nodes.len()]
-    };
-    let least: Vec<i64> = nodes.iter().map(|n| least_allocated(pod, n)).collect();
-    let balanced: Vec<i64> = nodes.iter().map(|n| balanced_allocation(pod, n)).collect();
-    let taints = normalize(nodes.iter().map(|n| intolerable_soft_taints(pod, n)).collect(), true);
-    let affinity = normalize(nodes.iter().map(|n| preferred_affinity(pod, n)).collect(), false);
-    (0..nodes.len())
-        .map(|i| least[i] + balanced[i] + 3 * taints[i] + 2 * affinity[i] + 2 * spread[i] + 2 * pod_affinity[i])
-        .collect()
+/// The profile's score plugins, each 0..=100 times its weight, summed per node. A plugin of
+/// weight 0 (disabled) is not computed.
+pub fn scores(pod: &PodInfo, prepared: &Prepared, nodes: &[&NodeInfo], profile: &Profile, cache: &Cache) -> Vec<i64> {
+    let mut total = vec![0i64; nodes.len()];
+    for plugin in ScorePlugin::ALL {
+        let weight = profile.weights.get(plugin);
+        if weight == 0 {
+            continue;
+        }
+        let each = |score: &dyn Fn(&NodeInfo) -> i64| nodes.iter().map(|n| score(n)).collect::<Vec<i64>>();
+        let scores = match plugin {
+            ScorePlugin::TaintToleration => normalize(each(&|n| intolerable_soft_taints(pod, n)), true),
+            ScorePlugin::NodeAffinity => normalize(each(&|n| preferred_affinity(pod, n)), false),
+            ScorePlugin::NodeResourcesFit => each(&|n| crate::resource_scoring::fit_score(&profile.fit, pod, n)),
+            ScorePlugin::PodTopologySpread => prepared.spread_scores(nodes),
+            ScorePlugin::InterPodAffinity if prepared.has_affinity_scores() => {
+                min_max(each(&|n| prepared.preferred_affinity(n)))
+            }
+            ScorePlugin::InterPodAffinity => continue,
+            ScorePlugin::NodeResourcesBalancedAllocation => each(&|n| balanced_allocation(pod, n)),
+            ScorePlugin::ImageLocality => {
+                let (images, total_nodes) = (crate::image_locality::pod_images(&pod.pod), cache.nodes.len());
+                each(&|n| crate::image_locality::score(&images, n, &cache.image_holders, total_nodes))
+            }
+        };
+        for (sum, score) in total.iter_mut().zip(scores) {
+            *sum += weight * score;
+        }
+    }
+    total
 }
 
 /// Scales raw scores that may be negative to 0..=100: the lowest to 0, the highest to 100.
@@ -257,12 +270,6 @@ fn fraction(requested: i128, allocatable: i128) -> f64 {
         return 1.0;
     }
     (requested as f64 / allocatable as f64).min(1.0)
-}
-
-fn least_allocated(pod: &PodInfo, node: &NodeInfo) -> i64 {
-    let cpu = fraction(node.non_zero_requested.milli_cpu + pod.non_zero.milli_cpu, node.allocatable.milli_cpu);
-    let memory = fraction(node.non_zero_requested.memory + pod.non_zero.memory, node.allocatable.memory);
-    (((1.0 - cpu) * 100.0 + (1.0 - memory) * 100.0) / 2.0) as i64
 }
 
 fn balanced_allocation(pod: &PodInfo, node: &NodeInfo) -> i64 {
@@ -319,6 +326,10 @@ mod tests {
         Prepared::default()
     }
 
+    fn score(p: &PodInfo, nodes: &[&NodeInfo]) -> Vec<i64> {
+        scores(p, &none(), nodes, &Profile::named("default-scheduler"), &crate::cache::Cache::default())
+    }
+
     fn pod(spec: serde_json::Value) -> PodInfo {
         PodInfo::new(Arc::new(serde_json::from_value(serde_json::json!({"metadata": {"name": "p"}, "spec": spec})).unwrap()))
     }
@@ -351,7 +362,7 @@ mod tests {
             "preferredDuringSchedulingIgnoredDuringExecution": [
                 {"weight": 50, "preference": {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["b"]}]}}]}}}));
         assert!(filter(&p, &none(), &zone_a).is_none() && filter(&p, &none(), &zone_b).is_none());
-        let s = scores(&p, &none(), &[&zone_a, &zone_b]);
+        let s = score(&p, &[&zone_a, &zone_b]);
         assert!(s[1] > s[0], "{s:?}");
         let picky = pod(serde_json::json!({"containers": [{"name": "c"}], "affinity": {"nodeAffinity": {
             "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
@@ -366,7 +377,29 @@ mod tests {
         busy.requested.milli_cpu = 800;
         busy.non_zero_requested.milli_cpu = 800;
         let p = pod(serde_json::json!({"containers": [{"name": "c", "resources": {"requests": {"cpu": "100m"}}}]}));
-        let s = scores(&p, &none(), &[&empty, &busy]);
+        let s = score(&p, &[&empty, &busy]);
         assert!(s[0] > s[1], "{s:?}");
+    }
+
+    #[test]
+    fn the_profile_chooses_the_strategy_and_the_weights() {
+        let empty = small_node("e", serde_json::json!({}), serde_json::json!({}));
+        let mut busy = small_node("b", serde_json::json!({}), serde_json::json!({}));
+        busy.requested.milli_cpu = 800;
+        busy.non_zero_requested.milli_cpu = 800;
+        let p = pod(serde_json::json!({"containers": [{"name": "c", "resources": {"requests": {"cpu": "100m"}}}]}));
+        let mut packer = Profile::named("packer");
+        packer.fit.strategy = crate::profile::Strategy::MostAllocated;
+        let cache = crate::cache::Cache::default();
+        // (With BalancedAllocation the two happen to tie: 14 + 95 against 54 + 55.)
+        packer.weights.set(ScorePlugin::NodeResourcesBalancedAllocation, 0);
+        let s = scores(&p, &none(), &[&empty, &busy], &packer, &cache);
+        assert!(s[1] > s[0], "{s:?}");
+        let s = scores(&p, &none(), &[&empty, &busy], &Profile::named("default-scheduler"), &cache);
+        assert!(s[0] > s[1], "LeastAllocated, the default: {s:?}");
+        // Only NodeResourcesFit, weighted 3: cpu 90% and 10%, memory (200 MiB default of 1 GiB) 19%.
+        packer.weights.disable_all();
+        packer.weights.set(ScorePlugin::NodeResourcesFit, 3);
+        assert_eq!(scores(&p, &none(), &[&empty, &busy], &packer, &cache), [3 * ((10 + 19) / 2), 3 * ((90 + 19) / 2)]);
     }
 }

@@ -1,7 +1,9 @@
 //! The plugins that look beyond one node: PodTopologySpread (pods spread over zones, hosts or
-//! any node label within `maxSkew`) and InterPodAffinity (required affinity and anti-affinity
-//! to other pods by topology, including the anti-affinity existing pods declare). What they
-//! need of the whole cluster is counted once per scheduling attempt ([`Prepared::new`]).
+//! any node label within `maxSkew`, with the profile's default constraints for pods that
+//! declare none) and InterPodAffinity (required affinity and anti-affinity to other pods by
+//! topology, including the anti-affinity existing pods declare; its scoring is in
+//! [`crate::pod_affinity_score`]). What they need of the whole cluster is counted once per
+//! scheduling attempt ([`Prepared::new`]).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -10,6 +12,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use crate::cache::{Cache, NodeInfo};
 use crate::plugins::{PodInfo, Rejection, node_affinity_matches};
+use crate::profile::Profile;
+
+const HOSTNAME: &str = "kubernetes.io/hostname";
 
 struct Spread {
     max_skew: i64,
@@ -34,12 +39,15 @@ pub struct Prepared {
     anti_affinity: Vec<(String, HashSet<String>)>,
     /// Domains where an existing pod's anti-affinity forbids this pod: topology key → values.
     forbidden: HashMap<String, HashSet<String>>,
-    /// The pod's preferred (anti-)affinity: per topology key and value, the summed weights of
-    /// the matching pods there (anti-affinity counts negative).
+    /// InterPodAffinity's score: per topology key and value, the summed weights of the terms
+    /// that hold there (anti-affinity counts negative).
     preferred: HashMap<String, HashMap<String, i64>>,
+    /// Nodes missing a topology key of the soft constraints are left out of the spread score
+    /// (not so for the system default constraints, which every pod gets).
+    require_all_topologies: bool,
 }
 
-fn selector_matches(selector: Option<&LabelSelector>, labels: &BTreeMap<String, String>) -> bool {
+pub(crate) fn selector_matches(selector: Option<&LabelSelector>, labels: &BTreeMap<String, String>) -> bool {
     let Some(selector) = selector else { return false };
     let labels_ok = selector.match_labels.iter().flatten().all(|(k, v)| labels.get(k) == Some(v));
     let expressions_ok = selector.match_expressions.iter().flatten().all(|e| {
@@ -56,17 +64,17 @@ fn selector_matches(selector: Option<&LabelSelector>, labels: &BTreeMap<String, 
     labels_ok && expressions_ok
 }
 
-fn labels_of(pod: &Pod) -> &BTreeMap<String, String> {
+pub(crate) fn labels_of(pod: &Pod) -> &BTreeMap<String, String> {
     static NONE: BTreeMap<String, String> = BTreeMap::new();
     pod.metadata.labels.as_ref().unwrap_or(&NONE)
 }
 
-fn node_label<'a>(node: &'a NodeInfo, key: &str) -> Option<&'a String> {
+pub(crate) fn node_label<'a>(node: &'a NodeInfo, key: &str) -> Option<&'a String> {
     node.node.metadata.labels.as_ref().and_then(|l| l.get(key))
 }
 
 /// Whether `term` (declared by a pod in `owner_namespace`) selects `pod`.
-fn term_selects(term: &PodAffinityTerm, owner_namespace: &str, pod: &Pod) -> bool {
+pub(crate) fn term_selects(term: &PodAffinityTerm, owner_namespace: &str, pod: &Pod) -> bool {
     let namespace = pod.metadata.namespace.as_deref().unwrap_or("");
     let all_namespaces = term
         .namespace_selector
@@ -80,7 +88,7 @@ fn term_selects(term: &PodAffinityTerm, owner_namespace: &str, pod: &Pod) -> boo
     in_scope && selector_matches(term.label_selector.as_ref(), labels_of(pod))
 }
 
-fn required_terms(pod: &Pod, anti: bool) -> &[PodAffinityTerm] {
+pub(crate) fn required_terms(pod: &Pod, anti: bool) -> &[PodAffinityTerm] {
     let affinity = pod.spec.as_ref().and_then(|s| s.affinity.as_ref());
     let terms = if anti {
         affinity
@@ -98,18 +106,64 @@ pub fn has_required_anti_affinity(pod: &Pod) -> bool {
     !required_terms(pod, true).is_empty()
 }
 
+/// Whether the pod declares pod affinity or anti-affinity of any kind (upstream's
+/// PodsWithAffinity).
+pub fn has_pod_affinity(pod: &Pod) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.affinity.as_ref())
+        .is_some_and(|a| a.pod_affinity.is_some() || a.pod_anti_affinity.is_some())
+}
+
+/// The spread constraints the pod is scheduled with: its own, or else the profile's defaults
+/// with the selector of what selects the pod (none when nothing does). The flag says whether
+/// nodes must have every topology key of the soft constraints to be scored.
+fn spread_constraints(pod: &Pod, profile: &Profile, default_selector: Option<LabelSelector>) -> (Vec<TopologySpreadConstraint>, bool) {
+    let own = pod.spec.as_ref().and_then(|s| s.topology_spread_constraints.clone()).unwrap_or_default();
+    if !own.is_empty() {
+        return (own, true);
+    }
+    let Some(selector) = default_selector else { return (Vec::new(), true) };
+    let constraints = profile
+        .spread
+        .constraints
+        .iter()
+        .map(|c| TopologySpreadConstraint {
+            label_selector: Some(selector.clone()),
+            ..c.clone()
+        })
+        .collect();
+    (constraints, !profile.spread.system)
+}
+
 impl Prepared {
-    pub fn new(pod: &PodInfo, cache: &Cache) -> Prepared {
+    /// `default_selector`: what selects the pod, for the profile's default spread constraints
+    /// (see [`crate::spread_selectors`]); None when nothing does or the pod has its own.
+    pub fn new(pod: &PodInfo, cache: &Cache, profile: &Profile, default_selector: Option<LabelSelector>) -> Prepared {
         let mut prepared = Prepared::default();
-        let spec = pod.pod.spec.as_ref();
         let namespace = pod.pod.metadata.namespace.clone().unwrap_or_default();
         let own_labels = labels_of(&pod.pod);
-        let constraints: Vec<TopologySpreadConstraint> =
-            spec.and_then(|s| s.topology_spread_constraints.clone()).unwrap_or_default();
-        for c in constraints {
+        let (constraints, require_all) = spread_constraints(&pod.pod, profile, default_selector);
+        prepared.require_all_topologies = require_all;
+        let keys_of = |hard: bool| -> Vec<String> {
+            constraints
+                .iter()
+                .filter(|c| (c.when_unsatisfiable == "DoNotSchedule") == hard)
+                .map(|c| c.topology_key.clone())
+                .collect()
+        };
+        let (hard_keys, soft_keys) = (keys_of(true), keys_of(false));
+        for c in &constraints {
+            let hard = c.when_unsatisfiable == "DoNotSchedule";
+            // Only nodes that have every topology key of the constraints of the same kind count.
+            let keys = if hard { &hard_keys } else { &soft_keys };
+            let must_have_all = hard || require_all;
             let mut counts: HashMap<String, i64> = HashMap::new();
             for node in cache.nodes.values() {
                 let Some(domain) = node_label(node, &c.topology_key) else { continue };
+                if must_have_all && keys.iter().any(|k| node_label(node, k).is_none()) {
+                    continue;
+                }
                 // nodeAffinityPolicy Honor (the default): only nodes the pod could go to count.
                 if c.node_affinity_policy.as_deref() != Some("Ignore") && !node_affinity_matches(pod, node) {
                     continue;
@@ -130,14 +184,14 @@ impl Prepared {
             prepared.spreads.push(Spread {
                 max_skew: i64::from(c.max_skew),
                 key: c.topology_key.clone(),
-                hard: c.when_unsatisfiable == "DoNotSchedule",
+                hard,
                 self_match: i64::from(selector_matches(c.label_selector.as_ref(), own_labels)),
                 counts,
                 min,
             });
         }
 
-        prepared.preferred = preferred_domains(&pod.pod, &namespace, cache);
+        prepared.preferred = crate::pod_affinity_score::topology_scores(&pod.pod, cache, profile);
         let affinity = required_terms(&pod.pod, false);
         let anti = required_terms(&pod.pod, true);
         if affinity.is_empty() && anti.is_empty() && cache.anti_affinity_pods == 0 {
@@ -237,73 +291,72 @@ impl Prepared {
         None
     }
 
-    /// PodTopologySpread's score for the soft (ScheduleAnyway) constraints: fewer matching pods
-    /// in the node's domains is better. Raw; normalized by the caller.
-    pub fn spread_load(&self, node: &NodeInfo) -> i64 {
-        self.spreads
+    /// PodTopologySpread's scores (0..=100) for the soft (ScheduleAnyway) constraints over the
+    /// feasible `nodes`, as upstream computes them: per constraint, the matching pods in the
+    /// node's domain weighted by the log of the number of domains, plus `maxSkew − 1`; fewer is
+    /// better. Nodes left out (missing a topology key) score 0.
+    pub fn spread_scores(&self, nodes: &[&NodeInfo]) -> Vec<i64> {
+        let soft: Vec<&Spread> = self.spreads.iter().filter(|s| !s.hard).collect();
+        if soft.is_empty() {
+            return vec![0; nodes.len()];
+        }
+        let ignored: Vec<bool> = nodes
             .iter()
-            .filter(|s| !s.hard)
-            .map(|s| node_label(node, &s.key).map_or(0, |d| s.counts.get(d).copied().unwrap_or(0) + s.max_skew - 1))
-            .sum()
+            .map(|n| self.require_all_topologies && soft.iter().any(|s| node_label(n, &s.key).is_none()))
+            .collect();
+        let scored = ignored.iter().filter(|i| !**i).count();
+        let weights: Vec<f64> = soft
+            .iter()
+            .map(|s| {
+                let domains = if s.key == HOSTNAME {
+                    scored
+                } else {
+                    let values: HashSet<&String> =
+                        nodes.iter().zip(&ignored).filter(|(_, i)| !**i).filter_map(|(n, _)| node_label(n, &s.key)).collect();
+                    values.len()
+                };
+                ((domains + 2) as f64).ln()
+            })
+            .collect();
+        let raw: Vec<Option<i64>> = nodes
+            .iter()
+            .zip(&ignored)
+            .map(|(node, ignored)| {
+                if *ignored {
+                    return None;
+                }
+                let score: f64 = soft
+                    .iter()
+                    .zip(&weights)
+                    .filter_map(|(s, w)| {
+                        let domain = node_label(node, &s.key)?;
+                        let count = s.counts.get(domain).copied().unwrap_or(0);
+                        Some(count as f64 * w + (s.max_skew - 1) as f64)
+                    })
+                    .sum();
+                Some(score.round() as i64)
+            })
+            .collect();
+        let min = raw.iter().flatten().copied().min().unwrap_or(0);
+        let max = raw.iter().flatten().copied().max().unwrap_or(0).max(0);
+        raw.into_iter()
+            .map(|score| match score {
+                None => 0,
+                Some(_) if max == 0 => 100,
+                Some(s) => 100 * (max + min - s) / max,
+            })
+            .collect()
     }
 
-    pub fn has_soft_spread(&self) -> bool {
-        self.spreads.iter().any(|s| !s.hard)
-    }
-
-    /// InterPodAffinity's raw score for the pod's preferred terms: the weights of the matching
-    /// pods in the node's domains. Normalized by the caller (lowest to 0, highest to 100).
+    /// InterPodAffinity's raw score: the weights of the terms that hold in the node's domains.
+    /// Normalized by the caller (lowest to 0, highest to 100).
     pub fn preferred_affinity(&self, node: &NodeInfo) -> i64 {
-        self.preferred
-            .iter()
-            .filter_map(|(key, by_value)| node_label(node, key).and_then(|v| by_value.get(v)))
-            .sum()
+        crate::pod_affinity_score::node_score(&self.preferred, node)
     }
 
-    pub fn has_preferred_affinity(&self) -> bool {
+    pub fn has_affinity_scores(&self) -> bool {
         !self.preferred.is_empty()
     }
-}
-
-/// For each preferred affinity (+weight) and anti-affinity (−weight) term of `pod`, the domains
-/// holding pods it selects.
-fn preferred_domains(pod: &Pod, namespace: &str, cache: &Cache) -> HashMap<String, HashMap<String, i64>> {
-    let affinity = pod.spec.as_ref().and_then(|s| s.affinity.as_ref());
-    let mut terms: Vec<(&PodAffinityTerm, i64)> = Vec::new();
-    for t in affinity
-        .and_then(|a| a.pod_affinity.as_ref())
-        .and_then(|a| a.preferred_during_scheduling_ignored_during_execution.as_deref())
-        .unwrap_or_default()
-    {
-        terms.push((&t.pod_affinity_term, i64::from(t.weight)));
-    }
-    for t in affinity
-        .and_then(|a| a.pod_anti_affinity.as_ref())
-        .and_then(|a| a.preferred_during_scheduling_ignored_during_execution.as_deref())
-        .unwrap_or_default()
-    {
-        terms.push((&t.pod_affinity_term, -i64::from(t.weight)));
-    }
-    let mut domains: HashMap<String, HashMap<String, i64>> = HashMap::new();
-    if terms.is_empty() {
-        return domains;
-    }
-    for node in cache.nodes.values() {
-        for other in node.pods.values() {
-            for (term, weight) in &terms {
-                if term_selects(term, namespace, other)
-                    && let Some(value) = node_label(node, &term.topology_key)
-                {
-                    *domains
-                        .entry(term.topology_key.clone())
-                        .or_default()
-                        .entry(value.clone())
-                        .or_default() += weight;
-                }
-            }
-        }
-    }
-    domains
 }
 
 #[cfg(test)]
@@ -352,8 +405,12 @@ mod tests {
         ))
     }
 
+    fn prepare(cache: &Cache, pod: &PodInfo) -> Prepared {
+        Prepared::new(pod, cache, &Profile::named("default-scheduler"), None)
+    }
+
     fn fits(cache: &Cache, pod: &PodInfo) -> Vec<String> {
-        let prepared = Prepared::new(pod, cache);
+        let prepared = prepare(cache, pod);
         cache
             .nodes
             .values()
@@ -398,7 +455,7 @@ mod tests {
                 "podAffinityTerm": {"labelSelector": {"matchLabels": {"app": "db"}}, "topologyKey": "topology.kubernetes.io/zone"}}]},
             "podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 5,
                 "podAffinityTerm": {"labelSelector": {"matchLabels": {"app": "web"}}, "topologyKey": "kubernetes.io/hostname"}}]}}}));
-        let prepared = Prepared::new(&pod, &cache);
+        let prepared = prepare(&cache, &pod);
         let score = |n: &str| prepared.preferred_affinity(cache.nodes.get(n).unwrap());
         assert_eq!((score("n1"), score("n2"), score("n3")), (-5, 0, 10));
     }
@@ -415,5 +472,47 @@ mod tests {
         assert_eq!(cache.anti_affinity_pods, 1);
         assert_eq!(fits(&cache, &incoming(json!({"app": "web"}), json!({}))), ["n3"]);
         assert_eq!(fits(&cache, &incoming(json!({"app": "other"}), json!({}))).len(), 3);
+    }
+
+    #[test]
+    fn default_constraints_spread_what_something_selects() {
+        let web = json!({"app": "web"});
+        let mut cache = cluster(&[
+            ("w1", "n1", web.clone(), json!({})),
+            ("w2", "n1", web.clone(), json!({})),
+            ("w3", "n3", web.clone(), json!({})),
+        ]);
+        let pod = incoming(web, json!({}));
+        let selector: LabelSelector = serde_json::from_value(json!({"matchLabels": {"app": "web"}})).unwrap();
+        let system = Profile::named("default-scheduler");
+        let nodes: Vec<&NodeInfo> = cache.nodes.values().collect();
+        // Hostname (maxSkew 3) over 3 hosts weighs ln 5, zone (maxSkew 5) over 2 zones ln 4:
+        // n1 = 2·ln5 + 2 + 2·ln4 + 4 ≈ 12, n2 ≈ 8.8 → 9, n3 ≈ 9.0 → 9; then
+        // 100·(max + min − s) / max.
+        let prepared = Prepared::new(&pod, &cache, &system, Some(selector.clone()));
+        assert_eq!(prepared.spread_scores(&nodes), [75, 100, 100]);
+        // Nothing selects the pod: no default constraints.
+        assert_eq!(Prepared::new(&pod, &cache, &system, None).spread_scores(&nodes), [0, 0, 0]);
+
+        // A node without a zone still counts under the system defaults, not under a List.
+        cache.set_node(
+            serde_json::from_value(json!({"metadata": {"name": "n4", "labels": {"kubernetes.io/hostname": "n4"}},
+                "status": {"allocatable": {"cpu": "4", "memory": "8Gi", "pods": "110"}}}))
+            .unwrap(),
+        );
+        let nodes: Vec<&NodeInfo> = cache.nodes.values().collect();
+        let scores = Prepared::new(&pod, &cache, &system, Some(selector.clone())).spread_scores(&nodes);
+        assert_eq!(scores[3], 100, "{scores:?}");
+        let mut listed = system.clone();
+        listed.spread = crate::profile::SpreadDefaults {
+            constraints: vec![serde_json::from_value(json!({"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+                "whenUnsatisfiable": "DoNotSchedule"}))
+            .unwrap()],
+            system: false,
+        };
+        // A DoNotSchedule default filters: zone a has 2, zone b 1, so only zone b fits.
+        let prepared = Prepared::new(&pod, &cache, &listed, Some(selector));
+        let fitting: Vec<&str> = nodes.iter().filter(|n| prepared.filter(n).is_none()).map(|n| n.name()).collect();
+        assert_eq!(fitting, ["n3"]);
     }
 }

@@ -26,7 +26,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the whole control plane, each component as a supervised child process
-    Server(ControlPlaneArgs),
+    Server(ServerArgs),
     /// Run the API server: the Kubernetes REST API in front of the store
     Apiserver(ControlPlaneArgs),
     /// Run the scheduler: place pods on nodes
@@ -64,6 +64,36 @@ struct ControlPlaneArgs {
     etcd_compaction_interval: std::time::Duration,
 }
 
+/// `styrman server`: the control plane's flags, and the few it hands on to the controller
+/// manager (given only when set, so the controller manager's defaults stay in one place).
+#[derive(clap::Args, Clone)]
+struct ServerArgs {
+    #[command(flatten)]
+    control_plane: ControlPlaneArgs,
+    /// The pods' address ranges, for the controller manager's node IPAM
+    #[arg(long)]
+    cluster_cidr: Option<String>,
+    /// How long a node may go unheard before it is marked unhealthy (Go duration: 40s, 1m30s)
+    #[arg(long, value_parser = parse_go_duration)]
+    node_monitor_grace_period: Option<std::time::Duration>,
+}
+
+impl ServerArgs {
+    fn controller_manager_args(&self) -> Vec<String> {
+        let mut args = vec![format!(
+            "--kubeconfig={}",
+            self.control_plane.data_dir.join("controller-manager.kubeconfig").display()
+        )];
+        if let Some(cidr) = &self.cluster_cidr {
+            args.push(format!("--cluster-cidr={cidr}"));
+        }
+        if let Some(grace) = self.node_monitor_grace_period {
+            args.push(format!("--node-monitor-grace-period={}ms", grace.as_millis()));
+        }
+        args
+    }
+}
+
 #[derive(clap::Args, Clone)]
 struct ControllerManagerArgs {
     /// The kubeconfig to reach the API server with
@@ -76,6 +106,62 @@ struct ControllerManagerArgs {
     /// only one of several replicas acts
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     leader_elect: bool,
+    /// The pods' address ranges (one per IP family, comma-separated) node IPAM carves nodes'
+    /// podCIDRs from
+    #[arg(long, default_value = "10.244.0.0/16")]
+    cluster_cidr: String,
+    /// The prefix length of each node's IPv4 podCIDR
+    #[arg(long, default_value_t = 24)]
+    node_cidr_mask_size: u8,
+    /// How long a node may go without renewing its Lease or posting status before it is
+    /// marked unhealthy (Go duration syntax)
+    #[arg(long, default_value = "40s", value_parser = parse_go_duration)]
+    node_monitor_grace_period: std::time::Duration,
+    /// How often the node lifecycle controller checks nodes' health (Go duration syntax)
+    #[arg(long, default_value = "5s", value_parser = parse_go_duration)]
+    node_monitor_period: std::time::Duration,
+}
+
+/// A duration as Go's time.ParseDuration reads it (kube-controller-manager's duration flags):
+/// a sequence of decimal numbers with units, `1m30s`, `1.5h`, `500ms`, or `0`. Negative
+/// durations mean nothing for these flags and are refused.
+fn parse_go_duration(text: &str) -> Result<std::time::Duration, String> {
+    let invalid = || format!("invalid duration {text:?} (e.g. 40s, 1m30s, 500ms)");
+    let rest = text.strip_prefix('+').unwrap_or(text);
+    if rest == "0" {
+        return Ok(std::time::Duration::ZERO);
+    }
+    if rest.is_empty() {
+        return Err(invalid());
+    }
+    let mut total = 0f64;
+    let mut rest = rest;
+    while !rest.is_empty() {
+        let number_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(invalid)?;
+        let (number, after) = rest.split_at(number_end);
+        if number.is_empty() || number == "." || number.matches('.').count() > 1 {
+            return Err(invalid());
+        }
+        let value: f64 = number.parse().map_err(|_| invalid())?;
+        let unit_end = after.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(after.len());
+        let (unit, after) = after.split_at(unit_end);
+        let nanos_per_unit = match unit {
+            "ns" => 1.0,
+            "us" | "\u{b5}s" | "\u{3bc}s" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return Err(invalid()),
+        };
+        total += value * nanos_per_unit;
+        rest = after;
+    }
+    // Go's limit: an int64 of nanoseconds.
+    if total > i64::MAX as f64 {
+        return Err(invalid());
+    }
+    Ok(std::time::Duration::from_nanos(total.round() as u64))
 }
 
 #[derive(clap::Args, Clone)]
@@ -83,13 +169,18 @@ struct SchedulerArgs {
     /// The kubeconfig to reach the API server with
     #[arg(long)]
     kubeconfig: std::path::PathBuf,
+    /// A KubeSchedulerConfiguration (kubescheduler.config.k8s.io/v1, YAML or JSON): profiles,
+    /// each with its schedulerName and plugin settings
+    #[arg(long)]
+    config: Option<std::path::PathBuf>,
     /// Take the Lease kube-system/kube-scheduler before scheduling, so only one of several
-    /// replicas schedules
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
-    leader_elect: bool,
-    /// The schedulerName of the pods this scheduler places
-    #[arg(long, default_value = "default-scheduler")]
-    scheduler_name: String,
+    /// replicas schedules [default: true, or the configuration file's leaderElection.leaderElect]
+    #[arg(long, action = clap::ArgAction::Set)]
+    leader_elect: Option<bool>,
+    /// The schedulerName of the pods this scheduler places, without --config
+    /// [default: default-scheduler]
+    #[arg(long)]
+    scheduler_name: Option<String>,
     /// Serve Prometheus metrics at http://ADDRESS/metrics
     #[arg(long)]
     metrics_bind_address: Option<std::net::SocketAddr>,
@@ -121,6 +212,13 @@ struct HollowNodesArgs {
     /// Node taints, key[=value]:Effect,...
     #[arg(long, value_delimiter = ',')]
     taints: Vec<String>,
+    /// Images every node holds from the start, name:size,... (size a quantity, e.g.
+    /// nginx:1.25:60Mi)
+    #[arg(long, default_value = "")]
+    images: String,
+    /// The size every image a node pulls for its pods reports (default: made up from the name)
+    #[arg(long)]
+    image_size: Option<String>,
 }
 
 impl HollowNodesArgs {
@@ -144,6 +242,12 @@ impl HollowNodesArgs {
             pods: self.pods,
             labels,
             taints: self.taints.into_iter().filter(|t| !t.is_empty()).collect(),
+            images: styrman_hollow::parse_images(&self.images)?,
+            image_size: self
+                .image_size
+                .as_deref()
+                .map(|s| styrman_hollow::parse_size(s).map_err(|e| e.context("--image-size")))
+                .transpose()?,
         })
     }
 }
@@ -216,37 +320,40 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Apiserver(args) => run_async(styrman_apiserver::run(args.apiserver_config())),
-        Command::Scheduler(args) => run_async(styrman_scheduler::run(styrman_scheduler::Config {
+        Command::Scheduler(args) => styrman_scheduler::Config::from_flags(styrman_scheduler::Flags {
             kubeconfig: args.kubeconfig,
+            config: args.config,
             leader_elect: args.leader_elect,
             scheduler_name: args.scheduler_name,
             metrics_address: args.metrics_bind_address,
-        })),
+        })
+        .and_then(|c| run_async(styrman_scheduler::run(c))),
         Command::HollowNodes(args) => args.config().and_then(|c| run_async(styrman_hollow::run(c))),
         Command::ControllerManager(args) => run_async(styrman_controller_manager::run(styrman_controller_manager::Config {
             kubeconfig: args.kubeconfig,
             controllers: args.controllers,
             leader_elect: args.leader_elect,
+            cluster_cidr: args.cluster_cidr,
+            node_cidr_mask_size: args.node_cidr_mask_size,
+            node_monitor_grace_period: args.node_monitor_grace_period,
+            node_monitor_period: args.node_monitor_period,
         })),
         Command::Server(args) => run_async(supervisor::run(vec![
             supervisor::Component {
                 name: "apiserver",
-                args: args.to_args(),
+                args: args.control_plane.to_args(),
             },
             supervisor::Component {
                 name: "scheduler",
                 args: vec![
-                    format!("--kubeconfig={}", args.data_dir.join("scheduler.kubeconfig").display()),
+                    format!("--kubeconfig={}", args.control_plane.data_dir.join("scheduler.kubeconfig").display()),
                     // kube-scheduler's port; a second control plane on this host goes without.
                     "--metrics-bind-address=127.0.0.1:10259".to_string(),
                 ],
             },
             supervisor::Component {
                 name: "controller-manager",
-                args: vec![format!(
-                    "--kubeconfig={}",
-                    args.data_dir.join("controller-manager.kubeconfig").display()
-                )],
+                args: args.controller_manager_args(),
             },
         ])),
         _ => unreachable!("every other command is pending"),
@@ -278,6 +385,47 @@ fn run_async(future: impl std::future::Future<Output = anyhow::Result<()>>) -> a
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_read_as_go_writes_them() {
+        let ms = std::time::Duration::from_millis;
+        assert_eq!(parse_go_duration("40s"), Ok(ms(40_000)));
+        assert_eq!(parse_go_duration("1m30s"), Ok(ms(90_000)));
+        assert_eq!(parse_go_duration("500ms"), Ok(ms(500)));
+        assert_eq!(parse_go_duration("1.5h"), Ok(ms(5_400_000)));
+        assert_eq!(parse_go_duration("1h2m3s4ms"), Ok(ms(3_723_004)));
+        assert_eq!(parse_go_duration("2us"), Ok(std::time::Duration::from_micros(2)));
+        assert_eq!(parse_go_duration("2\u{b5}s"), Ok(std::time::Duration::from_micros(2)));
+        assert_eq!(parse_go_duration("7ns"), Ok(std::time::Duration::from_nanos(7)));
+        assert_eq!(parse_go_duration("0"), Ok(std::time::Duration::ZERO));
+        assert_eq!(parse_go_duration("+5s"), Ok(ms(5_000)));
+        for bad in ["", "40", "s", "5 s", "-5s", "1d", "1..5s", ".s", "5sm"] {
+            assert!(parse_go_duration(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn server_hands_node_flags_to_the_controller_manager() {
+        let cli = Cli::try_parse_from([
+            "styrman",
+            "server",
+            "--data-dir=/d",
+            "--cluster-cidr=10.1.0.0/16",
+            "--node-monitor-grace-period=1m30s",
+        ])
+        .unwrap();
+        let Command::Server(args) = cli.command else { panic!("not the server command") };
+        assert_eq!(
+            args.controller_manager_args(),
+            ["--kubeconfig=/d/controller-manager.kubeconfig", "--cluster-cidr=10.1.0.0/16", "--node-monitor-grace-period=90000ms"]
+        );
+        let cli = Cli::try_parse_from(["styrman", "controller-manager", "--kubeconfig=k", "--node-monitor-grace-period=90000ms"])
+            .unwrap();
+        let Command::ControllerManager(args) = cli.command else { panic!("not the controller-manager command") };
+        assert_eq!(args.node_monitor_grace_period, std::time::Duration::from_secs(90));
+        assert_eq!(args.node_monitor_period, std::time::Duration::from_secs(5));
+        assert_eq!((args.cluster_cidr.as_str(), args.node_cidr_mask_size), ("10.244.0.0/16", 24));
+    }
 
     #[test]
     fn the_cli_definition_is_consistent() {

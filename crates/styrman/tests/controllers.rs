@@ -44,8 +44,9 @@ spec:
     spec: {containers: [{name: web, image: nginx}]}
 ";
 
-/// The Deployment `web`, a ReplicaSet it controls (as the deployment controller makes one),
-/// and a ConfigMap owned by that ReplicaSet.
+/// The Deployment `web`, a ReplicaSet it controls (which the deployment controller, finding
+/// the Deployment's template in it, takes as its current one), and a ConfigMap owned by that
+/// ReplicaSet.
 fn deployment_with_dependents(c: &Cluster) {
     c.apply(DEPLOYMENT);
     let deployment = uid(c, "deployment/web");
@@ -54,6 +55,7 @@ fn deployment_with_dependents(c: &Cluster) {
 kind: ReplicaSet
 metadata:
   name: web-1
+  labels: {{app: web}}
   ownerReferences:
   - {{apiVersion: apps/v1, kind: Deployment, name: web, uid: {deployment}, controller: true, blockOwnerDeletion: true}}
 spec:

@@ -340,3 +340,232 @@ fn a_standby_scheduler_takes_over_when_the_leader_dies() {
         assert_eq!(events(&c, name, "Scheduled").len(), 1, "{name} was bound once");
     }
 }
+
+impl Process {
+    /// Another `styrman scheduler` with `args`, against the cluster.
+    fn scheduler(c: &Cluster, args: &[&str]) -> Process {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_styrman"));
+        styrman_testkit::die_with_parent(&mut command);
+        let child = command
+            .arg("scheduler")
+            .arg(format!("--kubeconfig={}", c.kubeconfig().display()))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run a second scheduler");
+        Process(child)
+    }
+}
+
+fn ready_nodes(c: &Cluster) -> usize {
+    c.kubectl_ok(&["get", "nodes", "--no-headers"]).matches(" Ready ").count()
+}
+
+/// A pod with labels, an image and extra spec lines.
+fn labelled_pod(name: &str, labels: &str, image: &str, extra_spec: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: Pod
+metadata: {{name: {name}, labels: {{{labels}}}}}
+spec:
+  containers: [{{name: app, image: {image}, resources: {{requests: {{cpu: 10m}}}}}}]
+{extra_spec}"
+    )
+}
+
+/// Creates the pods one after the other, each bound before the next is made, and returns
+/// their nodes.
+fn place_one_by_one(c: &Cluster, pods: &[(String, String)]) -> Vec<String> {
+    pods.iter()
+        .map(|(name, manifest)| {
+            c.apply(manifest);
+            eventually(&format!("{name} is bound"), || !node_of(c, name).is_empty());
+            node_of(c, name)
+        })
+        .collect()
+}
+
+fn distinct(nodes: &[String]) -> usize {
+    nodes.iter().collect::<std::collections::HashSet<_>>().len()
+}
+
+/// The reportingComponent of the pod's Scheduled event.
+fn scheduled_by(c: &Cluster, pod: &str) -> String {
+    let list = json(&c.kubectl_ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        &format!("involvedObject.name={pod},reason=Scheduled"),
+        "-o",
+        "json",
+    ]));
+    list["items"][0]["reportingComponent"].as_str().unwrap_or("").to_string()
+}
+
+#[test]
+fn most_allocated_packs_where_least_allocated_spreads() {
+    let c = Cluster::start(env!("CARGO_BIN_EXE_styrman").as_ref()).expect("start styrman server");
+    // Images too small for ImageLocality to care (below its 23 MB floor): only resources count.
+    let node_args = ["--count=3", "--cpu=4", "--memory=8Gi", "--image-size=1Mi"];
+    let _pack = Process::hollow_nodes(&c, &[&node_args[..], &["--prefix=pack-", "--labels=pool=pack"]].concat());
+    let _spread = Process::hollow_nodes(&c, &[&node_args[..], &["--prefix=spread-", "--labels=pool=spread"]].concat());
+    eventually("six nodes are Ready", || ready_nodes(&c) == 6);
+    // One process, two profiles: the same pods packed by one and spread by the other.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("scheduler.yaml");
+    std::fs::write(
+        &config,
+        "apiVersion: kubescheduler.config.k8s.io/v1
+kind: KubeSchedulerConfiguration
+leaderElection: {leaderElect: false}
+profiles:
+- schedulerName: packer
+  pluginConfig:
+  - name: NodeResourcesFit
+    args: {scoringStrategy: {type: MostAllocated, resources: [{name: cpu, weight: 1}, {name: memory, weight: 1}]}}
+- schedulerName: spreader
+",
+    )
+    .unwrap();
+    let _second = Process::scheduler(&c, &[&format!("--config={}", config.display())]);
+    let pod = |name: &str, scheduler: &str, pool: &str| {
+        let manifest = format!(
+            "apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  schedulerName: {scheduler}
+  nodeSelector: {{pool: {pool}}}
+  containers: [{{name: app, image: nginx, resources: {{requests: {{cpu: 500m, memory: 1Gi}}}}}}]
+"
+        );
+        (name.to_string(), manifest)
+    };
+    let packed = place_one_by_one(&c, &(0..4).map(|i| pod(&format!("packed-{i}"), "packer", "pack")).collect::<Vec<_>>());
+    assert_eq!(distinct(&packed), 1, "MostAllocated fills one node first: {packed:?}");
+    let spread = place_one_by_one(&c, &(0..3).map(|i| pod(&format!("spread-{i}"), "spreader", "spread")).collect::<Vec<_>>());
+    assert_eq!(distinct(&spread), 3, "LeastAllocated takes the emptiest node: {spread:?}");
+    assert_eq!(scheduled_by(&c, "packed-0"), "packer");
+    assert_eq!(scheduled_by(&c, "spread-0"), "spreader");
+}
+
+#[test]
+fn a_bad_scheduler_configuration_ends_the_process_saying_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("scheduler.yaml");
+    std::fs::write(
+        &config,
+        "apiVersion: kubescheduler.config.k8s.io/v1
+kind: KubeSchedulerConfiguration
+profiles:
+- schedulerName: ratio
+  pluginConfig:
+  - name: NodeResourcesFit
+    args: {scoringStrategy: {type: RequestedToCapacityRatio, requestedToCapacityRatio: {shape: [{utilization: 0, score: 20}]}}}
+",
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_styrman"))
+        .args(["scheduler", "--kubeconfig=/nonexistent", &format!("--config={}", config.display())])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("invalid KubeSchedulerConfiguration")
+            && stderr.contains("requestedToCapacityRatio.shape[0].score: Invalid value: 20: not in valid range [0, 10]"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn image_locality_prefers_the_node_that_has_the_image() {
+    let c = Cluster::start(env!("CARGO_BIN_EXE_styrman").as_ref()).expect("start styrman server");
+    let _cached = Process::hollow_nodes(&c, &["--count=1", "--prefix=cached-", "--images=registry.example.com/big:v1:900Mi"]);
+    let _plain = Process::hollow_nodes(&c, &["--count=3", "--prefix=plain-", "--image-size=900Mi"]);
+    eventually("four nodes are Ready", || ready_nodes(&c) == 4);
+    let cached = json(&c.kubectl_ok(&["get", "node", "cached-0", "-o", "json"]));
+    assert_eq!(cached["status"]["images"][0]["names"][1], "registry.example.com/big:v1", "{}", cached["status"]);
+    assert_eq!(cached["status"]["images"][0]["sizeBytes"], 900 * 1024 * 1024);
+
+    let big: Vec<(String, String)> = (0..3)
+        .map(|i| (format!("big-{i}"), labelled_pod(&format!("big-{i}"), "app: big", "registry.example.com/big:v1", "")))
+        .collect();
+    assert_eq!(place_one_by_one(&c, &big), ["cached-0", "cached-0", "cached-0"]);
+
+    // A node that ran a pod holds its image afterwards, as a kubelet reports it.
+    c.apply(&labelled_pod("first", "app: fresh", "fresh", "  nodeName: plain-1"));
+    eventually("plain-1 reports the image it pulled", || {
+        let node = json(&c.kubectl_ok(&["get", "node", "plain-1", "-o", "json"]));
+        node["status"]["images"]
+            .as_array()
+            .is_some_and(|images| images.iter().any(|i| i["names"][1] == "docker.io/library/fresh:latest"))
+    });
+    let fresh: Vec<(String, String)> = (0..2)
+        .map(|i| (format!("fresh-{i}"), labelled_pod(&format!("fresh-{i}"), "app: fresh", "fresh", "")))
+        .collect();
+    assert_eq!(place_one_by_one(&c, &fresh), ["plain-1", "plain-1"]);
+}
+
+#[test]
+fn existing_pods_affinity_terms_weigh_on_new_pods() {
+    let c = Cluster::start(env!("CARGO_BIN_EXE_styrman").as_ref()).expect("start styrman server");
+    let _nodes = Process::hollow_nodes(&c, &["--count=2"]);
+    eventually("two nodes are Ready", || ready_nodes(&c) == 2);
+    // An existing pod that would rather not share its host with crowd pods.
+    c.apply(&labelled_pod(
+        "loner",
+        "app: loner",
+        "nginx",
+        "  nodeName: hollow-0
+  affinity:
+    podAntiAffinity:
+      preferredDuringSchedulingIgnoredDuringExecution:
+      - weight: 100
+        podAffinityTerm: {labelSelector: {matchLabels: {app: crowd}}, topologyKey: kubernetes.io/hostname}",
+    ));
+    eventually("the loner runs", || running(&c, "loner"));
+    let crowd: Vec<(String, String)> = (0..6)
+        .map(|i| (format!("crowd-{i}"), labelled_pod(&format!("crowd-{i}"), "app: crowd", "nginx", "")))
+        .collect();
+    let nodes = place_one_by_one(&c, &crowd);
+    assert!(nodes.iter().all(|n| n == "hollow-1"), "crowd pods keep away from the loner: {nodes:?}");
+
+    // An existing pod that requires followers near it draws them (hardPodAffinityWeight).
+    c.apply(&labelled_pod(
+        "magnet",
+        "app: magnet",
+        "nginx",
+        "  nodeName: hollow-0
+  affinity:
+    podAffinity:
+      requiredDuringSchedulingIgnoredDuringExecution:
+      - {labelSelector: {matchLabels: {app: follower}}, topologyKey: kubernetes.io/hostname}",
+    ));
+    eventually("the magnet runs", || running(&c, "magnet"));
+    let followers: Vec<(String, String)> = (0..4)
+        .map(|i| (format!("follower-{i}"), labelled_pod(&format!("follower-{i}"), "app: follower", "nginx", "")))
+        .collect();
+    let nodes = place_one_by_one(&c, &followers);
+    assert!(nodes.iter().all(|n| n == "hollow-0"), "followers join the magnet: {nodes:?}");
+}
+
+#[test]
+fn pods_a_service_selects_spread_over_nodes_by_default() {
+    let c = Cluster::start(env!("CARGO_BIN_EXE_styrman").as_ref()).expect("start styrman server");
+    let _nodes = Process::hollow_nodes(&c, &["--count=4"]);
+    eventually("four nodes are Ready", || ready_nodes(&c) == 4);
+    c.apply("apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  selector: {app: web}\n  ports: [{port: 80}]\n");
+    let web: Vec<(String, String)> = (0..8)
+        .map(|i| (format!("web-{i}"), labelled_pod(&format!("web-{i}"), "app: web", "nginx", "")))
+        .collect();
+    let nodes = place_one_by_one(&c, &web);
+    assert_eq!(distinct(&nodes[..4]), 4, "one per node first: {nodes:?}");
+    let mut per_node = std::collections::BTreeMap::<&String, usize>::new();
+    for n in &nodes {
+        *per_node.entry(n).or_default() += 1;
+    }
+    assert!(per_node.values().all(|n| *n == 2), "then two per node: {per_node:?}");
+}
