@@ -347,6 +347,54 @@ pub(crate) async fn request_body(client: &HttpsClient, method: &str, uri: &str) 
 }
 
 /// Creates `count` pods named from `first` on, over `workers` concurrent clients.
+/// Waits until `count` nodes have registered, failing once `timeout` has passed since
+/// `started`, and says how long they took.
+pub(crate) async fn wait_for_nodes(
+    client: &HttpsClient,
+    base: &str,
+    count: usize,
+    started: Instant,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    loop {
+        let body = request_body(client, "GET", &format!("{base}/api/v1/nodes")).await?;
+        let list: serde_json::Value = serde_json::from_slice(&body)?;
+        if list["items"].as_array().map_or(0, Vec::len) >= count {
+            break;
+        }
+        if started.elapsed() > timeout {
+            bail!("the hollow nodes did not register within {} minutes", timeout.as_secs() / 60);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    println!("{count} nodes registered in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Opens a watch at `uri` and hands each of its events to `on_event`, on a task of its own,
+/// until the server ends the stream.
+pub(crate) async fn watch_events(
+    client: &HttpsClient,
+    uri: &str,
+    mut on_event: impl FnMut(&serde_json::Value) + Send + 'static,
+) -> anyhow::Result<()> {
+    let response = client.request(http::Request::get(uri).body(Full::new(Bytes::new()))?).await?;
+    let mut body = response.into_body().into_data_stream();
+    tokio::spawn(async move {
+        let mut pending = Vec::new();
+        while let Some(Ok(chunk)) = body.next().await {
+            pending.extend_from_slice(&chunk);
+            while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=end).collect();
+                if let Ok(event) = serde_json::from_slice::<serde_json::Value>(&line) {
+                    on_event(&event);
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
 pub(crate) async fn create_pods(
     client: &HttpsClient,
     base: &str,
@@ -421,4 +469,12 @@ pub(crate) fn rss_kib(pid: u32) -> anyhow::Result<u64> {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .context("no VmRSS")
+}
+
+/// User plus system CPU time of a process, in seconds.
+pub(crate) fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let fields: Vec<&str> = stat.rsplit_once(')').context("bad stat")?.1.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+    Ok(ticks / 100.0)
 }

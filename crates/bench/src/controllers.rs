@@ -8,14 +8,13 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
-use futures::StreamExt;
 use http_body_util::Full;
+use styrman_testkit::ChildProcess;
 
 use crate::api::{self, HttpsClient};
 
@@ -35,15 +34,6 @@ pub struct Options {
 /// Upstream's controller manager at its default client QPS, and at the QPS scale tests use.
 const ANCHOR_DEFAULT: f64 = 20.0;
 const ANCHOR_SCALE_TESTS: f64 = 100.0;
-
-struct Hollow(std::process::Child);
-
-impl Drop for Hollow {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// What the pod watch has seen: per live pod, its image when Running (None until then).
 #[derive(Default)]
@@ -70,29 +60,13 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         options.nodes, options.replicas
     );
     let started = Instant::now();
-    let mut command = Command::new(&styrman);
-    styrman_testkit::die_with_parent(&mut command);
-    let _hollow = Hollow(
-        command
-            .arg("hollow-nodes")
-            .arg(format!("--kubeconfig={}", cluster.kubeconfig().display()))
+    let _hollow = ChildProcess::spawn(
+        cluster
+            .styrman_command("hollow-nodes")
             .arg(format!("--count={}", options.nodes))
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .spawn()?,
-    );
-    loop {
-        let body = api::request_body(&client, "GET", &format!("{base}/api/v1/nodes")).await?;
-        let list: serde_json::Value = serde_json::from_slice(&body)?;
-        if list["items"].as_array().map_or(0, Vec::len) >= options.nodes {
-            break;
-        }
-        if started.elapsed() > Duration::from_secs(300) {
-            bail!("the hollow nodes did not register within 5 minutes");
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    println!("{} nodes registered in {:.1} s", options.nodes, started.elapsed().as_secs_f64());
+            .env("RUST_LOG", "warn"),
+    )?;
+    api::wait_for_nodes(&client, &base, options.nodes, started, Duration::from_secs(300)).await?;
     api::request(
         &client,
         "POST",
@@ -152,30 +126,20 @@ async fn patch_deployment(client: &HttpsClient, base: &str, patch: &str) -> anyh
 /// Watches the bench namespace's pods, keeping which exist and which run what.
 async fn watch_pods(client: &HttpsClient, base: &str) -> anyhow::Result<Seen> {
     let seen: Seen = Default::default();
-    let uri = format!("{base}/api/v1/namespaces/bench/pods?watch=1");
-    let response = client.request(http::Request::get(uri).body(Full::new(Bytes::new()))?).await?;
-    let mut body = http_body_util::BodyExt::into_data_stream(response.into_body());
     let pods = Arc::clone(&seen);
-    tokio::spawn(async move {
-        let mut pending = Vec::new();
-        while let Some(Ok(chunk)) = body.next().await {
-            pending.extend_from_slice(&chunk);
-            while let Some(end) = pending.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = pending.drain(..=end).collect();
-                let Ok(event) = serde_json::from_slice::<serde_json::Value>(&line) else { continue };
-                let object = &event["object"];
-                let Some(name) = object["metadata"]["name"].as_str() else { continue };
-                let mut pods = pods.lock().unwrap();
-                if event["type"] == "DELETED" {
-                    pods.running.remove(name);
-                    continue;
-                }
-                let running = object["status"]["phase"] == "Running" && object["metadata"]["deletionTimestamp"].is_null();
-                let image = running.then(|| object["spec"]["containers"][0]["image"].as_str().unwrap_or("").to_string());
-                pods.running.insert(name.to_string(), image);
-            }
+    api::watch_events(client, &format!("{base}/api/v1/namespaces/bench/pods?watch=1"), move |event| {
+        let object = &event["object"];
+        let Some(name) = object["metadata"]["name"].as_str() else { return };
+        let mut pods = pods.lock().unwrap();
+        if event["type"] == "DELETED" {
+            pods.running.remove(name);
+            return;
         }
-    });
+        let running = object["status"]["phase"] == "Running" && object["metadata"]["deletionTimestamp"].is_null();
+        let image = running.then(|| object["spec"]["containers"][0]["image"].as_str().unwrap_or("").to_string());
+        pods.running.insert(name.to_string(), image);
+    })
+    .await?;
     Ok(seen)
 }
 
@@ -215,13 +179,13 @@ struct Cpu {
 impl Cpu {
     fn start(manager: u32, apiserver: u32) -> anyhow::Result<Cpu> {
         Ok(Cpu {
-            manager: (manager, cpu_seconds(manager)?),
-            apiserver: (apiserver, cpu_seconds(apiserver)?),
+            manager: (manager, api::cpu_seconds(manager)?),
+            apiserver: (apiserver, api::cpu_seconds(apiserver)?),
         })
     }
 
     fn used(&self) -> anyhow::Result<(f64, f64)> {
-        Ok((cpu_seconds(self.manager.0)? - self.manager.1, cpu_seconds(self.apiserver.0)? - self.apiserver.1))
+        Ok((api::cpu_seconds(self.manager.0)? - self.manager.1, api::cpu_seconds(self.apiserver.0)? - self.apiserver.1))
     }
 }
 
@@ -236,10 +200,3 @@ fn report(phase: &str, n: usize, elapsed: Duration, samples: &[f64], cpu: &Cpu) 
     Ok(())
 }
 
-/// User plus system CPU time of a process, in seconds.
-fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let fields: Vec<&str> = stat.rsplit_once(')').context("bad stat")?.1.split_whitespace().collect();
-    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
-    Ok(ticks / 100.0)
-}

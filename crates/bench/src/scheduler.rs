@@ -9,14 +9,11 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use bytes::Bytes;
-use futures::StreamExt;
-use http_body_util::Full;
+use styrman_testkit::ChildProcess;
 
 use crate::api::{self, HttpsClient};
 
@@ -40,15 +37,6 @@ pub struct Options {
     /// The styrman binary (default: target/release/styrman)
     #[arg(long)]
     styrman: Option<PathBuf>,
-}
-
-struct Hollow(Child);
-
-impl Drop for Hollow {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// One scheduler_perf workload: its cluster, its pods, and upstream's CI gate (pods/s).
@@ -166,31 +154,17 @@ async fn run_workload(workload: &Workload, options: &Options) -> anyhow::Result<
             workload.nodes * share / shares
         };
         placed += count;
-        let mut command = Command::new(&styrman);
-        styrman_testkit::die_with_parent(&mut command);
+        let mut command = cluster.styrman_command("hollow-nodes");
         command
-            .arg("hollow-nodes")
-            .arg(format!("--kubeconfig={}", cluster.kubeconfig().display()))
             .arg(format!("--count={count}"))
             .arg(format!("--prefix={prefix}"))
             .args(["--cpu=4", "--memory=32Gi", "--pods=110"]);
         if !labels.is_empty() {
             command.arg(format!("--labels={labels}"));
         }
-        hollows.push(Hollow(command.env("RUST_LOG", "warn").stdin(Stdio::null()).spawn()?));
+        hollows.push(ChildProcess::spawn(command.env("RUST_LOG", "warn"))?);
     }
-    loop {
-        let body = api::request_body(&client, "GET", &format!("{base}/api/v1/nodes")).await?;
-        let list: serde_json::Value = serde_json::from_slice(&body)?;
-        if list["items"].as_array().map_or(0, Vec::len) >= workload.nodes {
-            break;
-        }
-        if started.elapsed() > Duration::from_secs(600) {
-            bail!("the hollow nodes did not register within 10 minutes");
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    println!("{} nodes registered in {:.1} s", workload.nodes, started.elapsed().as_secs_f64());
+    api::wait_for_nodes(&client, &base, workload.nodes, started, Duration::from_secs(600)).await?;
     for (class, value) in [("low", 10), ("high", 1000)] {
         api::request(
             &client,
@@ -218,7 +192,7 @@ async fn run_workload(workload: &Workload, options: &Options) -> anyhow::Result<
     wait_bound(&bound, workload.initial, Duration::from_secs(600)).await?;
 
     // Measured pods.
-    let cpu_before = cpu_seconds(scheduler)?;
+    let cpu_before = api::cpu_seconds(scheduler)?;
     let created_at = Arc::new(Mutex::new(HashMap::new()));
     let measure_start = Instant::now();
     let creating = tokio::spawn({
@@ -242,7 +216,7 @@ async fn run_workload(workload: &Workload, options: &Options) -> anyhow::Result<
     }
     creating.await??;
     let elapsed = measure_start.elapsed();
-    let cpu = cpu_seconds(scheduler)? - cpu_before;
+    let cpu = api::cpu_seconds(scheduler)? - cpu_before;
     let rss = api::rss_kib(scheduler)?;
     // The last sample is partial; scheduler_perf averages the full ones.
     if samples.len() > 1 {
@@ -325,25 +299,16 @@ type Bound = Arc<Mutex<HashMap<String, Instant>>>;
 async fn watch_bindings(client: &HttpsClient, base: &str) -> anyhow::Result<Bound> {
     let bound: Bound = Default::default();
     let uri = format!("{base}/api/v1/namespaces/bench/pods?watch=1&allowWatchBookmarks=false");
-    let response = client.request(http::Request::get(uri).body(Full::new(Bytes::new()))?).await?;
-    let mut body = http_body_util::BodyExt::into_data_stream(response.into_body());
     let seen = Arc::clone(&bound);
-    tokio::spawn(async move {
-        let mut pending = Vec::new();
-        while let Some(Ok(chunk)) = body.next().await {
-            pending.extend_from_slice(&chunk);
-            while let Some(end) = pending.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = pending.drain(..=end).collect();
-                let Ok(event) = serde_json::from_slice::<serde_json::Value>(&line) else { continue };
-                let object = &event["object"];
-                if object["spec"]["nodeName"].as_str().is_some_and(|n| !n.is_empty())
-                    && let Some(name) = object["metadata"]["name"].as_str()
-                {
-                    seen.lock().unwrap().entry(name.to_string()).or_insert_with(Instant::now);
-                }
-            }
+    api::watch_events(client, &uri, move |event| {
+        let object = &event["object"];
+        if object["spec"]["nodeName"].as_str().is_some_and(|n| !n.is_empty())
+            && let Some(name) = object["metadata"]["name"].as_str()
+        {
+            seen.lock().unwrap().entry(name.to_string()).or_insert_with(Instant::now);
         }
-    });
+    })
+    .await?;
     Ok(bound)
 }
 
@@ -362,10 +327,3 @@ async fn wait_bound(bound: &Bound, count: usize, timeout: Duration) -> anyhow::R
     Ok(())
 }
 
-/// User plus system CPU time of a process, in seconds.
-fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let fields: Vec<&str> = stat.rsplit_once(')').context("bad stat")?.1.split_whitespace().collect();
-    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
-    Ok(ticks / 100.0)
-}

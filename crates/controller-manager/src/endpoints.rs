@@ -8,7 +8,6 @@
 //! in its namespace that select its old or new labels, and a sync writes only when what the
 //! Endpoints should say differs from what it says.
 
-pub(crate) mod cache;
 pub(crate) mod pods;
 pub(crate) mod subsets;
 pub(crate) mod trigger;
@@ -19,15 +18,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, PostParams};
-use kube::runtime::WatchStreamExt;
-use kube::runtime::watcher::{self, Event};
+use kube::runtime::watcher;
 use styrman_runtime::WorkQueue;
 
-use cache::{Change, NamespacedCache, without_managed_fields};
+use crate::informer::{Cache, Change, Informer};
 use trigger::TriggerTimes;
 use writes::OwnWrites;
 
@@ -44,72 +41,69 @@ const LEADER_ANNOTATION: &str = "control-plane.alpha.kubernetes.io/leader";
 
 struct Controller {
     client: kube::Client,
-    services: Arc<NamespacedCache<Service>>,
-    pods: Arc<NamespacedCache<Pod>>,
-    endpoints: Arc<NamespacedCache<Endpoints>>,
+    services: Arc<Cache<Service>>,
+    pods: Arc<Cache<Pod>>,
+    endpoints: Arc<Cache<Endpoints>>,
     triggers: TriggerTimes,
     writes: OwnWrites,
     queue: Arc<WorkQueue<String>>,
 }
 
-/// A watch event, boxed so the stream's items stay small.
-enum Wake {
-    Service(Box<Event<Service>>),
-    Pod(Box<Event<Pod>>),
-    Endpoints(Box<Event<Endpoints>>),
-}
-
 pub async fn run(client: kube::Client) -> anyhow::Result<()> {
+    let mut services = Informer::<Service>::new(Api::all(client.clone()), watcher::Config::default());
+    let mut pods = Informer::<Pod>::new(Api::all(client.clone()), watcher::Config::default());
+    let mut endpoints = Informer::<Endpoints>::new(Api::all(client.clone()), watcher::Config::default());
     let controller = Arc::new(Controller {
-        client: client.clone(),
-        services: NamespacedCache::new(),
-        pods: NamespacedCache::new(),
-        endpoints: NamespacedCache::new(),
+        client,
+        services: services.cache(),
+        pods: pods.cache(),
+        endpoints: endpoints.cache(),
         triggers: TriggerTimes::default(),
         writes: OwnWrites::default(),
         queue: WorkQueue::new(),
     });
-    let config = watcher::Config::default;
-    let services = watcher::watcher(Api::<Service>::all(client.clone()), config())
-        .default_backoff()
-        .map(|r| r.map(|e| Wake::Service(Box::new(without_managed_fields(e)))));
-    let pods = watcher::watcher(Api::<Pod>::all(client.clone()), config())
-        .default_backoff()
-        .map(|r| r.map(|e| Wake::Pod(Box::new(without_managed_fields(e)))));
-    let endpoints = watcher::watcher(Api::<Endpoints>::all(client.clone()), config())
-        .default_backoff()
-        .map(|r| r.map(|e| Wake::Endpoints(Box::new(without_managed_fields(e)))));
-    let mut wakes = futures::stream::select_all([services.boxed(), pods.boxed(), endpoints.boxed()]);
-    let mut workers = None;
-    while let Some(wake) = wakes.next().await {
-        match wake {
-            Ok(wake) => controller.handle(wake),
-            Err(e) => tracing::warn!(error = %e, "endpoints controller watch failed; retrying"),
-        }
-        // Nothing is synced before every cache is filled: a Service not listed yet is not a
-        // gone Service, and pods not listed yet are not missing endpoints.
-        if workers.is_none() && controller.synced() {
+    services.on_change({
+        let queue = Arc::clone(&controller.queue);
+        move |change| pods::queue_service(&queue, change)
+    });
+    pods.on_change({
+        let (queue, services) = (Arc::clone(&controller.queue), Arc::clone(&controller.services));
+        move |change| pods::queue_services_for_pod_change(&queue, &services, change)
+    });
+    endpoints.on_relist({
+        let controller = Arc::clone(&controller);
+        move || controller.writes.clear()
+    });
+    endpoints.on_change({
+        let controller = Arc::clone(&controller);
+        move |change| controller.endpoints_changed(change)
+    });
+    let workers = {
+        let controller = Arc::clone(&controller);
+        async move {
+            // Nothing is synced before every cache is filled: a Service not listed yet is not
+            // a gone Service, and pods not listed yet are not missing endpoints.
+            controller.services.wait_synced().await;
+            controller.pods.wait_synced().await;
+            controller.endpoints.wait_synced().await;
             controller.queue_leftovers();
-            workers = Some(tokio::spawn(Arc::clone(&controller.queue).run_workers(WORKERS, "endpoints", {
-                let controller = Arc::clone(&controller);
-                move |key: String| {
+            Arc::clone(&controller.queue)
+                .run_workers(WORKERS, "endpoints", move |key: String| {
                     let controller = Arc::clone(&controller);
                     async move { controller.sync(key).await }
-                }
-            })));
+                })
+                .await;
         }
+    };
+    tokio::select! {
+        result = services.run() => result,
+        result = pods.run() => result,
+        result = endpoints.run() => result,
+        () = workers => anyhow::bail!("the endpoints workers ended"),
     }
-    if let Some(workers) = workers {
-        workers.abort();
-    }
-    anyhow::bail!("the endpoints controller's watches ended")
 }
 
 impl Controller {
-    fn synced(&self) -> bool {
-        self.services.is_synced() && self.pods.is_synced() && self.endpoints.is_synced()
-    }
-
     /// Endpoints whose Service may have gone while no controller watched: each is looked at
     /// once, and deleted if its Service is gone.
     fn queue_leftovers(&self) {
@@ -124,49 +118,20 @@ impl Controller {
         }
     }
 
-    fn handle(&self, wake: Wake) {
-        match wake {
-            Wake::Service(event) => {
-                for change in self.services.apply(*event) {
-                    let service = match &change {
-                        Change::Upsert { new, .. } => new,
-                        Change::Delete(old) => old,
-                    };
-                    if let (Some(namespace), Some(name)) = (&service.metadata.namespace, &service.metadata.name) {
-                        self.queue.add(pods::key(namespace, name));
-                    }
-                }
-            }
-            Wake::Pod(event) => {
-                for change in self.pods.apply(*event) {
-                    let keys = match &change {
-                        Change::Upsert { old, new } => pods::services_for_pod_change(&self.services, old.as_deref(), Some(new)),
-                        Change::Delete(old) => pods::services_for_pod_change(&self.services, Some(old), None),
-                    };
-                    keys.into_iter().for_each(|key| self.queue.add(key));
-                }
-            }
-            Wake::Endpoints(event) => {
-                if matches!(*event, Event::InitDone) {
-                    self.writes.clear();
-                }
-                for change in self.endpoints.apply(*event) {
-                    let (endpoints, version) = match &change {
-                        Change::Upsert { new, .. } => (new, new.metadata.resource_version.as_deref()),
-                        Change::Delete(old) => (old, None),
-                    };
-                    let (Some(namespace), Some(name)) = (&endpoints.metadata.namespace, &endpoints.metadata.name) else {
-                        continue;
-                    };
-                    let key = pods::key(namespace, name);
-                    let echo = self.writes.observed(&key, name, version);
-                    // As upstream, only a deletion by someone else wakes the Service (to make
-                    // its Endpoints again); changes come from pods and Services.
-                    if !echo && version.is_none() {
-                        self.queue.add(key);
-                    }
-                }
-            }
+    fn endpoints_changed(&self, change: Change<'_, Endpoints>) {
+        let (endpoints, version) = match change {
+            Change::Applied { new, .. } => (new, new.metadata.resource_version.as_deref()),
+            Change::Deleted(old) => (old, None),
+        };
+        let (Some(namespace), Some(name)) = (&endpoints.metadata.namespace, &endpoints.metadata.name) else {
+            return;
+        };
+        let key = pods::key(namespace, name);
+        let echo = self.writes.observed(&key, name, version);
+        // As upstream, only a deletion by someone else wakes the Service (to make its
+        // Endpoints again); changes come from pods and Services.
+        if !echo && version.is_none() {
+            self.queue.add(key);
         }
     }
 

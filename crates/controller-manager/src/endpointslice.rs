@@ -12,19 +12,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::core::PartialObjectMeta;
-use kube::runtime::WatchStreamExt;
-use kube::runtime::watcher::{self, Event};
+use kube::runtime::watcher;
 use styrman_runtime::WorkQueue;
 
-use crate::endpoints::cache::{Change, NamespacedCache, without_managed_fields};
 use crate::endpoints::pods;
 use crate::endpoints::trigger::{self, TriggerTimes};
 use crate::endpoints::writes::{self, OwnWrites};
+use crate::informer::{Cache, Change, Informer};
 use reconcile::{CONTROLLER_NAME, Inputs, MANAGED_BY_LABEL, SERVICE_NAME_LABEL};
 
 /// kube-controller-manager's `--concurrent-service-endpoint-syncs`.
@@ -39,127 +37,92 @@ type NodeMeta = PartialObjectMeta<Node>;
 
 struct Controller {
     client: kube::Client,
-    services: Arc<NamespacedCache<Service>>,
-    pods: Arc<NamespacedCache<Pod>>,
-    nodes: Arc<NamespacedCache<NodeMeta>>,
-    slices: Arc<NamespacedCache<EndpointSlice>>,
+    services: Arc<Cache<Service>>,
+    pods: Arc<Cache<Pod>>,
+    nodes: Arc<Cache<NodeMeta>>,
+    slices: Arc<Cache<EndpointSlice>>,
     triggers: TriggerTimes,
     writes: OwnWrites,
     queue: Arc<WorkQueue<String>>,
 }
 
-/// A watch event, boxed so the stream's items stay small.
-enum Wake {
-    Service(Box<Event<Service>>),
-    Pod(Box<Event<Pod>>),
-    Node(Box<Event<NodeMeta>>),
-    Slice(Box<Event<EndpointSlice>>),
-}
-
 pub async fn run(client: kube::Client) -> anyhow::Result<()> {
+    let config = watcher::Config::default;
+    let mut services = Informer::<Service>::new(Api::all(client.clone()), config());
+    let mut pods = Informer::<Pod>::new(Api::all(client.clone()), config());
+    // Only the zone label is read from nodes: their metadata is enough.
+    let nodes = Informer::<NodeMeta>::new(Api::all(client.clone()), config());
+    let mut slices = Informer::<EndpointSlice>::new(
+        Api::all(client.clone()),
+        config().labels(&format!("{MANAGED_BY_LABEL}={CONTROLLER_NAME}")),
+    );
     let controller = Arc::new(Controller {
-        client: client.clone(),
-        services: NamespacedCache::new(),
-        pods: NamespacedCache::new(),
-        nodes: NamespacedCache::new(),
-        slices: NamespacedCache::new(),
+        client,
+        services: services.cache(),
+        pods: pods.cache(),
+        nodes: nodes.cache(),
+        slices: slices.cache(),
         triggers: TriggerTimes::default(),
         writes: OwnWrites::default(),
         queue: WorkQueue::new(),
     });
-    let config = watcher::Config::default;
-    let services = watcher::watcher(Api::<Service>::all(client.clone()), config())
-        .default_backoff()
-        .map(|r| r.map(|e| Wake::Service(Box::new(without_managed_fields(e)))));
-    let pods = watcher::watcher(Api::<Pod>::all(client.clone()), config())
-        .default_backoff()
-        .map(|r| r.map(|e| Wake::Pod(Box::new(without_managed_fields(e)))));
-    // Only the zone label is read from nodes: their metadata is enough.
-    let nodes = watcher::watcher(Api::<NodeMeta>::all(client.clone()), config())
-        .default_backoff()
-        .map(|r| r.map(|e| Wake::Node(Box::new(without_managed_fields(e)))));
-    let slices = watcher::watcher(
-        Api::<EndpointSlice>::all(client.clone()),
-        config().labels(&format!("{MANAGED_BY_LABEL}={CONTROLLER_NAME}")),
-    )
-    .default_backoff()
-    .map(|r| r.map(|e| Wake::Slice(Box::new(without_managed_fields(e)))));
-    let mut wakes = futures::stream::select_all([services.boxed(), pods.boxed(), nodes.boxed(), slices.boxed()]);
-    let mut workers = None;
-    while let Some(wake) = wakes.next().await {
-        match wake {
-            Ok(wake) => controller.handle(wake),
-            Err(e) => tracing::warn!(error = %e, "endpointslice controller watch failed; retrying"),
-        }
-        // As upstream, nothing is synced before every cache is filled once.
-        if workers.is_none() && controller.synced() {
-            workers = Some(tokio::spawn(Arc::clone(&controller.queue).run_workers(WORKERS, "endpointslice", {
-                let controller = Arc::clone(&controller);
-                move |key: String| {
+    services.on_change({
+        let queue = Arc::clone(&controller.queue);
+        move |change| pods::queue_service(&queue, change)
+    });
+    pods.on_change({
+        let (queue, services) = (Arc::clone(&controller.queue), Arc::clone(&controller.services));
+        move |change| pods::queue_services_for_pod_change(&queue, &services, change)
+    });
+    slices.on_relist({
+        let controller = Arc::clone(&controller);
+        move || controller.writes.clear()
+    });
+    slices.on_change({
+        let controller = Arc::clone(&controller);
+        move |change| controller.slice_changed(change)
+    });
+    let workers = {
+        let controller = Arc::clone(&controller);
+        async move {
+            // As upstream, nothing is synced before every cache is filled once.
+            controller.services.wait_synced().await;
+            controller.pods.wait_synced().await;
+            controller.nodes.wait_synced().await;
+            controller.slices.wait_synced().await;
+            Arc::clone(&controller.queue)
+                .run_workers(WORKERS, "endpointslice", move |key: String| {
                     let controller = Arc::clone(&controller);
                     async move { controller.sync(key).await }
-                }
-            })));
+                })
+                .await;
         }
+    };
+    tokio::select! {
+        result = services.run() => result,
+        result = pods.run() => result,
+        result = nodes.run() => result,
+        result = slices.run() => result,
+        () = workers => anyhow::bail!("the endpointslice workers ended"),
     }
-    if let Some(workers) = workers {
-        workers.abort();
-    }
-    anyhow::bail!("the endpointslice controller's watches ended")
 }
 
 impl Controller {
-    fn synced(&self) -> bool {
-        self.services.is_synced() && self.pods.is_synced() && self.nodes.is_synced() && self.slices.is_synced()
-    }
-
-    fn handle(&self, wake: Wake) {
-        match wake {
-            Wake::Service(event) => {
-                for change in self.services.apply(*event) {
-                    let service = match &change {
-                        Change::Upsert { new, .. } => new,
-                        Change::Delete(old) => old,
-                    };
-                    if let (Some(namespace), Some(name)) = (&service.metadata.namespace, &service.metadata.name) {
-                        self.queue.add(pods::key(namespace, name));
-                    }
-                }
-            }
-            Wake::Pod(event) => {
-                for change in self.pods.apply(*event) {
-                    let keys = match &change {
-                        Change::Upsert { old, new } => pods::services_for_pod_change(&self.services, old.as_deref(), Some(new)),
-                        Change::Delete(old) => pods::services_for_pod_change(&self.services, Some(old), None),
-                    };
-                    keys.into_iter().for_each(|key| self.queue.add(key));
-                }
-            }
-            Wake::Node(event) => {
-                self.nodes.apply(*event);
-            }
-            Wake::Slice(event) => {
-                if matches!(*event, Event::InitDone) {
-                    self.writes.clear();
-                }
-                for change in self.slices.apply(*event) {
-                    let (slice, version) = match &change {
-                        Change::Upsert { new, .. } => (new, new.metadata.resource_version.as_deref()),
-                        Change::Delete(old) => (old, None),
-                    };
-                    let meta = &slice.metadata;
-                    let service = meta.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL));
-                    let (Some(namespace), Some(name), Some(service)) = (&meta.namespace, &meta.name, service) else {
-                        continue;
-                    };
-                    let key = pods::key(namespace, service);
-                    // Someone else's change to a slice (or its deletion) is undone by a sync;
-                    // the echo of this controller's own write needs none.
-                    if !self.writes.observed(&key, name, version) {
-                        self.queue.add(key);
-                    }
-                }
-            }
+    fn slice_changed(&self, change: Change<'_, EndpointSlice>) {
+        let (slice, version) = match change {
+            Change::Applied { new, .. } => (new, new.metadata.resource_version.as_deref()),
+            Change::Deleted(old) => (old, None),
+        };
+        let meta = &slice.metadata;
+        let service = meta.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL));
+        let (Some(namespace), Some(name), Some(service)) = (&meta.namespace, &meta.name, service) else {
+            return;
+        };
+        let key = pods::key(namespace, service);
+        // Someone else's change to a slice (or its deletion) is undone by a sync; the echo of
+        // this controller's own write needs none.
+        if !self.writes.observed(&key, name, version) {
+            self.queue.add(key);
         }
     }
 
@@ -185,7 +148,7 @@ impl Controller {
         let selected = pods::selected_pods(&self.pods, &service);
         let existing: Vec<Arc<EndpointSlice>> = self
             .slices
-            .in_namespace(namespace)
+            .list(namespace)
             .into_iter()
             .filter(|s| s.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)).map(String::as_str) == Some(name))
             .filter(|s| s.metadata.deletion_timestamp.is_none())

@@ -17,9 +17,9 @@ use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::ResourceExt;
 use serde_json::json;
-use styrman_runtime::WorkQueue;
+use styrman_runtime::{Recorder, WorkQueue};
 
-use crate::node_lifecycle::events::Recorder;
+use crate::node_lifecycle::events;
 use cidr_set::{Allocator, RangeFull};
 
 /// kube-controller-manager's range allocator runs this many workers.
@@ -38,7 +38,7 @@ pub async fn run(client: kube::Client, config: crate::Config) -> anyhow::Result<
         waiting: BTreeSet::new(),
     }));
     let queue: Arc<WorkQueue<String>> = WorkQueue::new();
-    let recorder = Recorder::new(client.clone(), "cidrAllocator");
+    let recorder = events::recorder(client.clone(), "cidrAllocator");
     let nodes: Api<Node> = Api::all(client.clone());
     let mut events = watcher::watcher(nodes.clone(), watcher::Config::default()).default_backoff().boxed();
     let mut listing: Option<HashSet<String>> = None;
@@ -134,7 +134,7 @@ async fn sync(nodes: &Api<Node>, state: &Mutex<State>, recorder: &Recorder, name
             // Once per wait, not on every status update of the node.
             if newly_waiting {
                 tracing::warn!(node = name, "no pod CIDR left for the node");
-                recorder.node_status_change(&node, "CIDRNotAvailable").await;
+                events::node_status_change(recorder, &node, "CIDRNotAvailable");
             }
             return Ok(());
         }

@@ -36,9 +36,8 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::ResourceExt;
-use styrman_runtime::WorkQueue;
+use styrman_runtime::{Recorder, WorkQueue, reference_to};
 
-use events::Recorder;
 use health::{Eviction, ZoneState};
 
 const LEASE_NAMESPACE: &str = "kube-node-lease";
@@ -115,7 +114,7 @@ async fn monitor(client: kube::Client, config: crate::Config) -> anyhow::Result<
     let controller = Arc::new(Controller {
         nodes,
         leases,
-        recorder: Recorder::new(client.clone(), "node-controller"),
+        recorder: events::recorder(client.clone(), "node-controller"),
         client,
         grace: config.node_monitor_grace_period,
         health: Mutex::new(HashMap::new()),
@@ -271,7 +270,7 @@ impl Controller {
             .context("setting the node's conditions Unknown")?;
         tracing::info!(node = %name, "node stopped posting status; conditions set Unknown");
         if was_ready {
-            self.recorder.node_status_change(&node, "NodeNotReady").await;
+            events::node_status_change(&self.recorder, &node, "NodeNotReady");
             self.pods_to_retry.lock().expect("retry lock").insert(name);
         }
         Ok(node)
@@ -319,7 +318,7 @@ impl Controller {
             ready.last_transition_time = Some(now());
             let api: Api<Pod> = Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
             match api.replace_status(&pod.name_any(), &PostParams::default(), &pod).await {
-                Ok(_) => self.recorder.pod(&pod, "Warning", "NodeNotReady", "Node is not ready").await,
+                Ok(_) => self.recorder.warning(reference_to(&pod), "NodeNotReady", "Node is not ready".into()),
                 Err(kube::Error::Api(s)) if s.code == 404 => {}
                 Err(e) => {
                     tracing::warn!(pod = %pod.name_any(), error = %e, "cannot mark the pod not Ready");

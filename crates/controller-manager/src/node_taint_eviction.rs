@@ -20,9 +20,9 @@ use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::ResourceExt;
 use serde_json::json;
-use styrman_runtime::WorkQueue;
+use styrman_runtime::{Recorder, WorkQueue, reference_to};
 
-use super::events::Recorder;
+use super::events;
 
 const WORKERS: usize = 8;
 
@@ -180,7 +180,7 @@ struct Listing {
 pub async fn run(client: kube::Client) -> anyhow::Result<()> {
     let state: Arc<Mutex<State>> = Default::default();
     let queue: Arc<WorkQueue<String>> = WorkQueue::new();
-    let recorder = Recorder::new(client.clone(), "taint-eviction-controller");
+    let recorder = events::recorder(client.clone(), "taint-eviction-controller");
     let workers = tokio::spawn(Arc::clone(&queue).run_workers(WORKERS, "taint-eviction", {
         let (client, state) = (client.clone(), Arc::clone(&state));
         move |key: String| {
@@ -297,9 +297,7 @@ async fn evict_if_due(client: &kube::Client, state: &Mutex<State>, recorder: &Re
         return Ok(());
     }
     tracing::info!(pod = key, "evicting pod from a NoExecute-tainted node");
-    recorder
-        .pod(&pod, "Normal", "TaintManagerEviction", &format!("Marking for deletion Pod {key}"))
-        .await;
+    recorder.normal(reference_to(&pod), "TaintManagerEviction", format!("Marking for deletion Pod {key}"));
     let condition = json!({"status": {"conditions": [{
         "type": "DisruptionTarget", "status": "True", "reason": "DeletionByTaintManager",
         "message": "Taint manager: deleting due to NoExecute taint",

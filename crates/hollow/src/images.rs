@@ -15,6 +15,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ContainerImage, Node};
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
+use styrman_runtime::canonical_image_name;
 
 use crate::node::HollowNode;
 
@@ -36,7 +37,7 @@ pub struct NodeImages {
 
 impl NodeImages {
     pub fn preloaded(images: &[(String, i64)]) -> NodeImages {
-        let held = images.iter().map(|(name, size)| (canonical_name(name), *size)).collect();
+        let held = images.iter().map(|(name, size)| (canonical_image_name(name), *size)).collect();
         NodeImages {
             held: std::sync::Mutex::new(held),
             unreported: AtomicBool::new(false),
@@ -49,7 +50,7 @@ impl NodeImages {
         let mut held = self.held.lock().expect("images lock");
         let mut added = false;
         for image in images {
-            if let std::collections::btree_map::Entry::Vacant(entry) = held.entry(canonical_name(image)) {
+            if let std::collections::btree_map::Entry::Vacant(entry) = held.entry(canonical_image_name(image)) {
                 let size = fixed_size.unwrap_or_else(|| fake_size(entry.key()));
                 entry.insert(size);
                 added = true;
@@ -107,30 +108,6 @@ pub fn parse_size(text: &str) -> anyhow::Result<i64> {
     i64::try_from(bytes).with_context(|| format!("{text:?} is too large"))
 }
 
-/// A reference fully qualified as containerd names what it pulled: `nginx` is
-/// `docker.io/library/nginx:latest`.
-pub fn canonical_name(name: &str) -> String {
-    let (domain, rest) = match name.split_once('/') {
-        Some((first, rest)) if first.contains(['.', ':']) || first == "localhost" => (first, rest),
-        _ => ("docker.io", name),
-    };
-    let domain = if domain == "index.docker.io" { "docker.io" } else { domain };
-    let (path, digest) = match rest.split_once('@') {
-        Some((p, d)) => (p, Some(d)),
-        None => (rest, None),
-    };
-    let path = if domain == "docker.io" && !path.contains('/') {
-        format!("library/{path}")
-    } else {
-        path.to_string()
-    };
-    match digest {
-        Some(d) => format!("{domain}/{path}@{d}"),
-        None if path.rsplit('/').next().is_some_and(|last| last.contains(':')) => format!("{domain}/{path}"),
-        None => format!("{domain}/{path}:latest"),
-    }
-}
-
 /// FNV-1a: a stable hash (std's hasher may change between Rust releases).
 fn fnv(text: &str, seed: u64) -> u64 {
     text.bytes()
@@ -183,9 +160,6 @@ mod tests {
 
     #[test]
     fn images_are_named_and_sized_as_a_kubelet_reports_them() {
-        assert_eq!(canonical_name("nginx"), "docker.io/library/nginx:latest");
-        assert_eq!(canonical_name("registry.k8s.io/pause:3.10"), "registry.k8s.io/pause:3.10");
-        assert_eq!(canonical_name("localhost:5000/app"), "localhost:5000/app:latest");
         let images = NodeImages::preloaded(&parse_images("registry.example.com:5000/big:v1:900Mi,small:1:20Mi").unwrap());
         assert!(!images.pulled(["registry.example.com:5000/big:v1"], None), "already held");
         assert!(images.pulled(["nginx", "nginx"], None));

@@ -12,6 +12,8 @@ pub struct Recorder {
     /// The component, as `source.component` and `reportingController` (e.g. `replicaset-controller`).
     component: String,
     instance: String,
+    /// `source.host`, for components that name the machine they run on.
+    host: Option<String>,
 }
 
 impl Recorder {
@@ -20,7 +22,15 @@ impl Recorder {
             client,
             component: component.to_string(),
             instance: crate::hostname(),
+            host: None,
         }
+    }
+
+    /// Also names this host as the events' `source.host` (`kubectl describe` shows it after the
+    /// component).
+    pub fn with_host(mut self) -> Recorder {
+        self.host = Some(self.instance.clone()).filter(|h| !h.is_empty());
+        self
     }
 
     /// Records a `Normal` event.
@@ -33,6 +43,8 @@ impl Recorder {
         self.record(regarding, "Warning", reason, message);
     }
 
+    /// Cluster-scoped objects (Nodes) have no namespace: their events go to `default`, as
+    /// client-go files them.
     fn record(&self, regarding: ObjectReference, type_: &str, reason: &str, message: String) {
         let namespace = regarding.namespace.clone().unwrap_or_else(|| "default".into());
         let now = jiff::Timestamp::now();
@@ -56,7 +68,7 @@ impl Recorder {
             event_time: Some(MicroTime(now)),
             source: Some(EventSource {
                 component: Some(self.component.clone()),
-                host: None,
+                host: self.host.clone(),
             }),
             reporting_component: Some(self.component.clone()),
             reporting_instance: Some(self.instance.clone()),

@@ -7,6 +7,7 @@
 
 pub mod client;
 pub mod events;
+pub mod images;
 pub mod labels;
 pub mod leader;
 pub mod metrics;
@@ -16,6 +17,7 @@ pub mod workqueue;
 
 pub use client::connect;
 pub use events::{Recorder, reference_to};
+pub use images::canonical_image_name;
 pub use leader::LeaderElection;
 pub use process::{hostname, shutdown_signal};
 pub use workqueue::WorkQueue;

@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
+use styrman_runtime::canonical_image_name;
 
 use crate::cache::NodeInfo;
 
@@ -21,35 +22,12 @@ const MIN_THRESHOLD: i64 = 23 * MB;
 const MAX_CONTAINER_THRESHOLD: i64 = 1000 * MB;
 const MAX_NODE_SCORE: i64 = 100;
 
-/// `name` fully qualified as the container runtime stores it: registry, repository (Docker
-/// Hub's official images under `library/`) and a tag, `latest` unless it has a tag or digest.
-pub fn canonical_name(name: &str) -> String {
-    let (domain, rest) = match name.split_once('/') {
-        Some((first, rest)) if first.contains(['.', ':']) || first == "localhost" => (first, rest.to_string()),
-        _ => ("docker.io", name.to_string()),
-    };
-    let domain = if domain == "index.docker.io" { "docker.io" } else { domain };
-    let (path_and_tag, digest) = match rest.split_once('@') {
-        Some((p, d)) => (p.to_string(), Some(d)),
-        None => (rest, None),
-    };
-    let mut path = path_and_tag;
-    if domain == "docker.io" && !path.contains('/') {
-        path = format!("library/{path}");
-    }
-    match digest {
-        Some(d) => format!("{domain}/{path}@{d}"),
-        None if path.rsplit('/').next().is_some_and(|last| last.contains(':')) => format!("{domain}/{path}"),
-        None => format!("{domain}/{path}:latest"),
-    }
-}
-
 /// A node's images: every canonical name it reports, with the image's size.
 pub fn node_images(node: &Node) -> HashMap<String, i64> {
     let mut images = HashMap::new();
     for image in node.status.as_ref().and_then(|s| s.images.as_deref()).unwrap_or_default() {
         for name in image.names.iter().flatten() {
-            images.insert(canonical_name(name), image.size_bytes.unwrap_or(0));
+            images.insert(canonical_image_name(name), image.size_bytes.unwrap_or(0));
         }
     }
     images
@@ -63,7 +41,7 @@ pub fn pod_images(pod: &Pod) -> Vec<String> {
         .iter()
         .flatten()
         .chain(&spec.containers)
-        .map(|c| canonical_name(c.image.as_deref().unwrap_or("")))
+        .map(|c| canonical_image_name(c.image.as_deref().unwrap_or("")))
         .collect()
 }
 
@@ -100,17 +78,6 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-
-    #[test]
-    fn names_are_fully_qualified() {
-        assert_eq!(canonical_name("nginx"), "docker.io/library/nginx:latest");
-        assert_eq!(canonical_name("nginx:1.25"), "docker.io/library/nginx:1.25");
-        assert_eq!(canonical_name("docker.io/library/nginx:latest"), "docker.io/library/nginx:latest");
-        assert_eq!(canonical_name("bitnami/redis"), "docker.io/bitnami/redis:latest");
-        assert_eq!(canonical_name("registry.k8s.io/pause:3.10"), "registry.k8s.io/pause:3.10");
-        assert_eq!(canonical_name("localhost:5000/app"), "localhost:5000/app:latest");
-        assert_eq!(canonical_name("nginx@sha256:abc"), "docker.io/library/nginx@sha256:abc");
-    }
 
     fn node_with(images: serde_json::Value) -> NodeInfo {
         let mut cache = crate::cache::Cache::default();

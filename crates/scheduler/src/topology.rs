@@ -47,21 +47,9 @@ pub struct Prepared {
     require_all_topologies: bool,
 }
 
+/// A missing selector selects nothing: a term or constraint without one matches no pod.
 pub(crate) fn selector_matches(selector: Option<&LabelSelector>, labels: &BTreeMap<String, String>) -> bool {
-    let Some(selector) = selector else { return false };
-    let labels_ok = selector.match_labels.iter().flatten().all(|(k, v)| labels.get(k) == Some(v));
-    let expressions_ok = selector.match_expressions.iter().flatten().all(|e| {
-        let value = labels.get(&e.key);
-        let values = e.values.as_deref().unwrap_or_default();
-        match e.operator.as_str() {
-            "In" => value.is_some_and(|v| values.contains(v)),
-            "NotIn" => value.is_none_or(|v| !values.contains(v)),
-            "Exists" => value.is_some(),
-            "DoesNotExist" => value.is_none(),
-            _ => false,
-        }
-    });
-    labels_ok && expressions_ok
+    selector.is_some_and(|s| styrman_runtime::labels::selector_matches(s, labels))
 }
 
 pub(crate) fn labels_of(pod: &Pod) -> &BTreeMap<String, String> {

@@ -2,30 +2,19 @@
 //! kubectl: the garbage collector (`delete --cascade=background|orphan|foreground`), the
 //! namespace controller and the service account controller.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use serde_json::Value;
-use styrman_testkit::Cluster;
+use styrman_testkit::{Cluster, eventually, json};
+
+/// How long the controllers get to do what a test waits for.
+const TIMEOUT: Duration = Duration::from_secs(20);
 
 fn cluster() -> Cluster {
     Cluster::start(env!("CARGO_BIN_EXE_styrman").as_ref()).expect("start styrman server")
 }
 
-fn json(text: &str) -> Value {
-    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
-}
-
 fn uid(c: &Cluster, what: &str) -> String {
     c.kubectl_ok(&["get", what, "-o", "jsonpath={.metadata.uid}"])
-}
-
-/// Waits until `check` holds; panics with `what` after 20 s.
-fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// Whether `kubectl get ARGS` finds it; `what` may start with `-n=NAMESPACE `.
@@ -117,7 +106,7 @@ metadata:
 "
     ));
     c.kubectl_ok(&["delete", "cm", "owner", "--cascade=foreground", "--wait=false"]);
-    eventually("the collector deletes the blocking dependent", || {
+    eventually("the collector deletes the blocking dependent", TIMEOUT, || {
         let dependent = json(&c.kubectl_ok(&["get", "cm", "blocking", "-o", "json"]));
         dependent["metadata"].get("deletionTimestamp").is_some()
     });
@@ -152,7 +141,7 @@ metadata:
 "
     ));
     c.kubectl_ok(&["wait", "--for=delete", "cm/orphan-from-birth", "--timeout=20s"]);
-    eventually("the dangling reference is dropped", || {
+    eventually("the dangling reference is dropped", TIMEOUT, || {
         let cm = json(&c.kubectl_ok(&["get", "cm", "half-owned", "-o", "json"]));
         cm["metadata"]["ownerReferences"].as_array().map(Vec::len) == Some(1)
     });
@@ -169,7 +158,7 @@ fn deleting_a_namespace_deletes_its_content_then_the_namespace() {
     c.kubectl_ok(&["-n", "team", "create", "service", "clusterip", "web", "--tcp=80:80"]);
     c.apply("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: held, namespace: team, finalizers: [example.com/hold]}\n");
     c.kubectl_ok(&["delete", "namespace", "team", "--wait=false"]);
-    eventually("the namespace reports the finalizer holding it", || {
+    eventually("the namespace reports the finalizer holding it", TIMEOUT, || {
         let ns = json(&c.kubectl_ok(&["get", "namespace", "team", "-o", "json"]));
         ns["status"]["conditions"].as_array().into_iter().flatten().any(|cond| {
             cond["type"] == "NamespaceFinalizersRemaining"
@@ -192,14 +181,14 @@ fn deleting_a_namespace_deletes_its_content_then_the_namespace() {
 fn every_namespace_gets_a_default_service_account() {
     let c = cluster();
     c.kubectl_ok(&["create", "namespace", "apps"]);
-    eventually("the default service account exists", || exists(&c, "-n=apps serviceaccount/default"));
+    eventually("the default service account exists", TIMEOUT, || exists(&c, "-n=apps serviceaccount/default"));
     let first = c.kubectl_ok(&["-n", "apps", "get", "sa", "default", "-o", "jsonpath={.metadata.uid}"]);
     c.kubectl_ok(&["-n", "apps", "delete", "sa", "default"]);
-    eventually("the default service account is made again", || {
+    eventually("the default service account is made again", TIMEOUT, || {
         let out = c.kubectl(&["-n", "apps", "get", "sa", "default", "-o", "jsonpath={.metadata.uid}"]);
         out.status.success() && String::from_utf8_lossy(&out.stdout) != first
     });
     for system in ["default", "kube-system", "kube-public", "kube-node-lease"] {
-        eventually("system namespaces have one too", || exists(&c, &format!("-n={system} serviceaccount/default")));
+        eventually("system namespaces have one too", TIMEOUT, || exists(&c, &format!("-n={system} serviceaccount/default")));
     }
 }

@@ -2,65 +2,20 @@
 //! nodes (which mark bound pods Running and Ready with an IP), driven by the real kubectl:
 //! who is listed, ready or not, on which ports, and what goes when pods and Services go.
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
-use styrman_testkit::Cluster;
+use styrman_testkit::{ChildProcess, Cluster, eventually, json};
 
-fn json(text: &str) -> Value {
-    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
-}
+/// How long the controllers get to react. They react in well under a second: the bound is
+/// tight enough to catch a sync held back by a lost track of the controller's own writes (10 s).
+const REACTION: Duration = Duration::from_secs(8);
+/// How long hollow nodes get to run new pods.
+const POD_START: Duration = Duration::from_secs(30);
 
-/// `styrman hollow-nodes`, killed on drop.
-struct HollowNodes(Child);
-
-impl HollowNodes {
-    fn start(c: &Cluster, args: &[&str]) -> HollowNodes {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_styrman"));
-        styrman_testkit::die_with_parent(&mut command);
-        let child = command
-            .arg("hollow-nodes")
-            .arg(format!("--kubeconfig={}", c.kubeconfig().display()))
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("run styrman hollow-nodes");
-        HollowNodes(child)
-    }
-}
-
-impl Drop for HollowNodes {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Waits until the controllers have reacted (`check` holds); panics with `what` and the last
-/// thing seen after 8 s. They react in well under a second: the bound is tight enough to catch
-/// a sync held back by a lost track of the controller's own writes (10 s).
-fn eventually(what: &str, check: impl FnMut() -> Result<(), String>) {
-    wait_until(what, Duration::from_secs(8), check)
-}
-
-/// Waits until `check` holds; panics with `what` and the last thing seen after `limit`.
-fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> Result<(), String>) {
-    let deadline = Instant::now() + limit;
-    loop {
-        match check() {
-            Ok(()) => return,
-            Err(seen) if Instant::now() > deadline => panic!("timed out waiting until {what}; last seen: {seen}"),
-            Err(_) => std::thread::sleep(Duration::from_millis(100)),
-        }
-    }
-}
-
-fn cluster_with_nodes(node_args: &[&str]) -> (Cluster, HollowNodes) {
+fn cluster_with_nodes(node_args: &[&str]) -> (Cluster, ChildProcess) {
     let c = Cluster::start(env!("CARGO_BIN_EXE_styrman").as_ref()).expect("start styrman server");
-    let nodes = HollowNodes::start(&c, node_args);
+    let nodes = c.hollow_nodes(node_args);
     (c, nodes)
 }
 
@@ -146,14 +101,14 @@ spec:
 ",
     );
     let mut ips = Vec::new();
-    wait_until("the three pods run with IPs", Duration::from_secs(30), || {
+    eventually("the three pods run with IPs", POD_START, || {
         ips = ["a", "b", "c"].iter().map(|p| pod_ip(&c, p)).collect();
         if ips.iter().all(|ip| !ip.is_empty()) { Ok(()) } else { Err(format!("{ips:?}")) }
     });
     let (ip_a, ip_b, ip_c) = (ips[0].clone(), ips[1].clone(), ips[2].clone());
     let mut all_ready = vec![format!("{ip_a}:8080"), format!("{ip_b}:8080"), format!("{ip_c}:9090")];
     all_ready.sort();
-    eventually("Endpoints list the three ready pods on their own ports", || {
+    eventually("Endpoints list the three ready pods on their own ports", REACTION, || {
         let endpoints = get(&c, &["endpoints", "web"]);
         expect_eq(endpoint_addresses(&endpoints), (all_ready.clone(), vec![]))
     });
@@ -183,7 +138,7 @@ spec:
 
     // The slices: owned by the Service, labelled, one per port set, in zone-a.
     let service_uid = get(&c, &["service", "web"])["metadata"]["uid"].clone();
-    eventually("the slices list the three ready pods", || {
+    eventually("the slices list the three ready pods", REACTION, || {
         let seen: Vec<(String, Value)> = slice_endpoints(&c, "web")
             .into_iter()
             .map(|(name, e)| (name, e["conditions"]["ready"].clone()))
@@ -221,12 +176,12 @@ spec:
         "-p",
         r#"{"status":{"conditions":[{"type":"Ready","status":"False"}]}}"#,
     ]);
-    eventually("pod a is a not-ready address", || {
+    eventually("pod a is a not-ready address", REACTION, || {
         let endpoints = get(&c, &["endpoints", "web"]);
         let want_ready = vec![format!("{ip_b}:8080"), format!("{ip_c}:9090")];
         expect_eq(endpoint_addresses(&endpoints), (want_ready, vec![format!("{ip_a}:8080")]))
     });
-    eventually("pod a's slice endpoint is neither ready nor serving", || {
+    eventually("pod a's slice endpoint is neither ready nor serving", REACTION, || {
         let endpoints = slice_endpoints(&c, "web");
         let a = endpoints.iter().find(|(n, _)| n == "a").map(|(_, e)| e["conditions"].clone());
         expect_eq(a, Some(serde_json::json!({"ready": false, "serving": false, "terminating": false})))
@@ -234,18 +189,18 @@ spec:
 
     // Pod b goes: from both.
     c.kubectl_ok(&["delete", "pod", "b", "--timeout=30s"]);
-    eventually("pod b is gone from the Endpoints", || {
+    eventually("pod b is gone from the Endpoints", REACTION, || {
         let endpoints = get(&c, &["endpoints", "web"]);
         expect_eq(endpoint_addresses(&endpoints), (vec![format!("{ip_c}:9090")], vec![format!("{ip_a}:8080")]))
     });
-    eventually("pod b is gone from the slices", || {
+    eventually("pod b is gone from the slices", REACTION, || {
         let names: Vec<String> = slice_endpoints(&c, "web").into_iter().map(|(n, _)| n).collect();
         expect_eq(names, vec!["a".to_string(), "c".to_string()])
     });
 
     // A new pod joins.
     c.apply(&pod("d", 8080, ""));
-    eventually("pod d joins the slices", || {
+    eventually("pod d joins the slices", REACTION, || {
         let names: Vec<String> = slice_endpoints(&c, "web").into_iter().map(|(n, _)| n).collect();
         expect_eq(names, vec!["a".to_string(), "c".to_string(), "d".to_string()])
     });
@@ -253,7 +208,7 @@ spec:
     // The Service goes: its Endpoints and (through the garbage collector) its slices too.
     c.kubectl_ok(&["delete", "service", "web"]);
     c.kubectl_ok(&["wait", "--for=delete", "endpoints/web", "--timeout=30s"]);
-    eventually("the slices are gone", || expect_eq(slices(&c, "web").len(), 0));
+    eventually("the slices are gone", REACTION, || expect_eq(slices(&c, "web").len(), 0));
 }
 
 #[test]
@@ -290,7 +245,7 @@ subsets: [{addresses: [{ip: 192.0.2.7}], ports: [{port: 80}]}]
 ",
     );
     let mut ips = Vec::new();
-    wait_until("both pods run with IPs", Duration::from_secs(30), || {
+    eventually("both pods run with IPs", POD_START, || {
         ips = ["named", "plain"].iter().map(|p| pod_ip(&c, p)).collect();
         if ips.iter().all(|ip| !ip.is_empty()) { Ok(()) } else { Err(format!("{ips:?}")) }
     });
@@ -299,7 +254,7 @@ subsets: [{addresses: [{ip: 192.0.2.7}], ports: [{port: 80}]}]
 
     // Headless without ports: addresses only, the pod naming the Service as its subdomain
     // with its hostname, and the headless label.
-    eventually("the headless Service lists both pods", || {
+    eventually("the headless Service lists both pods", REACTION, || {
         expect_eq(endpoint_addresses(&get(&c, &["endpoints", "db"])), (both.clone(), vec![]))
     });
     let db = get(&c, &["endpoints", "db"]);
@@ -314,7 +269,7 @@ subsets: [{addresses: [{ip: 192.0.2.7}], ports: [{port: 80}]}]
     };
     assert_eq!(hostname_of("named"), "named-host", "{db}");
     assert_eq!(hostname_of("plain"), Value::Null, "{db}");
-    eventually("the headless Service's slice lists both pods", || {
+    eventually("the headless Service's slice lists both pods", REACTION, || {
         expect_eq(slice_endpoints(&c, "db").len(), 2)
     });
     let db_slice = &slices(&c, "db")[0];
@@ -325,7 +280,7 @@ subsets: [{addresses: [{ip: 192.0.2.7}], ports: [{port: 80}]}]
     // publishNotReadyAddresses: a pod that is not ready is still listed as ready.
     let mut on_8080: Vec<String> = ips.iter().map(|ip| format!("{ip}:8080")).collect();
     on_8080.sort();
-    eventually("the publishing Service lists both pods", || {
+    eventually("the publishing Service lists both pods", REACTION, || {
         expect_eq(endpoint_addresses(&get(&c, &["endpoints", "all"])), (on_8080.clone(), vec![]))
     });
     c.kubectl_ok(&[
@@ -336,14 +291,14 @@ subsets: [{addresses: [{ip: 192.0.2.7}], ports: [{port: 80}]}]
         "-p",
         r#"{"status":{"conditions":[{"type":"Ready","status":"False"}]}}"#,
     ]);
-    eventually("the not-ready pod is not serving in the publishing Service's slice", || {
+    eventually("the not-ready pod is not serving in the publishing Service's slice", REACTION, || {
         let endpoints = slice_endpoints(&c, "all");
         let plain = endpoints.iter().find(|(n, _)| n == "plain").map(|(_, e)| e["conditions"].clone());
         expect_eq(plain, Some(serde_json::json!({"ready": true, "serving": false, "terminating": false})))
     });
     assert_eq!(endpoint_addresses(&get(&c, &["endpoints", "all"])), (on_8080.clone(), vec![]));
     // The headless Service does not publish not-ready pods: the pod moves over.
-    eventually("the headless Service lists the pod as not ready", || {
+    eventually("the headless Service lists the pod as not ready", REACTION, || {
         let (ready, not_ready) = endpoint_addresses(&get(&c, &["endpoints", "db"]));
         expect_eq((ready.len(), not_ready), (1, vec![format!("{}:-", ips[1])]))
     });

@@ -4,11 +4,10 @@
 //! evicted as their tolerations say, and the node recovers when its kubelet comes back; when
 //! every node goes silent at once, nothing is evicted.
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
-use styrman_testkit::Cluster;
+use styrman_testkit::{Cluster, eventually, json};
 
 /// Short enough for a test, long enough that hollow nodes (which renew their Lease every 10 s)
 /// never look silent while they run, even on a busy machine.
@@ -16,46 +15,6 @@ const GRACE: &str = "--node-monitor-grace-period=20s";
 /// Four /24s: exactly the four nodes the test starts with.
 const CLUSTER_CIDR: &str = "--cluster-cidr=10.100.0.0/22";
 const UNREACHABLE: &str = "node.kubernetes.io/unreachable";
-
-fn json(text: &str) -> Value {
-    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
-}
-
-/// `styrman hollow-nodes`, killed on drop (SIGKILL: a kubelet that dies, not one that stops).
-struct HollowNodes(Child);
-
-impl HollowNodes {
-    fn start(c: &Cluster, count: usize, prefix: &str) -> HollowNodes {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_styrman"));
-        styrman_testkit::die_with_parent(&mut command);
-        let child = command
-            .arg("hollow-nodes")
-            .arg(format!("--kubeconfig={}", c.kubeconfig().display()))
-            .arg(format!("--count={count}"))
-            .arg(format!("--prefix={prefix}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("run styrman hollow-nodes");
-        HollowNodes(child)
-    }
-}
-
-impl Drop for HollowNodes {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn eventually(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
 
 fn node(c: &Cluster, name: &str) -> Value {
     json(&c.kubectl_ok(&["get", "node", name, "-o", "json"]))
@@ -176,8 +135,8 @@ fn running(c: &Cluster, name: &str) -> bool {
 #[test]
 fn nodes_get_pod_cidrs_and_dead_nodes_are_tainted_and_drained() {
     let c = Cluster::start_with(env!("CARGO_BIN_EXE_styrman").as_ref(), &[GRACE, CLUSTER_CIDR]).expect("start styrman server");
-    let many = HollowNodes::start(&c, 3, "many-");
-    let lone = HollowNodes::start(&c, 1, "lone-");
+    let many = c.hollow_nodes(&["--count=3", "--prefix=many-"]);
+    let lone = c.hollow_nodes(&["--count=1", "--prefix=lone-"]);
     let names = ["many-0", "many-1", "many-2", "lone-0"];
     eventually("four nodes are Ready", Duration::from_secs(30), || {
         c.kubectl_ok(&["get", "nodes", "--no-headers"]).matches(" Ready ").count() == 4
@@ -199,7 +158,7 @@ fn nodes_get_pod_cidrs_and_dead_nodes_are_tainted_and_drained() {
     assert_eq!(distinct.len(), 4, "{cidrs:?}");
 
     // The range is full: a fifth node waits and says why; a deleted node's subnet goes to it.
-    let extra = HollowNodes::start(&c, 1, "extra-");
+    let extra = c.hollow_nodes(&["--count=1", "--prefix=extra-"]);
     eventually("the fifth node is told no CIDR is left", Duration::from_secs(30), || {
         !events(&c, "extra-0", "CIDRNotAvailable").is_empty()
     });
@@ -304,7 +263,7 @@ fn nodes_get_pod_cidrs_and_dead_nodes_are_tainted_and_drained() {
 
     // The kubelet comes back: the node is Ready again, untainted, with the same podCIDR, and
     // the evicted pods' deletion completes.
-    let lone = HollowNodes::start(&c, 1, "lone-");
+    let lone = c.hollow_nodes(&["--count=1", "--prefix=lone-"]);
     eventually("the node recovers", Duration::from_secs(30), || {
         let n = node(&c, "lone-0");
         condition(&n, "Ready")["status"] == "True" && taints(&n).is_empty()

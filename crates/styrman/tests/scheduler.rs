@@ -2,51 +2,14 @@
 //! placement by resources, node selectors and taints, what users read when a pod cannot be
 //! placed, and pods for another scheduler left alone.
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use serde_json::Value;
-use styrman_testkit::Cluster;
+use styrman_testkit::{Cluster, eventually, json};
 
-fn json(text: &str) -> Value {
-    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
-}
-
-/// A child process (hollow nodes, a second scheduler), killed on drop.
-struct Process(Child);
-
-impl Process {
-    /// `styrman hollow-nodes` with `args`, against the cluster.
-    fn hollow_nodes(c: &Cluster, args: &[&str]) -> Process {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_styrman"));
-        styrman_testkit::die_with_parent(&mut command);
-        let child = command
-            .arg("hollow-nodes")
-            .arg(format!("--kubeconfig={}", c.kubeconfig().display()))
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("run styrman hollow-nodes");
-        Process(child)
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
+/// How long the scheduler and hollow nodes get to do what a test waits for.
+const TIMEOUT: Duration = Duration::from_secs(30);
 
 fn pod(name: &str, cpu: &str, extra_spec: &str) -> String {
     format!(
@@ -92,8 +55,8 @@ fn events(c: &Cluster, pod: &str, reason: &str) -> Vec<String> {
 #[test]
 fn pods_are_placed_by_resources_selectors_and_taints() {
     let c = Cluster::start(env!("CARGO_BIN_EXE_styrman").as_ref()).expect("start styrman server");
-    let _nodes = Process::hollow_nodes(&c, &["--count=3", "--cpu=2", "--memory=4Gi"]);
-    eventually("three nodes are Ready", || {
+    let _nodes = c.hollow_nodes(&["--count=3", "--cpu=2", "--memory=4Gi"]);
+    eventually("three nodes are Ready", TIMEOUT, || {
         c.kubectl_ok(&["get", "nodes", "--no-headers"]).matches(" Ready ").count() == 3
     });
     let leases = c.kubectl_ok(&["get", "leases", "-n", "kube-node-lease", "-o", "name"]);
@@ -103,7 +66,7 @@ fn pods_are_placed_by_resources_selectors_and_taints() {
     for name in ["a", "b", "c"] {
         c.apply(&pod(name, "1500m", ""));
     }
-    eventually("the pods run", || ["a", "b", "c"].iter().all(|p| running(&c, p)));
+    eventually("the pods run", TIMEOUT, || ["a", "b", "c"].iter().all(|p| running(&c, p)));
     let mut nodes: Vec<String> = ["a", "b", "c"].iter().map(|p| node_of(&c, p)).collect();
     nodes.sort();
     assert_eq!(nodes, ["hollow-0", "hollow-1", "hollow-2"]);
@@ -114,7 +77,7 @@ fn pods_are_placed_by_resources_selectors_and_taints() {
 
     // A fourth does not fit anywhere: users read why.
     c.apply(&pod("d", "1500m", ""));
-    eventually("d is reported unschedulable", || !events(&c, "d", "FailedScheduling").is_empty());
+    eventually("d is reported unschedulable", TIMEOUT, || !events(&c, "d", "FailedScheduling").is_empty());
     assert_eq!(
         events(&c, "d", "FailedScheduling")[0],
         "0/3 nodes are available: 3 Insufficient cpu. preemption: 0/3 nodes are available: 3 No preemption victims found for incoming pod."
@@ -131,14 +94,14 @@ fn pods_are_placed_by_resources_selectors_and_taints() {
     // Room is made: the pending pod is placed where it was made.
     let freed = node_of(&c, "b");
     c.kubectl_ok(&["delete", "pod", "b"]);
-    eventually("d is placed once there is room", || running(&c, "d"));
+    eventually("d is placed once there is room", TIMEOUT, || running(&c, "d"));
     assert_eq!(node_of(&c, "d"), freed);
 
     // Node selectors: amd64 matches every hollow node, x86 none.
     c.apply(&pod("amd64", "10m", "  nodeSelector: {kubernetes.io/arch: amd64}"));
     c.apply(&pod("x86", "10m", "  nodeSelector: {kubernetes.io/arch: x86}"));
-    eventually("the amd64 pod runs", || running(&c, "amd64"));
-    eventually("the x86 pod is reported", || !events(&c, "x86", "FailedScheduling").is_empty());
+    eventually("the amd64 pod runs", TIMEOUT, || running(&c, "amd64"));
+    eventually("the x86 pod is reported", TIMEOUT, || !events(&c, "x86", "FailedScheduling").is_empty());
     assert!(
         events(&c, "x86", "FailedScheduling")[0]
             .starts_with("0/3 nodes are available: 3 node(s) didn't match Pod's node affinity/selector."),
@@ -147,17 +110,17 @@ fn pods_are_placed_by_resources_selectors_and_taints() {
     );
 
     // Taints: a tainted pool only takes pods that tolerate it.
-    let _gpu = Process::hollow_nodes(&c, &["--count=1", "--prefix=gpu-", "--labels=pool=gpu", "--taints=gpu=yes:NoSchedule"]);
-    eventually("the gpu node is Ready", || c.kubectl_ok(&["get", "nodes", "--no-headers"]).matches(" Ready ").count() == 4);
+    let _gpu = c.hollow_nodes(&["--count=1", "--prefix=gpu-", "--labels=pool=gpu", "--taints=gpu=yes:NoSchedule"]);
+    eventually("the gpu node is Ready", TIMEOUT, || c.kubectl_ok(&["get", "nodes", "--no-headers"]).matches(" Ready ").count() == 4);
     c.apply(&pod("intolerant", "10m", "  nodeSelector: {pool: gpu}"));
     c.apply(&pod(
         "tolerant",
         "10m",
         "  nodeSelector: {pool: gpu}\n  tolerations: [{key: gpu, operator: Equal, value: 'yes', effect: NoSchedule}]",
     ));
-    eventually("the tolerant pod runs on the gpu node", || running(&c, "tolerant"));
+    eventually("the tolerant pod runs on the gpu node", TIMEOUT, || running(&c, "tolerant"));
     assert_eq!(node_of(&c, "tolerant"), "gpu-0");
-    eventually("the intolerant pod is reported", || !events(&c, "intolerant", "FailedScheduling").is_empty());
+    eventually("the intolerant pod is reported", TIMEOUT, || !events(&c, "intolerant", "FailedScheduling").is_empty());
     let message = &events(&c, "intolerant", "FailedScheduling")[0];
     assert!(
         message.starts_with(
@@ -168,14 +131,14 @@ fn pods_are_placed_by_resources_selectors_and_taints() {
 
     // A gated pod waits, saying so, until its gates are removed.
     c.apply(&pod("gated", "10m", "  schedulingGates: [{name: example.com/wait}]"));
-    eventually("the gated pod says why it waits", || {
+    eventually("the gated pod says why it waits", TIMEOUT, || {
         get_pod(&c, "gated")["status"]["conditions"]
             .as_array()
             .is_some_and(|cs| cs.iter().any(|c| c["reason"] == "SchedulingGated"))
     });
     assert_eq!(node_of(&c, "gated"), "");
     c.kubectl_ok(&["patch", "pod", "gated", "--type=json", "-p", r#"[{"op":"remove","path":"/spec/schedulingGates"}]"#]);
-    eventually("the ungated pod runs", || running(&c, "gated"));
+    eventually("the ungated pod runs", TIMEOUT, || running(&c, "gated"));
 
     // A pod for another scheduler is left alone.
     c.apply(&pod("elsewhere", "10m", "  schedulerName: my-scheduler"));
@@ -189,9 +152,9 @@ fn pods_are_placed_by_resources_selectors_and_taints() {
 #[test]
 fn spread_over_zones_and_anti_affinity_between_replicas() {
     let c = Cluster::start(env!("CARGO_BIN_EXE_styrman").as_ref()).expect("start styrman server");
-    let _a = Process::hollow_nodes(&c, &["--count=2", "--prefix=a-", "--labels=topology.kubernetes.io/zone=a"]);
-    let _b = Process::hollow_nodes(&c, &["--count=2", "--prefix=b-", "--labels=topology.kubernetes.io/zone=b"]);
-    eventually("four nodes are Ready", || {
+    let _a = c.hollow_nodes(&["--count=2", "--prefix=a-", "--labels=topology.kubernetes.io/zone=a"]);
+    let _b = c.hollow_nodes(&["--count=2", "--prefix=b-", "--labels=topology.kubernetes.io/zone=b"]);
+    eventually("four nodes are Ready", TIMEOUT, || {
         c.kubectl_ok(&["get", "nodes", "--no-headers"]).matches(" Ready ").count() == 4
     });
     let spread = "  topologySpreadConstraints:
@@ -200,7 +163,7 @@ fn spread_over_zones_and_anti_affinity_between_replicas() {
     for i in 0..4 {
         c.apply(&pod(&format!("web-{i}"), "10m", spread).replace("metadata: {name:", "metadata: {labels: {app: web}, name:"));
         // One at a time: each placement is counted before the next is decided.
-        eventually("the pod runs", || running(&c, &format!("web-{i}")));
+        eventually("the pod runs", TIMEOUT, || running(&c, &format!("web-{i}")));
     }
     let zones: Vec<String> = (0..4).map(|i| node_of(&c, &format!("web-{i}"))[..1].to_string()).collect();
     assert_eq!(zones.iter().filter(|z| *z == "a").count(), 2, "{zones:?}");
@@ -212,13 +175,13 @@ fn spread_over_zones_and_anti_affinity_between_replicas() {
     for i in 0..5 {
         c.apply(&pod(&format!("solo-{i}"), "10m", apart).replace("metadata: {name:", "metadata: {labels: {app: solo}, name:"));
     }
-    eventually("four solo pods run", || (0..5).filter(|i| running(&c, &format!("solo-{i}"))).count() == 4);
+    eventually("four solo pods run", TIMEOUT, || (0..5).filter(|i| running(&c, &format!("solo-{i}"))).count() == 4);
     let mut hosts: Vec<String> = (0..5).map(|i| node_of(&c, &format!("solo-{i}"))).filter(|n| !n.is_empty()).collect();
     hosts.sort();
     hosts.dedup();
     assert_eq!(hosts.len(), 4, "one per node: {hosts:?}");
     let pending = (0..5).map(|i| format!("solo-{i}")).find(|p| node_of(&c, p).is_empty()).unwrap();
-    eventually("the fifth is reported", || !events(&c, &pending, "FailedScheduling").is_empty());
+    eventually("the fifth is reported", TIMEOUT, || !events(&c, &pending, "FailedScheduling").is_empty());
     let message = &events(&c, &pending, "FailedScheduling")[0];
     assert!(
         message.starts_with("0/4 nodes are available: 4 node(s) didn't match pod anti-affinity rules."),
@@ -229,8 +192,8 @@ fn spread_over_zones_and_anti_affinity_between_replicas() {
 #[test]
 fn a_higher_priority_pod_preempts_lower_priority_ones() {
     let c = Cluster::start(env!("CARGO_BIN_EXE_styrman").as_ref()).expect("start styrman server");
-    let _nodes = Process::hollow_nodes(&c, &["--count=2", "--cpu=2", "--memory=4Gi"]);
-    eventually("two nodes are Ready", || {
+    let _nodes = c.hollow_nodes(&["--count=2", "--cpu=2", "--memory=4Gi"]);
+    eventually("two nodes are Ready", TIMEOUT, || {
         c.kubectl_ok(&["get", "nodes", "--no-headers"]).matches(" Ready ").count() == 2
     });
     c.apply("apiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata: {name: high}\nvalue: 1000\n");
@@ -245,10 +208,10 @@ fn a_higher_priority_pod_preempts_lower_priority_ones() {
     for i in 0..2 {
         c.apply(&pod(&format!("filler-{i}"), "1500m", "  priorityClassName: low"));
     }
-    eventually("the fillers run", || (0..2).all(|i| running(&c, &format!("filler-{i}"))));
+    eventually("the fillers run", TIMEOUT, || (0..2).all(|i| running(&c, &format!("filler-{i}"))));
     assert_eq!(get_pod(&c, "filler-0")["spec"]["priority"], 10);
     c.apply(&pod("urgent", "1500m", "  priorityClassName: high"));
-    eventually("the urgent pod runs", || running(&c, "urgent"));
+    eventually("the urgent pod runs", TIMEOUT, || running(&c, "urgent"));
     let victim = (0..2).map(|i| format!("filler-{i}")).find(|f| !c.kubectl(&["get", "pod", f]).status.success());
     let victim = victim.expect("one filler was preempted");
     assert!(
@@ -275,26 +238,14 @@ fn scrape(addr: &str) -> Option<String> {
 #[test]
 fn a_second_scheduler_places_its_own_pods_and_serves_metrics() {
     let c = Cluster::start(env!("CARGO_BIN_EXE_styrman").as_ref()).expect("start styrman server");
-    let _nodes = Process::hollow_nodes(&c, &["--count=1"]);
+    let _nodes = c.hollow_nodes(&["--count=1"]);
     let addr = format!("127.0.0.1:{}", styrman_testkit::free_port().unwrap());
-    let mut command = Command::new(env!("CARGO_BIN_EXE_styrman"));
-    styrman_testkit::die_with_parent(&mut command);
-    let _second = Process(
-        command
-            .arg("scheduler")
-            .arg(format!("--kubeconfig={}", c.kubeconfig().display()))
-            .args(["--leader-elect=false", "--scheduler-name=metered"])
-            .arg(format!("--metrics-bind-address={addr}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("run a second scheduler"),
-    );
+    let metrics = format!("--metrics-bind-address={addr}");
+    let _second = c.run_styrman("scheduler", &["--leader-elect=false", "--scheduler-name=metered", &metrics]);
     c.apply(&pod("mine", "10m", "  schedulerName: metered"));
     c.apply(&pod("stuck", "10m", "  schedulerName: metered\n  nodeSelector: {kubernetes.io/arch: x86}"));
-    eventually("the second scheduler places its pod", || running(&c, "mine"));
-    eventually("its metrics count both attempts", || {
+    eventually("the second scheduler places its pod", TIMEOUT, || running(&c, "mine"));
+    eventually("its metrics count both attempts", TIMEOUT, || {
         scrape(&addr).is_some_and(|m| {
             m.contains(r#"scheduler_schedule_attempts_total{profile="metered",result="scheduled"} 1"#)
                 && m.contains(r#"scheduler_schedule_attempts_total{profile="metered",result="unschedulable"}"#)
@@ -307,55 +258,26 @@ fn a_second_scheduler_places_its_own_pods_and_serves_metrics() {
 #[test]
 fn a_standby_scheduler_takes_over_when_the_leader_dies() {
     let mut c = Cluster::start(env!("CARGO_BIN_EXE_styrman").as_ref()).expect("start styrman server");
-    let _nodes = Process::hollow_nodes(&c, &["--count=2"]);
+    let _nodes = c.hollow_nodes(&["--count=2"]);
     let holder = |c: &Cluster| {
         let lease = json(&c.kubectl_ok(&["get", "lease", "-n", "kube-system", "kube-scheduler", "-o", "json"]));
         lease["spec"]["holderIdentity"].as_str().unwrap_or("").to_string()
     };
-    eventually("the supervised scheduler leads", || !holder(&c).is_empty());
+    eventually("the supervised scheduler leads", TIMEOUT, || !holder(&c).is_empty());
     let first = holder(&c);
     // A standby replica of the same scheduler, waiting on the lease.
-    let mut command = Command::new(env!("CARGO_BIN_EXE_styrman"));
-    styrman_testkit::die_with_parent(&mut command);
-    let _standby = Process(
-        command
-            .arg("scheduler")
-            .arg(format!("--kubeconfig={}", c.kubeconfig().display()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("run a standby scheduler"),
-    );
+    let _standby = c.run_styrman("scheduler", &[]);
     c.apply(&pod("before", "10m", ""));
-    eventually("the leader places a pod", || running(&c, "before"));
+    eventually("the leader places a pod", TIMEOUT, || running(&c, "before"));
     // The leader dies without releasing its lease: another candidate takes over once it expires.
     c.kill_component("scheduler").expect("kill the leading scheduler");
     for i in 0..5 {
         c.apply(&pod(&format!("after-{i}"), "10m", ""));
     }
-    eventually("a new leader places the pods", || (0..5).all(|i| running(&c, &format!("after-{i}"))));
+    eventually("a new leader places the pods", TIMEOUT, || (0..5).all(|i| running(&c, &format!("after-{i}"))));
     assert_ne!(holder(&c), first, "the lease changed hands");
     for name in ["before", "after-0", "after-1", "after-2", "after-3", "after-4"] {
         assert_eq!(events(&c, name, "Scheduled").len(), 1, "{name} was bound once");
-    }
-}
-
-impl Process {
-    /// Another `styrman scheduler` with `args`, against the cluster.
-    fn scheduler(c: &Cluster, args: &[&str]) -> Process {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_styrman"));
-        styrman_testkit::die_with_parent(&mut command);
-        let child = command
-            .arg("scheduler")
-            .arg(format!("--kubeconfig={}", c.kubeconfig().display()))
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("run a second scheduler");
-        Process(child)
     }
 }
 
@@ -381,7 +303,7 @@ fn place_one_by_one(c: &Cluster, pods: &[(String, String)]) -> Vec<String> {
     pods.iter()
         .map(|(name, manifest)| {
             c.apply(manifest);
-            eventually(&format!("{name} is bound"), || !node_of(c, name).is_empty());
+            eventually(&format!("{name} is bound"), TIMEOUT, || !node_of(c, name).is_empty());
             node_of(c, name)
         })
         .collect()
@@ -409,9 +331,9 @@ fn most_allocated_packs_where_least_allocated_spreads() {
     let c = Cluster::start(env!("CARGO_BIN_EXE_styrman").as_ref()).expect("start styrman server");
     // Images too small for ImageLocality to care (below its 23 MB floor): only resources count.
     let node_args = ["--count=3", "--cpu=4", "--memory=8Gi", "--image-size=1Mi"];
-    let _pack = Process::hollow_nodes(&c, &[&node_args[..], &["--prefix=pack-", "--labels=pool=pack"]].concat());
-    let _spread = Process::hollow_nodes(&c, &[&node_args[..], &["--prefix=spread-", "--labels=pool=spread"]].concat());
-    eventually("six nodes are Ready", || ready_nodes(&c) == 6);
+    let _pack = c.hollow_nodes(&[&node_args[..], &["--prefix=pack-", "--labels=pool=pack"]].concat());
+    let _spread = c.hollow_nodes(&[&node_args[..], &["--prefix=spread-", "--labels=pool=spread"]].concat());
+    eventually("six nodes are Ready", TIMEOUT, || ready_nodes(&c) == 6);
     // One process, two profiles: the same pods packed by one and spread by the other.
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("scheduler.yaml");
@@ -429,7 +351,7 @@ profiles:
 ",
     )
     .unwrap();
-    let _second = Process::scheduler(&c, &[&format!("--config={}", config.display())]);
+    let _second = c.run_styrman("scheduler", &[&format!("--config={}", config.display())]);
     let pod = |name: &str, scheduler: &str, pool: &str| {
         let manifest = format!(
             "apiVersion: v1
@@ -483,9 +405,9 @@ profiles:
 #[test]
 fn image_locality_prefers_the_node_that_has_the_image() {
     let c = Cluster::start(env!("CARGO_BIN_EXE_styrman").as_ref()).expect("start styrman server");
-    let _cached = Process::hollow_nodes(&c, &["--count=1", "--prefix=cached-", "--images=registry.example.com/big:v1:900Mi"]);
-    let _plain = Process::hollow_nodes(&c, &["--count=3", "--prefix=plain-", "--image-size=900Mi"]);
-    eventually("four nodes are Ready", || ready_nodes(&c) == 4);
+    let _cached = c.hollow_nodes(&["--count=1", "--prefix=cached-", "--images=registry.example.com/big:v1:900Mi"]);
+    let _plain = c.hollow_nodes(&["--count=3", "--prefix=plain-", "--image-size=900Mi"]);
+    eventually("four nodes are Ready", TIMEOUT, || ready_nodes(&c) == 4);
     let cached = json(&c.kubectl_ok(&["get", "node", "cached-0", "-o", "json"]));
     assert_eq!(cached["status"]["images"][0]["names"][1], "registry.example.com/big:v1", "{}", cached["status"]);
     assert_eq!(cached["status"]["images"][0]["sizeBytes"], 900 * 1024 * 1024);
@@ -497,7 +419,7 @@ fn image_locality_prefers_the_node_that_has_the_image() {
 
     // A node that ran a pod holds its image afterwards, as a kubelet reports it.
     c.apply(&labelled_pod("first", "app: fresh", "fresh", "  nodeName: plain-1"));
-    eventually("plain-1 reports the image it pulled", || {
+    eventually("plain-1 reports the image it pulled", TIMEOUT, || {
         let node = json(&c.kubectl_ok(&["get", "node", "plain-1", "-o", "json"]));
         node["status"]["images"]
             .as_array()
@@ -512,8 +434,8 @@ fn image_locality_prefers_the_node_that_has_the_image() {
 #[test]
 fn existing_pods_affinity_terms_weigh_on_new_pods() {
     let c = Cluster::start(env!("CARGO_BIN_EXE_styrman").as_ref()).expect("start styrman server");
-    let _nodes = Process::hollow_nodes(&c, &["--count=2"]);
-    eventually("two nodes are Ready", || ready_nodes(&c) == 2);
+    let _nodes = c.hollow_nodes(&["--count=2"]);
+    eventually("two nodes are Ready", TIMEOUT, || ready_nodes(&c) == 2);
     // An existing pod that would rather not share its host with crowd pods.
     c.apply(&labelled_pod(
         "loner",
@@ -526,7 +448,7 @@ fn existing_pods_affinity_terms_weigh_on_new_pods() {
       - weight: 100
         podAffinityTerm: {labelSelector: {matchLabels: {app: crowd}}, topologyKey: kubernetes.io/hostname}",
     ));
-    eventually("the loner runs", || running(&c, "loner"));
+    eventually("the loner runs", TIMEOUT, || running(&c, "loner"));
     let crowd: Vec<(String, String)> = (0..6)
         .map(|i| (format!("crowd-{i}"), labelled_pod(&format!("crowd-{i}"), "app: crowd", "nginx", "")))
         .collect();
@@ -544,7 +466,7 @@ fn existing_pods_affinity_terms_weigh_on_new_pods() {
       requiredDuringSchedulingIgnoredDuringExecution:
       - {labelSelector: {matchLabels: {app: follower}}, topologyKey: kubernetes.io/hostname}",
     ));
-    eventually("the magnet runs", || running(&c, "magnet"));
+    eventually("the magnet runs", TIMEOUT, || running(&c, "magnet"));
     let followers: Vec<(String, String)> = (0..4)
         .map(|i| (format!("follower-{i}"), labelled_pod(&format!("follower-{i}"), "app: follower", "nginx", "")))
         .collect();
@@ -555,8 +477,8 @@ fn existing_pods_affinity_terms_weigh_on_new_pods() {
 #[test]
 fn pods_a_service_selects_spread_over_nodes_by_default() {
     let c = Cluster::start(env!("CARGO_BIN_EXE_styrman").as_ref()).expect("start styrman server");
-    let _nodes = Process::hollow_nodes(&c, &["--count=4"]);
-    eventually("four nodes are Ready", || ready_nodes(&c) == 4);
+    let _nodes = c.hollow_nodes(&["--count=4"]);
+    eventually("four nodes are Ready", TIMEOUT, || ready_nodes(&c) == 4);
     c.apply("apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  selector: {app: web}\n  ports: [{port: 80}]\n");
     let web: Vec<(String, String)> = (0..8)
         .map(|i| (format!("web-{i}"), labelled_pod(&format!("web-{i}"), "app: web", "nginx", "")))

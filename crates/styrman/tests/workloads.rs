@@ -6,58 +6,20 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Stdio};
+use std::time::Duration;
 
 use serde_json::Value;
-use styrman_testkit::Cluster;
+use styrman_testkit::{ChildProcess, Cluster, eventually, json};
 
-fn json(text: &str) -> Value {
-    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
-}
-
-/// A child process (hollow nodes, a watch, a standby controller manager), killed on drop.
-struct Process(Child);
-
-impl Process {
-    fn styrman(args: &[&str]) -> Process {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_styrman"));
-        styrman_testkit::die_with_parent(&mut command);
-        let child = command
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("run styrman");
-        Process(child)
-    }
-
-    fn hollow_nodes(c: &Cluster, count: usize) -> Process {
-        Process::styrman(&["hollow-nodes", &format!("--kubeconfig={}", c.kubeconfig().display()), &format!("--count={count}")])
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+/// How long the controllers, scheduler and hollow nodes get to do what a test waits for.
+const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A cluster with three hollow nodes.
-fn cluster() -> (Cluster, Process) {
+fn cluster() -> (Cluster, ChildProcess) {
     let c = Cluster::start(env!("CARGO_BIN_EXE_styrman").as_ref()).expect("start styrman server");
-    let nodes = Process::hollow_nodes(&c, 3);
+    let nodes = c.hollow_nodes(&["--count=3"]);
     (c, nodes)
-}
-
-fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 fn get(c: &Cluster, what: &[&str]) -> Value {
@@ -192,16 +154,16 @@ fn a_deployment_runs_scales_and_rolls_out() {
     assert_eq!(rs["metadata"]["name"], format!("web-{hash}"));
 
     c.kubectl_ok(&["scale", "deployment/web", "--replicas=10"]);
-    eventually("10 pods run", || running_pods(&c, "app=web").len() == 10);
+    eventually("10 pods run", TIMEOUT, || running_pods(&c, "app=web").len() == 10);
     rollout_status(&c, "deployment/web");
     c.kubectl_ok(&["scale", "deployment/web", "--replicas=3"]);
-    eventually("3 pods are left", || live_pods(&c, "app=web").len() == 3);
+    eventually("3 pods are left", TIMEOUT, || live_pods(&c, "app=web").len() == 3);
 
     // A new image rolls out one surge pod at a time, never below 3 ready.
     let watch = PodWatch::start(&c, "app=web");
     c.kubectl_ok(&["set", "image", "deployment/web", "web=nginx:1.26"]);
     rollout_status(&c, "deployment/web");
-    eventually("only new pods are left", || {
+    eventually("only new pods are left", TIMEOUT, || {
         let pods = live_pods(&c, "app=web");
         pods.len() == 3 && images(&pods).iter().all(|i| i == "nginx:1.26")
     });
@@ -223,7 +185,7 @@ fn a_deployment_runs_scales_and_rolls_out() {
     // Undo brings revision 1's template back, as revision 3.
     c.kubectl_ok(&["rollout", "undo", "deployment/web"]);
     rollout_status(&c, "deployment/web");
-    eventually("the old image is back", || {
+    eventually("the old image is back", TIMEOUT, || {
         let pods = live_pods(&c, "app=web");
         pods.len() == 3 && images(&pods).iter().all(|i| i == "nginx:1.25")
     });
@@ -234,7 +196,7 @@ fn a_deployment_runs_scales_and_rolls_out() {
     // A paused Deployment takes template changes without rolling them out.
     c.kubectl_ok(&["rollout", "pause", "deployment/web"]);
     c.kubectl_ok(&["set", "image", "deployment/web", "web=nginx:1.27"]);
-    eventually("the controller saw the paused change", || {
+    eventually("the controller saw the paused change", TIMEOUT, || {
         let d = get(&c, &["deployment", "web"]);
         d["status"]["observedGeneration"] == d["metadata"]["generation"]
             && d["status"]["conditions"].as_array().unwrap().iter().any(|c| c["reason"] == "DeploymentPaused")
@@ -243,13 +205,13 @@ fn a_deployment_runs_scales_and_rolls_out() {
     assert!(images(&live_pods(&c, "app=web")).iter().all(|i| i == "nginx:1.25"));
     c.kubectl_ok(&["rollout", "resume", "deployment/web"]);
     rollout_status(&c, "deployment/web");
-    eventually("the paused change rolled out", || images(&live_pods(&c, "app=web")).iter().all(|i| i == "nginx:1.27"));
+    eventually("the paused change rolled out", TIMEOUT, || images(&live_pods(&c, "app=web")).iter().all(|i| i == "nginx:1.27"));
 
     // A restart replaces every pod with the same image.
     let before: Vec<String> = live_pods(&c, "app=web").iter().map(|p| p["metadata"]["name"].as_str().unwrap().into()).collect();
     c.kubectl_ok(&["rollout", "restart", "deployment/web"]);
     rollout_status(&c, "deployment/web");
-    eventually("every pod was replaced", || {
+    eventually("every pod was replaced", TIMEOUT, || {
         let pods = live_pods(&c, "app=web");
         pods.len() == 3 && pods.iter().all(|p| !before.contains(&p["metadata"]["name"].as_str().unwrap().to_string()))
     });
@@ -265,7 +227,7 @@ fn a_recreate_deployment_stops_old_pods_before_starting_new_ones() {
     let watch = PodWatch::start(&c, "app=web");
     c.kubectl_ok(&["set", "image", "deployment/web", "web=nginx:1.26"]);
     rollout_status(&c, "deployment/web");
-    eventually("3 new pods run", || {
+    eventually("3 new pods run", TIMEOUT, || {
         let pods = running_pods(&c, "app=web");
         pods.len() == 3 && images(&pods).iter().all(|i| i == "nginx:1.26")
     });
@@ -302,8 +264,8 @@ spec:
     spec: {containers: [{name: c, image: redis}]}
 ",
     );
-    eventually("3 pods run", || running_pods(&c, "app=cache").len() == 3);
-    eventually("the status counts them", || {
+    eventually("3 pods run", TIMEOUT, || running_pods(&c, "app=cache").len() == 3);
+    eventually("the status counts them", TIMEOUT, || {
         let s = &get(&c, &["rs", "cache"])["status"];
         s["replicas"] == 3 && s["readyReplicas"] == 3 && s["availableReplicas"] == 3 && s["fullyLabeledReplicas"] == 3
     });
@@ -312,7 +274,7 @@ spec:
     // A deleted pod is replaced.
     let victim = live_pods(&c, "app=cache")[0]["metadata"]["name"].as_str().unwrap().to_string();
     c.kubectl_ok(&["delete", "pod", &victim, "--wait=false"]);
-    eventually("a replacement runs", || {
+    eventually("a replacement runs", TIMEOUT, || {
         let pods = running_pods(&c, "app=cache");
         pods.len() == 3 && pods.iter().all(|p| p["metadata"]["name"] != victim.as_str())
     });
@@ -325,7 +287,7 @@ metadata: {name: stray, labels: {app: cache}}
 spec: {containers: [{name: c, image: redis}]}
 ",
     );
-    eventually("3 pods remain, all the ReplicaSet's", || {
+    eventually("3 pods remain, all the ReplicaSet's", TIMEOUT, || {
         let pods = live_pods(&c, "app=cache");
         pods.len() == 3 && pods.iter().all(|p| p["metadata"]["ownerReferences"][0]["uid"] == uid)
     });
@@ -333,10 +295,10 @@ spec: {containers: [{name: c, image: redis}]}
     // A pod relabelled out of the selector is released and replaced.
     let released = live_pods(&c, "app=cache")[0]["metadata"]["name"].as_str().unwrap().to_string();
     c.kubectl_ok(&["label", "pod", &released, "app=other", "--overwrite"]);
-    eventually("the released pod has no owner", || {
+    eventually("the released pod has no owner", TIMEOUT, || {
         get(&c, &["pod", &released])["metadata"]["ownerReferences"].as_array().is_none_or(|r| r.is_empty())
     });
-    eventually("a replacement runs", || running_pods(&c, "app=cache").len() == 3);
+    eventually("a replacement runs", TIMEOUT, || running_pods(&c, "app=cache").len() == 3);
 
     let events = c.kubectl_ok(&["describe", "rs", "cache"]);
     assert!(events.contains("SuccessfulCreate") && events.contains("Created pod: cache-"), "{events}");
@@ -354,11 +316,11 @@ spec:
     spec: {containers: [{name: c, image: nginx}]}
 ",
     );
-    eventually("2 pods run and the status says so", || {
+    eventually("2 pods run and the status says so", TIMEOUT, || {
         running_pods(&c, "app=legacy").len() == 2 && get(&c, &["rc", "legacy"])["status"]["readyReplicas"] == 2
     });
     c.kubectl_ok(&["scale", "rc/legacy", "--replicas=1"]);
-    eventually("1 pod is left", || live_pods(&c, "app=legacy").len() == 1);
+    eventually("1 pod is left", TIMEOUT, || live_pods(&c, "app=legacy").len() == 1);
 }
 
 #[test]
@@ -377,7 +339,7 @@ fn deleting_a_deployment_follows_the_propagation_policy() {
             assert!(rs["metadata"]["ownerReferences"].as_array().is_none_or(|r| r.is_empty()), "{rs}");
             assert_eq!(rs["spec"]["replicas"], 3);
         } else {
-            eventually("the ReplicaSet and pods are gone", || {
+            eventually("the ReplicaSet and pods are gone", TIMEOUT, || {
                 get(&c, &["rs", "-l", &selector])["items"].as_array().unwrap().is_empty() && live_pods(&c, &selector).is_empty()
             });
         }
@@ -387,21 +349,21 @@ fn deleting_a_deployment_follows_the_propagation_policy() {
 #[test]
 fn a_standby_controller_manager_takes_over_without_duplicating_pods() {
     let mut c = Cluster::start(env!("CARGO_BIN_EXE_styrman").as_ref()).expect("start styrman server");
-    let _nodes = Process::hollow_nodes(&c, 3);
+    let _nodes = c.hollow_nodes(&["--count=3"]);
     let holder = |c: &Cluster| {
         get(c, &["lease", "-n", "kube-system", "kube-controller-manager"])["spec"]["holderIdentity"]
             .as_str()
             .unwrap_or("")
             .to_string()
     };
-    eventually("the supervised controller manager leads", || !holder(&c).is_empty());
+    eventually("the supervised controller manager leads", TIMEOUT, || !holder(&c).is_empty());
     let first = holder(&c);
-    let _standby = Process::styrman(&["controller-manager", &format!("--kubeconfig={}", c.kubeconfig().display())]);
+    let _standby = c.run_styrman("controller-manager", &[]);
     c.apply(WEB);
     rollout_status(&c, "deployment/web");
     c.kill_component("controller-manager").expect("kill the leading controller manager");
     c.kubectl_ok(&["scale", "deployment/web", "--replicas=6"]);
-    eventually("a new leader scales the deployment", || running_pods(&c, "app=web").len() == 6);
+    eventually("a new leader scales the deployment", TIMEOUT, || running_pods(&c, "app=web").len() == 6);
     assert_ne!(holder(&c), first, "the lease changed hands");
     // Nothing made pods twice: the count stays put.
     std::thread::sleep(Duration::from_secs(2));
@@ -421,7 +383,7 @@ fn a_deployment_schedules_by_architecture_or_waits_with_a_reason() {
     rollout_status(&c, "deployment/amd");
     assert_eq!(running_pods(&c, "app=amd").len(), 3);
     c.apply(&with_arch("x86", "x86"));
-    eventually("the x86 pods are pending with a FailedScheduling event", || {
+    eventually("the x86 pods are pending with a FailedScheduling event", TIMEOUT, || {
         let pods = live_pods(&c, "app=x86");
         let events = c.kubectl_ok(&["get", "events", "--field-selector", "reason=FailedScheduling", "-o", "json"]);
         pods.len() == 3

@@ -4,13 +4,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use crate::free_port;
+use crate::{ChildProcess, free_port};
 
 /// A real `styrman server` (the whole control plane as child processes) on loopback, with its
 /// data in a temporary directory, and the real `kubectl` pointed at it. The server runs in its
 /// own process group, and the whole group is killed when this is dropped.
 pub struct Cluster {
     server: Child,
+    /// The binary the server runs, for the other styrman processes a test starts.
+    styrman: PathBuf,
     data: tempfile::TempDir,
     /// HOME for kubectl, so its discovery cache belongs to this cluster alone.
     home: tempfile::TempDir,
@@ -51,6 +53,7 @@ impl Cluster {
         };
         let mut cluster = Cluster {
             server,
+            styrman: styrman.to_path_buf(),
             data,
             home,
             port,
@@ -133,6 +136,35 @@ impl Cluster {
     /// What the server has logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `styrman SUBCOMMAND --kubeconfig=ADMIN_KUBECONFIG` (a component against this cluster),
+    /// not yet run; it dies with the calling process, and its output goes where the caller's does.
+    pub fn styrman_command(&self, subcommand: &str) -> Command {
+        let mut command = Command::new(&self.styrman);
+        crate::die_with_parent(&mut command);
+        command
+            .arg(subcommand)
+            .arg(format!("--kubeconfig={}", self.kubeconfig().display()))
+            .stdin(Stdio::null());
+        command
+    }
+
+    /// Runs `styrman SUBCOMMAND` against this cluster with `args`, its output discarded, until
+    /// the handle is dropped.
+    pub fn run_styrman(&self, subcommand: &str, args: &[&str]) -> ChildProcess {
+        ChildProcess::spawn(
+            self.styrman_command(subcommand)
+                .args(args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        )
+        .unwrap_or_else(|e| panic!("cannot run styrman {subcommand}: {e}"))
+    }
+
+    /// `styrman hollow-nodes` with `args` against this cluster, until the handle is dropped.
+    pub fn hollow_nodes(&self, args: &[&str]) -> ChildProcess {
+        self.run_styrman("hollow-nodes", args)
     }
 
     /// A `kubectl` command against this cluster, not yet run.

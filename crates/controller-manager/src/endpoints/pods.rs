@@ -8,7 +8,9 @@ use std::net::IpAddr;
 use k8s_openapi::api::core::v1::{Pod, Service, ServicePort};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::cache::NamespacedCache;
+use styrman_runtime::WorkQueue;
+
+use crate::informer::{Cache, Change};
 
 /// A Service's work-queue key.
 pub fn key(namespace: &str, name: &str) -> String {
@@ -152,7 +154,7 @@ fn endpoint_view(pod: &Pod) -> impl PartialEq + '_ {
 
 /// The keys of the Services a pod change concerns: those in its namespace whose selector
 /// matches its old or its new labels.
-pub fn services_for_pod_change(services: &NamespacedCache<Service>, old: Option<&Pod>, new: Option<&Pod>) -> Vec<String> {
+pub fn services_for_pod_change(services: &Cache<Service>, old: Option<&Pod>, new: Option<&Pod>) -> Vec<String> {
     if let (Some(old), Some(new)) = (old, new) {
         let same_labels = old.metadata.labels == new.metadata.labels;
         if same_labels && endpoint_view(old) == endpoint_view(new) {
@@ -163,7 +165,7 @@ pub fn services_for_pod_change(services: &NamespacedCache<Service>, old: Option<
         return Vec::new();
     };
     services
-        .in_namespace(namespace)
+        .list(namespace)
         .iter()
         .filter(|service| {
             selector(service).is_some_and(|s| old.is_some_and(|p| selects(s, p)) || new.is_some_and(|p| selects(s, p)))
@@ -172,12 +174,32 @@ pub fn services_for_pod_change(services: &NamespacedCache<Service>, old: Option<
         .collect()
 }
 
+/// Queues the Service a Service change concerns: itself.
+pub fn queue_service(queue: &WorkQueue<String>, change: Change<'_, Service>) {
+    let service = match change {
+        Change::Applied { new, .. } => new,
+        Change::Deleted(old) => old,
+    };
+    if let (Some(namespace), Some(name)) = (&service.metadata.namespace, &service.metadata.name) {
+        queue.add(key(namespace, name));
+    }
+}
+
+/// Queues the Services a pod change concerns.
+pub fn queue_services_for_pod_change(queue: &WorkQueue<String>, services: &Cache<Service>, change: Change<'_, Pod>) {
+    let keys = match change {
+        Change::Applied { old, new } => services_for_pod_change(services, old.map(|o| &**o), Some(new)),
+        Change::Deleted(old) => services_for_pod_change(services, Some(old), None),
+    };
+    keys.into_iter().for_each(|key| queue.add(key));
+}
+
 /// The Service's pods, from the cache.
-pub fn selected_pods(pods: &NamespacedCache<Pod>, service: &Service) -> Vec<std::sync::Arc<Pod>> {
+pub fn selected_pods(pods: &Cache<Pod>, service: &Service) -> Vec<std::sync::Arc<Pod>> {
     let (Some(namespace), Some(selector)) = (service.metadata.namespace.as_deref(), selector(service)) else {
         return Vec::new();
     };
-    let mut selected: Vec<_> = pods.in_namespace(namespace).into_iter().filter(|p| selects(selector, p)).collect();
+    let mut selected: Vec<_> = pods.list(namespace).into_iter().filter(|p| selects(selector, p)).collect();
     // A stable order keeps what the controllers write stable.
     selected.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
     selected
@@ -294,8 +316,7 @@ pub mod tests {
 
     #[test]
     fn a_pod_change_concerns_services_matching_old_or_new_labels() {
-        let services = NamespacedCache::new();
-        services.apply(kube::runtime::watcher::Event::Apply(service(&[])));
+        let services = Cache::holding([service(&[])]);
         let old = pod("a", "10.0.0.1", true, &[]);
         let mut relabelled = old.clone();
         relabelled.metadata.labels = Some([("app".to_string(), "other".to_string())].into());
