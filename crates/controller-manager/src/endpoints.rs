@@ -24,7 +24,8 @@ use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::watcher;
 use styrman_runtime::WorkQueue;
 
-use crate::informer::{Cache, Change, Informer};
+use crate::informer::{Cache, Change, Informers};
+use futures::future::BoxFuture;
 use trigger::TriggerTimes;
 use writes::OwnWrites;
 
@@ -49,10 +50,11 @@ struct Controller {
     queue: Arc<WorkQueue<String>>,
 }
 
-pub async fn run(client: kube::Client) -> anyhow::Result<()> {
-    let mut services = Informer::<Service>::new(Api::all(client.clone()), watcher::Config::default());
-    let mut pods = Informer::<Pod>::new(Api::all(client.clone()), watcher::Config::default());
-    let mut endpoints = Informer::<Endpoints>::new(Api::all(client.clone()), watcher::Config::default());
+/// Registers the controller's handlers on the shared informers and returns its workers.
+pub fn start(client: kube::Client, informers: &mut Informers) -> BoxFuture<'static, anyhow::Result<()>> {
+    let services = informers.get::<Service>(watcher::Config::default());
+    let pods = informers.get::<Pod>(watcher::Config::default());
+    let endpoints = informers.get::<Endpoints>(watcher::Config::default());
     let controller = Arc::new(Controller {
         client,
         services: services.cache(),
@@ -95,12 +97,10 @@ pub async fn run(client: kube::Client) -> anyhow::Result<()> {
                 .await;
         }
     };
-    tokio::select! {
-        result = services.run() => result,
-        result = pods.run() => result,
-        result = endpoints.run() => result,
-        () = workers => anyhow::bail!("the endpoints workers ended"),
-    }
+    Box::pin(async move {
+        workers.await;
+        anyhow::bail!("the endpoints workers ended")
+    })
 }
 
 impl Controller {

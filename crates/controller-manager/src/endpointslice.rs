@@ -22,7 +22,8 @@ use styrman_runtime::WorkQueue;
 use crate::endpoints::pods;
 use crate::endpoints::trigger::{self, TriggerTimes};
 use crate::endpoints::writes::{self, OwnWrites};
-use crate::informer::{Cache, Change, Informer};
+use crate::informer::{Cache, Change, Informers};
+use futures::future::BoxFuture;
 use reconcile::{CONTROLLER_NAME, Inputs, MANAGED_BY_LABEL, SERVICE_NAME_LABEL};
 
 /// kube-controller-manager's `--concurrent-service-endpoint-syncs`.
@@ -46,16 +47,14 @@ struct Controller {
     queue: Arc<WorkQueue<String>>,
 }
 
-pub async fn run(client: kube::Client) -> anyhow::Result<()> {
+/// Registers the controller's handlers on the shared informers and returns its workers.
+pub fn start(client: kube::Client, informers: &mut Informers) -> BoxFuture<'static, anyhow::Result<()>> {
     let config = watcher::Config::default;
-    let mut services = Informer::<Service>::new(Api::all(client.clone()), config());
-    let mut pods = Informer::<Pod>::new(Api::all(client.clone()), config());
+    let services = informers.get::<Service>(config());
+    let pods = informers.get::<Pod>(config());
     // Only the zone label is read from nodes: their metadata is enough.
-    let nodes = Informer::<NodeMeta>::new(Api::all(client.clone()), config());
-    let mut slices = Informer::<EndpointSlice>::new(
-        Api::all(client.clone()),
-        config().labels(&format!("{MANAGED_BY_LABEL}={CONTROLLER_NAME}")),
-    );
+    let nodes = informers.get::<NodeMeta>(config());
+    let slices = informers.get::<EndpointSlice>(config().labels(&format!("{MANAGED_BY_LABEL}={CONTROLLER_NAME}")));
     let controller = Arc::new(Controller {
         client,
         services: services.cache(),
@@ -98,13 +97,10 @@ pub async fn run(client: kube::Client) -> anyhow::Result<()> {
                 .await;
         }
     };
-    tokio::select! {
-        result = services.run() => result,
-        result = pods.run() => result,
-        result = nodes.run() => result,
-        result = slices.run() => result,
-        () = workers => anyhow::bail!("the endpointslice workers ended"),
-    }
+    Box::pin(async move {
+        workers.await;
+        anyhow::bail!("the endpointslice workers ended")
+    })
 }
 
 impl Controller {

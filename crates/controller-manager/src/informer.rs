@@ -7,11 +7,13 @@
 //! name" and "everything"; these controllers need the old object too, and ask "everything in
 //! this namespace" on each sync.
 
+use std::any::{Any, TypeId};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use futures::StreamExt;
+use futures::future::BoxFuture;
 use kube::Resource;
 use kube::api::Api;
 use kube::runtime::WatchStreamExt;
@@ -82,10 +84,15 @@ impl<K: Resource> Cache<K> {
     }
 }
 
+/// A handle on one shared watch: every controller that asks [`Informers`] for the same kind
+/// and selectors gets a clone of the same handle, registers its handlers on it and reads its
+/// cache; the watch itself runs once.
+#[derive(Clone)]
 pub struct Informer<K> {
     api: Api<K>,
     config: watcher::Config,
-    feed: Feed<K>,
+    feed: Arc<Mutex<Feed<K>>>,
+    cache: Arc<Cache<K>>,
 }
 
 impl<K> Informer<K>
@@ -93,37 +100,93 @@ where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     K::DynamicType: Default,
 {
-    pub fn new(api: Api<K>, config: watcher::Config) -> Informer<K> {
-        Informer { api, config, feed: Feed::new() }
+    fn new(api: Api<K>, config: watcher::Config) -> Informer<K> {
+        let feed = Feed::new();
+        Informer {
+            api,
+            config,
+            cache: Arc::clone(&feed.cache),
+            feed: Arc::new(Mutex::new(feed)),
+        }
     }
 
     pub fn cache(&self) -> Arc<Cache<K>> {
-        Arc::clone(&self.feed.cache)
+        Arc::clone(&self.cache)
     }
 
     /// Calls `handler` for every change, after the cache holds it. Handlers run on the watch
-    /// task: they should only enqueue keys.
-    pub fn on_change(&mut self, handler: impl Fn(Change<'_, K>) + Send + Sync + 'static) {
-        self.feed.handlers.push(Box::new(handler));
+    /// task: they should only enqueue keys. Register before [`Informers::run`] starts.
+    pub fn on_change(&self, handler: impl Fn(Change<'_, K>) + Send + Sync + 'static) {
+        self.feed.lock().expect("informer feed lock").handlers.push(Box::new(handler));
     }
 
     /// Calls `handler` each time a (re)list has replaced the cache's contents, before the
     /// changes it brought are handed to the `on_change` handlers: from then on the cache is as
     /// new as the API server was at the list, whatever events were missed before it.
-    pub fn on_relist(&mut self, handler: impl Fn() + Send + Sync + 'static) {
-        self.feed.relist_handlers.push(Box::new(handler));
+    pub fn on_relist(&self, handler: impl Fn() + Send + Sync + 'static) {
+        self.feed.lock().expect("informer feed lock").relist_handlers.push(Box::new(handler));
     }
 
     /// Watches until the watch stream ends (it retries with backoff, so only on shutdown).
-    pub async fn run(mut self) -> anyhow::Result<()> {
+    async fn run(self) -> anyhow::Result<()> {
         let mut events = watcher::watcher(self.api.clone(), self.config.clone()).default_backoff().boxed();
         while let Some(event) = events.next().await {
             match event {
-                Ok(event) => self.feed.apply(event),
+                Ok(event) => self.feed.lock().expect("informer feed lock").apply(event),
                 Err(e) => tracing::warn!(error = %e, kind = %K::kind(&Default::default()), "watch failed; retrying"),
             }
         }
         anyhow::bail!("the watch of {} ended", K::plural(&Default::default()))
+    }
+}
+
+/// The informers of one controller-manager process, shared by its controllers as client-go's
+/// SharedInformerFactory shares them: one watch and one cache per kind and selectors, however
+/// many controllers read it (pods alone are read by five).
+pub struct Informers {
+    client: kube::Client,
+    entries: Vec<SharedEntry>,
+}
+
+struct SharedEntry {
+    kind: TypeId,
+    selectors: String,
+    informer: Box<dyn Any + Send>,
+    run: Option<BoxFuture<'static, anyhow::Result<()>>>,
+}
+
+impl Informers {
+    pub fn new(client: kube::Client) -> Informers {
+        Informers { client, entries: Vec::new() }
+    }
+
+    /// The cluster-wide informer of `K` with `config`'s selectors, made on first use.
+    pub fn get<K>(&mut self, config: watcher::Config) -> Informer<K>
+    where
+        K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    {
+        let selectors = format!("{:?}|{:?}", config.label_selector, config.field_selector);
+        let kind = TypeId::of::<K>();
+        if let Some(entry) = self.entries.iter().find(|e| e.kind == kind && e.selectors == selectors) {
+            return entry.informer.downcast_ref::<Informer<K>>().expect("entries are keyed by type").clone();
+        }
+        let informer = Informer::new(Api::all(self.client.clone()), config);
+        self.entries.push(SharedEntry {
+            kind,
+            selectors,
+            informer: Box::new(informer.clone()),
+            run: Some(Box::pin(informer.clone().run())),
+        });
+        informer
+    }
+
+    /// Runs every informer handed out; ends when one ends (never, short of shutdown).
+    pub async fn run(mut self) -> anyhow::Result<()> {
+        let watches: Vec<_> = self.entries.iter_mut().filter_map(|e| e.run.take()).collect();
+        if watches.is_empty() {
+            return futures::future::pending().await;
+        }
+        futures::future::select_all(watches).await.0
     }
 }
 
@@ -253,7 +316,6 @@ fn same_version<K: Resource>(a: &K, b: &K) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Mutex;
 
     use k8s_openapi::api::core::v1::Pod;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, ObjectMeta};

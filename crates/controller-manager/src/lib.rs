@@ -91,6 +91,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let client = styrman_runtime::connect(&config.kubeconfig, USER_AGENT).await?;
     let controllers = async {
         let mut running: Vec<BoxFuture<'static, anyhow::Result<()>>> = Vec::new();
+        // Controllers register on shared informers: one watch per kind, however many read it.
+        let mut informers = informer::Informers::new(client.clone());
         for (name, aliases) in CONTROLLERS {
             if !enabled(&config.controllers, name, aliases) {
                 tracing::info!(controller = name, "disabled");
@@ -102,11 +104,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 "garbage-collector-controller" => Box::pin(gc::run(client)),
                 "namespace-controller" => Box::pin(namespace::run(client)),
                 "serviceaccount-controller" => Box::pin(serviceaccount::run(client)),
-                "replicaset-controller" => Box::pin(replicaset::run_replicasets(client)),
-                "replicationcontroller-controller" => Box::pin(replicaset::run_replication_controllers(client)),
-                "deployment-controller" => Box::pin(deployment::run(client)),
-                "endpoints-controller" => Box::pin(endpoints::run(client)),
-                "endpointslice-controller" => Box::pin(endpointslice::run(client)),
+                "replicaset-controller" => replicaset::start_replicasets(client, &mut informers),
+                "replicationcontroller-controller" => replicaset::start_replication_controllers(client, &mut informers),
+                "deployment-controller" => deployment::start(client, &mut informers),
+                "endpoints-controller" => endpoints::start(client, &mut informers),
+                "endpointslice-controller" => endpointslice::start(client, &mut informers),
                 "node-ipam-controller" => Box::pin(node_ipam::run(client, config.clone())),
                 "node-lifecycle-controller" => Box::pin(node_lifecycle::run(client, config.clone())),
                 _ => unreachable!("every controller in CONTROLLERS is started here"),
@@ -115,6 +117,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         if running.is_empty() {
             return futures::future::pending().await;
         }
+        running.push(Box::pin(informers.run()));
         let (result, _, _) = futures::future::select_all(running).await;
         result
     };

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use futures::future::BoxFuture;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus, ReplicaSet, ReplicaSetSpec};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -27,7 +28,7 @@ use serde_json::json;
 use styrman_runtime::labels::{selector_is_empty, selector_matches};
 use styrman_runtime::{Recorder, WorkQueue, reference_to};
 
-use crate::informer::{Cache, Change, Informer};
+use crate::informer::{Cache, Change, Informers};
 use crate::pod_state::{controller_of, controller_ref};
 use util::{replicas, revision, rs_replicas, rs_status};
 
@@ -58,9 +59,10 @@ fn owning_deployment(rs: &ReplicaSet) -> Option<String> {
     (owner.kind == "Deployment").then(|| format!("{}/{}", rs.metadata.namespace.as_deref().unwrap_or(""), owner.name))
 }
 
-pub async fn run(client: kube::Client) -> anyhow::Result<()> {
+/// Registers the controller's handlers on the shared informers and returns its workers.
+pub fn start(client: kube::Client, informers: &mut Informers) -> BoxFuture<'static, anyhow::Result<()>> {
     let queue: Arc<WorkQueue<String>> = WorkQueue::new();
-    let mut deployment_informer = Informer::<Deployment>::new(Api::all(client.clone()), watcher::Config::default());
+    let deployment_informer = informers.get::<Deployment>(watcher::Config::default());
     deployment_informer.on_change({
         let queue = Arc::clone(&queue);
         move |change| match change {
@@ -69,7 +71,7 @@ pub async fn run(client: kube::Client) -> anyhow::Result<()> {
         }
     });
     let deployments = deployment_informer.cache();
-    let mut rs_informer = Informer::<ReplicaSet>::new(Api::all(client.clone()), watcher::Config::default());
+    let rs_informer = informers.get::<ReplicaSet>(watcher::Config::default());
     rs_informer.on_change({
         let queue = Arc::clone(&queue);
         let deployments = Arc::clone(&deployments);
@@ -116,11 +118,10 @@ pub async fn run(client: kube::Client) -> anyhow::Result<()> {
             })
             .await;
     };
-    tokio::select! {
-        result = deployment_informer.run() => result,
-        result = rs_informer.run() => result,
-        () = workers => anyhow::bail!("the deployment workers ended"),
-    }
+    Box::pin(async move {
+        workers.await;
+        anyhow::bail!("the deployment workers ended")
+    })
 }
 
 /// What one sync found and did, for the status written at its end.

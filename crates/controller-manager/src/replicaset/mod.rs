@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use futures::future::BoxFuture;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{Pod, ReplicationController};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -24,7 +25,7 @@ use serde_json::{Value, json};
 use styrman_runtime::labels::{selector_is_empty, selector_matches};
 use styrman_runtime::{Recorder, WorkQueue, reference_to};
 
-use crate::informer::{Cache, Change, Informer};
+use crate::informer::{Cache, Change, Informers};
 use crate::pod_state::{controller_of, controller_ref, is_active, is_available, is_ready, until_available};
 use expectations::Expectations;
 pub use kind::Replicated;
@@ -32,12 +33,12 @@ pub use kind::Replicated;
 /// Most pods one sync creates or deletes (upstream's burstReplicas).
 const BURST: usize = 500;
 
-pub async fn run_replicasets(client: kube::Client) -> anyhow::Result<()> {
-    run::<ReplicaSet>(client).await
+pub fn start_replicasets(client: kube::Client, informers: &mut Informers) -> BoxFuture<'static, anyhow::Result<()>> {
+    Box::pin(run::<ReplicaSet>(client, informers))
 }
 
-pub async fn run_replication_controllers(client: kube::Client) -> anyhow::Result<()> {
-    run::<ReplicationController>(client).await
+pub fn start_replication_controllers(client: kube::Client, informers: &mut Informers) -> BoxFuture<'static, anyhow::Result<()>> {
+    Box::pin(run::<ReplicationController>(client, informers))
 }
 
 struct Controller<K> {
@@ -64,11 +65,12 @@ fn owner_key<K: Replicated>(pod: &Pod) -> Option<String> {
     (owner.kind == K::kind(&())).then(|| format!("{}/{}", pod.metadata.namespace.as_deref().unwrap_or(""), owner.name))
 }
 
-async fn run<K: Replicated>(client: kube::Client) -> anyhow::Result<()> {
+/// Registers the controller's handlers on the shared informers and returns its workers.
+fn run<K: Replicated>(client: kube::Client, informers: &mut Informers) -> impl Future<Output = anyhow::Result<()>> + Send + 'static {
     let queue: Arc<WorkQueue<String>> = WorkQueue::new();
     let expectations = Arc::new(Expectations::default());
 
-    let mut owner_informer = Informer::<K>::new(Api::all(client.clone()), watcher::Config::default());
+    let owner_informer = informers.get::<K>(watcher::Config::default());
     owner_informer.on_change({
         let queue = Arc::clone(&queue);
         move |change| match change {
@@ -78,7 +80,7 @@ async fn run<K: Replicated>(client: kube::Client) -> anyhow::Result<()> {
     });
     let owners = owner_informer.cache();
 
-    let mut pod_informer = Informer::<Pod>::new(Api::all(client.clone()), watcher::Config::default());
+    let pod_informer = informers.get::<Pod>(watcher::Config::default());
     pod_informer.on_change({
         let queue = Arc::clone(&queue);
         let owners = Arc::clone(&owners);
@@ -105,10 +107,9 @@ async fn run<K: Replicated>(client: kube::Client) -> anyhow::Result<()> {
             })
             .await;
     };
-    tokio::select! {
-        result = owner_informer.run() => result,
-        result = pod_informer.run() => result,
-        () = workers => anyhow::bail!("the {} workers ended", K::CONTROLLER),
+    async move {
+        workers.await;
+        anyhow::bail!("the {} workers ended", K::CONTROLLER)
     }
 }
 
