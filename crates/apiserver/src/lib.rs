@@ -10,6 +10,7 @@ mod admission;
 mod apply;
 mod bootstrap;
 mod conversion;
+mod decoded;
 mod defaults;
 mod discovery;
 pub mod kinds;

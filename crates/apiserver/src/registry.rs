@@ -50,6 +50,8 @@ pub struct Registry {
     store: Store,
     cache: std::sync::Arc<crate::watchcache::WatchCache>,
     services: std::sync::Arc<crate::services::Allocator>,
+    /// Objects decoded for selector watches, shared between them.
+    decoded: std::sync::Arc<crate::decoded::Decoded>,
 }
 
 /// One request's context.
@@ -110,6 +112,7 @@ impl Registry {
     pub fn new(store: Store) -> Registry {
         Registry {
             cache: std::sync::Arc::new(crate::watchcache::WatchCache::new(store.clone())),
+            decoded: std::sync::Arc::default(),
             store,
             services: Default::default(),
         }
@@ -389,6 +392,9 @@ impl Registry {
         let shape = call.shape;
         // Whole objects, no selectors: events go out as the stored bytes, never decoded.
         let plain = shape == Shape::Object && labels.is_empty() && fields.is_empty() && !conversion::converts(kind);
+        // Selectors only choose events: whole objects still go out as the stored bytes.
+        let raw = shape == Shape::Object && !conversion::converts(kind);
+        let decoded = std::sync::Arc::clone(&self.decoded);
         tokio::spawn(async move {
             let mut encoder = EventEncoder {
                 kind,
@@ -439,8 +445,13 @@ impl Registry {
                     let line = if plain {
                         raw_event_line(event)
                     } else {
-                        watch_event(kind, event, &labels, &fields)
-                            .map(|(kind_of_event, object)| encoder.line(kind_of_event, &object))
+                        watch_event(kind, event, &labels, &fields, &decoded).and_then(|chosen| {
+                            if raw {
+                                raw_line(chosen.type_, chosen.stored, event.revision())
+                            } else {
+                                Some(encoder.line_at(chosen.type_, &chosen.object, event.revision()))
+                            }
+                        })
                     };
                     let Some(line) = line else { continue };
                     // A client that takes nothing for this long has stopped reading: its watch
@@ -1131,35 +1142,57 @@ fn check_body(kind: &Kind, body: Value) -> ApiResult<Value> {
 
 /// What a watcher with these selectors sees of a store event: objects entering the selection
 /// are ADDED, leaving it DELETED.
-fn watch_event(
+/// What a selector watch sends for one store event.
+struct Chosen<'e> {
+    type_: &'static str,
+    /// The object version the event shows (the last one, for a deletion), decoded...
+    object: std::sync::Arc<Value>,
+    /// ...and as stored.
+    stored: &'e [u8],
+}
+
+/// The event a watch with selectors sees for a store event, if any: an object that starts
+/// matching is ADDED, one that stops is DELETED, as kube-apiserver's cacher reports them.
+fn watch_event<'e>(
     kind: &Kind,
-    event: &styrman_store::Event,
+    event: &'e styrman_store::Event,
     labels: &LabelSelector,
     fields: &FieldSelector,
-) -> Option<(&'static str, Value)> {
+    decoded: &crate::decoded::Decoded,
+) -> Option<Chosen<'e>> {
     let matches = |o: &Value| labels.matches(o) && fields.matches(o);
-    let prev = event
-        .prev
-        .as_ref()
-        .and_then(|p| conversion::decode(kind, &p.value, p.mod_revision).ok());
+    let prev = event.prev.as_ref();
+    let prev_object = || prev.and_then(|p| decoded.get(kind, &p.value, p.mod_revision));
     match event.kind {
         EventKind::Delete => {
-            let mut object = prev?;
-            object::set_resource_version(&mut object, event.revision());
-            matches(&object).then_some(("DELETED", object))
+            let stored = &prev?.value;
+            let object = prev_object()?;
+            matches(&object).then_some(Chosen { type_: "DELETED", object, stored })
         }
         EventKind::Put => {
-            let object = conversion::decode(kind, &event.kv.value, event.revision()).ok()?;
+            let object = decoded.get(kind, &event.kv.value, event.revision())?;
             let now = matches(&object);
-            let before = prev.as_ref().is_some_and(matches);
-            match (before, now) {
-                (false, true) => Some(("ADDED", object)),
-                (true, true) => Some(("MODIFIED", object)),
-                (true, false) => Some(("DELETED", object)),
-                (false, false) => None,
-            }
+            let before = prev_object().is_some_and(|p| matches(&p));
+            let type_ = match (before, now) {
+                (false, true) => "ADDED",
+                (true, true) => "MODIFIED",
+                (true, false) => "DELETED",
+                (false, false) => return None,
+            };
+            Some(Chosen { type_, object, stored: &event.kv.value })
         }
     }
+}
+
+/// A watch event line from stored bytes, stamped with `revision`.
+fn raw_line(kind_of_event: &str, stored: &[u8], revision: Revision) -> Option<Bytes> {
+    let mut line = Vec::with_capacity(stored.len() + 64);
+    line.extend_from_slice(b"{\"type\":\"");
+    line.extend_from_slice(kind_of_event.as_bytes());
+    line.extend_from_slice(b"\",\"object\":");
+    object::write_with_resource_version(stored, revision, &mut line).ok()?;
+    line.extend_from_slice(b"}\n");
+    Some(Bytes::from(line))
 }
 
 /// A watch event straight from the store's bytes (no selectors to apply).
@@ -1170,13 +1203,7 @@ fn raw_event_line(event: &styrman_store::Event) -> Option<Bytes> {
         (EventKind::Delete, Some(prev)) => ("DELETED", &prev.value),
         (EventKind::Delete, None) => return None,
     };
-    let mut line = Vec::with_capacity(stored.len() + 64);
-    line.extend_from_slice(b"{\"type\":\"");
-    line.extend_from_slice(kind_of_event.as_bytes());
-    line.extend_from_slice(b"\",\"object\":");
-    object::write_with_resource_version(stored, event.revision(), &mut line).ok()?;
-    line.extend_from_slice(b"}\n");
-    Some(Bytes::from(line))
+    raw_line(kind_of_event, stored, event.revision())
 }
 
 struct EventEncoder {
@@ -1187,6 +1214,22 @@ struct EventEncoder {
 }
 
 impl EventEncoder {
+    /// The line for `object` as of `revision` (a deletion's revision, for the last version of
+    /// a deleted object), without copying a whole object to restamp it.
+    fn line_at(&mut self, kind_of_event: &str, object: &Value, revision: Revision) -> Bytes {
+        if self.shape == Shape::Metadata {
+            let mut partial = table::partial_metadata(object);
+            object::set_resource_version(&mut partial, revision);
+            return event_line(kind_of_event, &partial);
+        }
+        if rv(object) == revision.to_string() {
+            return self.line(kind_of_event, object);
+        }
+        let mut restamped = object.clone();
+        object::set_resource_version(&mut restamped, revision);
+        self.line(kind_of_event, &restamped)
+    }
+
     fn line(&mut self, kind_of_event: &str, object: &Value) -> Bytes {
         let encoded = match self.shape {
             Shape::Object => object.clone(),

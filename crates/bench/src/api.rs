@@ -41,6 +41,9 @@ pub struct Options {
     dir: Option<PathBuf>,
 }
 
+/// Room for a pod CIDR per node of thousands of hollow nodes (the default /16 holds 256 /24s).
+pub(crate) const WIDE_CLUSTER_CIDR: &str = "--cluster-cidr=10.0.0.0/8";
+
 pub(crate) type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 pub(crate) struct Server {

@@ -52,7 +52,7 @@ type Seen = Arc<Mutex<Pods>>;
 pub async fn run(options: Options) -> anyhow::Result<()> {
     let styrman = options.styrman.clone().unwrap_or_else(|| PathBuf::from("target/release/styrman"));
     // On this thread: the server dies with the thread that started it.
-    let cluster = tokio::task::block_in_place(|| styrman_testkit::Cluster::start(&styrman)).context("cannot start styrman server")?;
+    let cluster = tokio::task::block_in_place(|| styrman_testkit::Cluster::start_with(&styrman, &[crate::api::WIDE_CLUSTER_CIDR])).context("cannot start styrman server")?;
     let client = api::client(cluster.data_dir())?;
     let base = format!("https://127.0.0.1:{}", cluster.port());
     println!(

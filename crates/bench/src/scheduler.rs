@@ -134,7 +134,7 @@ async fn run_workload(workload: &Workload, options: &Options) -> anyhow::Result<
     let styrman = options.styrman.clone().unwrap_or_else(|| PathBuf::from("target/release/styrman"));
     // On this thread (the one block_on runs on): the server dies with the thread that started
     // it, and a blocking-pool thread does not live as long as the benchmark.
-    let cluster = tokio::task::block_in_place(|| styrman_testkit::Cluster::start(&styrman))
+    let cluster = tokio::task::block_in_place(|| styrman_testkit::Cluster::start_with(&styrman, &[crate::api::WIDE_CLUSTER_CIDR]))
         .context("cannot start styrman server")?;
     let client = api::client(cluster.data_dir())?;
     let base = format!("https://127.0.0.1:{}", cluster.port());

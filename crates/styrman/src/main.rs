@@ -3,6 +3,11 @@
 
 mod supervisor;
 
+/// Every component allocates per request and per watch event (JSON values, buffers); glibc's
+/// allocator spent a third of the API server's CPU under load, mimalloc a small part of that.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
