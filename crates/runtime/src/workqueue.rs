@@ -29,6 +29,8 @@ struct State<K> {
     processing: HashSet<K>,
     /// Added while being processed: queued again by `done`.
     again: HashSet<K>,
+    /// Waiting out a coalescing window (`add_coalesced`).
+    coalescing: HashSet<K>,
     failures: HashMap<K, u32>,
 }
 
@@ -40,6 +42,7 @@ impl<K: Clone + Eq + Hash + Send + 'static> WorkQueue<K> {
                 queued: HashSet::new(),
                 processing: HashSet::new(),
                 again: HashSet::new(),
+                coalescing: HashSet::new(),
                 failures: HashMap::new(),
             }),
             ready: Notify::new(),
@@ -70,6 +73,24 @@ impl<K: Clone + Eq + Hash + Send + 'static> WorkQueue<K> {
         let queue = Arc::clone(self);
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
+            queue.add(key);
+        });
+    }
+
+    /// Queues `key` once `window` has passed, however often it is added meanwhile: a burst of
+    /// changes (10 000 pods of one ReplicaSet becoming ready) costs one reconcile per window
+    /// instead of one per change, each of which reads every pod.
+    pub fn add_coalesced(self: &Arc<Self>, key: K, window: Duration) {
+        {
+            let mut state = self.state.lock().expect("work queue lock");
+            if state.queued.contains(&key) || !state.coalescing.insert(key.clone()) {
+                return;
+            }
+        }
+        let queue = Arc::clone(self);
+        tokio::spawn(async move {
+            tokio::time::sleep(window).await;
+            queue.state.lock().expect("work queue lock").coalescing.remove(&key);
             queue.add(key);
         });
     }

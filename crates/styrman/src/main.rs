@@ -218,8 +218,8 @@ struct HollowNodesArgs {
     #[arg(long, value_delimiter = ',')]
     taints: Vec<String>,
     /// Images every node holds from the start, name:size,... (size a quantity, e.g.
-    /// nginx:1.25:60Mi)
-    #[arg(long, default_value = "")]
+    /// nginx:1.25:60Mi). By default the pod sandbox image, which every containerd node has.
+    #[arg(long, default_value = "registry.k8s.io/pause:3.10:736Ki")]
     images: String,
     /// The size every image a node pulls for its pods reports (default: made up from the name)
     #[arg(long)]

@@ -32,6 +32,9 @@ pub use kind::Replicated;
 
 /// Most pods one sync creates or deletes (upstream's burstReplicas).
 const BURST: usize = 500;
+/// Pod changes reach their owner's sync at most this often: each sync reads all the owner's
+/// pods, and a large ReplicaSet's pods change thousands of times a second while they start.
+const POD_CHANGES_WINDOW: Duration = Duration::from_millis(100);
 
 pub fn start_replicasets(client: kube::Client, informers: &mut Informers) -> BoxFuture<'static, anyhow::Result<()>> {
     Box::pin(run::<ReplicaSet>(client, informers))
@@ -115,18 +118,18 @@ fn run<K: Replicated>(client: kube::Client, informers: &mut Informers) -> impl F
 
 /// Enqueues the owners a pod change concerns: its controller (old and new), or, for an orphan,
 /// every owner in its namespace that would adopt it.
-fn on_pod_change<K: Replicated>(change: Change<'_, Pod>, owners: &Cache<K>, queue: &WorkQueue<String>, expectations: &Expectations) {
+fn on_pod_change<K: Replicated>(change: Change<'_, Pod>, owners: &Cache<K>, queue: &Arc<WorkQueue<String>>, expectations: &Expectations) {
     match change {
         Change::Applied { old, new } => {
             let owner = owner_key::<K>(new);
             if let Some(owner) = &owner {
                 expectations.observed(owner, new, false);
-                queue.add(owner.clone());
+                queue.add_coalesced(owner.clone(), POD_CHANGES_WINDOW);
             }
             if let Some(previous) = old.and_then(|o| owner_key::<K>(o))
                 && Some(&previous) != owner.as_ref()
             {
-                queue.add(previous);
+                queue.add_coalesced(previous, POD_CHANGES_WINDOW);
             }
             let labels_changed = old.is_none_or(|o| o.metadata.labels != new.metadata.labels);
             if controller_of(&new.metadata).is_none() && labels_changed {
@@ -141,7 +144,7 @@ fn on_pod_change<K: Replicated>(change: Change<'_, Pod>, owners: &Cache<K>, queu
         Change::Deleted(pod) => {
             if let Some(owner) = owner_key::<K>(pod) {
                 expectations.observed(&owner, pod, true);
-                queue.add(owner);
+                queue.add_coalesced(owner, POD_CHANGES_WINDOW);
             }
         }
     }
