@@ -21,6 +21,21 @@ use kube::runtime::watcher::{self, Event};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
+/// The work-queue key of a cached object: `namespace/name` (`/name` when cluster-scoped).
+pub fn key_of<K: Resource>(object: &K) -> String {
+    key(object.meta().namespace.as_deref().unwrap_or(""), object.meta().name.as_deref().unwrap_or(""))
+}
+
+pub fn key(namespace: &str, name: &str) -> String {
+    format!("{namespace}/{name}")
+}
+
+/// An object's labels (none: an empty map), as selectors read them.
+pub fn labels_of<K: Resource>(object: &K) -> &BTreeMap<String, String> {
+    static NONE: BTreeMap<String, String> = BTreeMap::new();
+    object.meta().labels.as_ref().unwrap_or(&NONE)
+}
+
 /// One change the cache went through.
 pub enum Change<'a, K> {
     /// Created (`old` is None) or modified.

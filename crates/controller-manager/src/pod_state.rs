@@ -10,8 +10,8 @@ pub fn is_active(pod: &Pod) -> bool {
     !matches!(phase, Some("Succeeded" | "Failed")) && pod.metadata.deletion_timestamp.is_none()
 }
 
-/// The pod's Ready condition, if it is True: when it became so.
-fn ready_since(pod: &Pod) -> Option<Option<jiff::Timestamp>> {
+/// The pod's Ready condition, if it is True: when it became so (if it says).
+pub fn ready_since(pod: &Pod) -> Option<Option<jiff::Timestamp>> {
     let condition = pod.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == "Ready")?;
     (condition.status == "True").then(|| condition.last_transition_time.as_ref().map(|t| t.0))
 }

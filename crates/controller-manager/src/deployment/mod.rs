@@ -23,12 +23,12 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
-use kube::{Resource, ResourceExt};
+use kube::ResourceExt;
 use serde_json::json;
 use styrman_runtime::labels::{selector_is_empty, selector_matches};
 use styrman_runtime::{Recorder, WorkQueue, reference_to};
 
-use crate::informer::{Cache, Change, Informers};
+use crate::informer::{Cache, Change, Informers, key_of, labels_of};
 use crate::pod_state::{controller_of, controller_ref};
 use util::{replicas, revision, rs_replicas, rs_status};
 
@@ -46,13 +46,6 @@ struct Controller {
     recorder: Recorder,
 }
 
-fn key_of<K: Resource>(object: &K) -> String {
-    format!("{}/{}", object.meta().namespace.as_deref().unwrap_or(""), object.meta().name.as_deref().unwrap_or(""))
-}
-
-fn labels_of<K: Resource>(object: &K) -> BTreeMap<String, String> {
-    object.meta().labels.clone().unwrap_or_default()
-}
 
 fn owning_deployment(rs: &ReplicaSet) -> Option<String> {
     let owner = controller_of(&rs.metadata)?;
@@ -92,7 +85,7 @@ pub fn start(client: kube::Client, informers: &mut Informers) -> BoxFuture<'stat
             if controller_of(&new.metadata).is_none() {
                 let namespace = new.metadata.namespace.as_deref().unwrap_or("");
                 for d in deployments.list(namespace) {
-                    let selects = d.spec.as_ref().is_some_and(|s| !selector_is_empty(&s.selector) && selector_matches(&s.selector, &labels_of(&**new)));
+                    let selects = d.spec.as_ref().is_some_and(|s| !selector_is_empty(&s.selector) && selector_matches(&s.selector, labels_of(&**new)));
                     if selects {
                         queue.add(key_of(&*d));
                     }
@@ -208,7 +201,7 @@ impl Controller {
         let api: Api<ReplicaSet> = Api::namespaced(self.client.clone(), namespace);
         let mut mine = Vec::new();
         for rs in self.replicasets.list(namespace) {
-            let matches = selector_matches(selector, &labels_of(&*rs));
+            let matches = selector_matches(selector, labels_of(&*rs));
             match controller_of(&rs.metadata) {
                 Some(r) if r.uid == uid => {
                     if matches || !adopt {

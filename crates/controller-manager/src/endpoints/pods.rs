@@ -12,10 +12,7 @@ use styrman_runtime::WorkQueue;
 
 use crate::informer::{Cache, Change};
 
-/// A Service's work-queue key.
-pub fn key(namespace: &str, name: &str) -> String {
-    format!("{namespace}/{name}")
-}
+pub use crate::informer::key;
 
 pub fn split_key(key: &str) -> (&str, &str) {
     key.split_once('/').unwrap_or(("", key))

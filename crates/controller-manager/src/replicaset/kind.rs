@@ -35,6 +35,30 @@ pub trait Replicated:
     fn with_status(&self, status: serde_json::Value) -> anyhow::Result<Self>;
 }
 
+/// The methods both kinds spell the same way: their specs and statuses have the same fields,
+/// under different types.
+macro_rules! shared_fields {
+    () => {
+        fn replicas(&self) -> i32 {
+            self.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
+        }
+        fn min_ready_seconds(&self) -> i32 {
+            self.spec.as_ref().and_then(|s| s.min_ready_seconds).unwrap_or(0)
+        }
+        fn template(&self) -> Option<&PodTemplateSpec> {
+            self.spec.as_ref()?.template.as_ref()
+        }
+        fn status_json(&self) -> serde_json::Value {
+            serde_json::to_value(&self.status).unwrap_or_default()
+        }
+        fn with_status(&self, status: serde_json::Value) -> anyhow::Result<Self> {
+            let mut copy = self.clone();
+            copy.status = serde_json::from_value(status)?;
+            Ok(copy)
+        }
+    };
+}
+
 impl Replicated for ReplicaSet {
     const CONTROLLER: &'static str = "replicaset-controller";
     const WORKERS: usize = 5;
@@ -42,23 +66,7 @@ impl Replicated for ReplicaSet {
     fn selector(&self) -> Option<LabelSelector> {
         self.spec.as_ref().map(|s| s.selector.clone())
     }
-    fn replicas(&self) -> i32 {
-        self.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
-    }
-    fn min_ready_seconds(&self) -> i32 {
-        self.spec.as_ref().and_then(|s| s.min_ready_seconds).unwrap_or(0)
-    }
-    fn template(&self) -> Option<&PodTemplateSpec> {
-        self.spec.as_ref()?.template.as_ref()
-    }
-    fn status_json(&self) -> serde_json::Value {
-        serde_json::to_value(&self.status).unwrap_or_default()
-    }
-    fn with_status(&self, status: serde_json::Value) -> anyhow::Result<Self> {
-        let mut copy = self.clone();
-        copy.status = serde_json::from_value(status)?;
-        Ok(copy)
-    }
+    shared_fields!();
 }
 
 impl Replicated for ReplicationController {
@@ -78,21 +86,5 @@ impl Replicated for ReplicationController {
             match_expressions: None,
         })
     }
-    fn replicas(&self) -> i32 {
-        self.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
-    }
-    fn min_ready_seconds(&self) -> i32 {
-        self.spec.as_ref().and_then(|s| s.min_ready_seconds).unwrap_or(0)
-    }
-    fn template(&self) -> Option<&PodTemplateSpec> {
-        self.spec.as_ref()?.template.as_ref()
-    }
-    fn status_json(&self) -> serde_json::Value {
-        serde_json::to_value(&self.status).unwrap_or_default()
-    }
-    fn with_status(&self, status: serde_json::Value) -> anyhow::Result<Self> {
-        let mut copy = self.clone();
-        copy.status = serde_json::from_value(status)?;
-        Ok(copy)
-    }
+    shared_fields!();
 }

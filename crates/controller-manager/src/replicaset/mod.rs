@@ -20,12 +20,12 @@ use k8s_openapi::api::core::v1::{Pod, ReplicationController};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::watcher;
-use kube::{Resource, ResourceExt};
+use kube::ResourceExt;
 use serde_json::{Value, json};
 use styrman_runtime::labels::{selector_is_empty, selector_matches};
 use styrman_runtime::{Recorder, WorkQueue, reference_to};
 
-use crate::informer::{Cache, Change, Informers};
+use crate::informer::{Cache, Change, Informers, key_of, labels_of};
 use crate::pod_state::{controller_of, controller_ref, is_active, is_available, is_ready, until_available};
 use expectations::Expectations;
 pub use kind::Replicated;
@@ -53,14 +53,6 @@ struct Controller<K> {
     recorder: Recorder,
 }
 
-fn key_of<K: Resource>(object: &K) -> String {
-    format!("{}/{}", object.meta().namespace.as_deref().unwrap_or(""), object.meta().name.as_deref().unwrap_or(""))
-}
-
-fn labels_of(pod: &Pod) -> &std::collections::BTreeMap<String, String> {
-    static NONE: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
-    pod.metadata.labels.as_ref().unwrap_or(&NONE)
-}
 
 /// The key of the owner of kind `K` that controls `pod`, if one does.
 fn owner_key<K: Replicated>(pod: &Pod) -> Option<String> {
@@ -135,7 +127,7 @@ fn on_pod_change<K: Replicated>(change: Change<'_, Pod>, owners: &Cache<K>, queu
             if controller_of(&new.metadata).is_none() && labels_changed {
                 let namespace = new.metadata.namespace.as_deref().unwrap_or("");
                 for candidate in owners.list(namespace) {
-                    if candidate.selector().is_some_and(|s| !selector_is_empty(&s) && selector_matches(&s, labels_of(new))) {
+                    if candidate.selector().is_some_and(|s| !selector_is_empty(&s) && selector_matches(&s, labels_of(&**new))) {
                         queue.add(key_of(&*candidate));
                     }
                 }
@@ -192,7 +184,7 @@ impl<K: Replicated> Controller<K> {
         let mut mine = Vec::new();
         let mut rechecked = false;
         for pod in self.pods.list(namespace) {
-            let matches = selector_matches(selector, labels_of(&pod));
+            let matches = selector_matches(selector, labels_of(&*pod));
             match controller_of(&pod.metadata) {
                 Some(r) if r.uid == uid => {
                     if matches || owner_deleting {
@@ -366,7 +358,7 @@ fn desired_status<K: Replicated>(owner: &K, active: &[Arc<Pod>], failure: Option
     let template_labels = owner.template().and_then(|t| t.metadata.as_ref()).and_then(|m| m.labels.clone()).unwrap_or_default();
     let fully_labeled = active
         .iter()
-        .filter(|p| template_labels.iter().all(|(k, v)| labels_of(p).get(k) == Some(v)))
+        .filter(|p| template_labels.iter().all(|(k, v)| labels_of(&***p).get(k) == Some(v)))
         .count();
     let ready = active.iter().filter(|p| is_ready(p)).count();
     let available = active.iter().filter(|p| is_available(p, owner.min_ready_seconds(), now)).count();

@@ -8,6 +8,8 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
 
+use crate::pod_state::is_ready;
+
 fn phase_rank(pod: &Pod) -> u8 {
     match pod.status.as_ref().and_then(|s| s.phase.as_deref()) {
         Some("Pending") | None => 0,
@@ -16,12 +18,9 @@ fn phase_rank(pod: &Pod) -> u8 {
     }
 }
 
+/// When a ready pod became ready.
 fn ready_since(pod: &Pod) -> Option<jiff::Timestamp> {
-    let condition = pod.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == "Ready")?;
-    if condition.status != "True" {
-        return None;
-    }
-    condition.last_transition_time.as_ref().map(|t| t.0)
+    crate::pod_state::ready_since(pod).flatten()
 }
 
 fn restarts(pod: &Pod) -> i32 {
@@ -56,7 +55,7 @@ pub fn deletion_order(pods: &mut [Arc<Pod>], related: &[Arc<Pod>]) {
         assigned(a)
             .cmp(&assigned(b))
             .then_with(|| phase_rank(a).cmp(&phase_rank(b)))
-            .then_with(|| ready_since(a).is_some().cmp(&ready_since(b).is_some()))
+            .then_with(|| is_ready(a).cmp(&is_ready(b)))
             // More replicas on the same node: delete first.
             .then_with(|| rank(b).cmp(&rank(a)))
             // Ready for less time: delete first.
