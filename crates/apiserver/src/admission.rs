@@ -14,7 +14,11 @@ const DEFAULT_SECONDS: i64 = 300;
 /// that does not tolerate them already, so the node lifecycle controller evicts its pods only
 /// after five minutes of outage rather than at once.
 pub fn default_toleration_seconds(pod: &mut Value) {
-    let existing = pod.pointer("/spec/tolerations").and_then(Value::as_array).cloned().unwrap_or_default();
+    let existing = pod
+        .pointer("/spec/tolerations")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     let tolerates = |key: &str| {
         existing.iter().any(|t| {
             let key_ok = t["key"].as_str().is_none_or(|k| k.is_empty() || k == key);
@@ -30,7 +34,9 @@ pub fn default_toleration_seconds(pod: &mut Value) {
     if missing.is_empty() {
         return;
     }
-    let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) else { return };
+    let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
     let tolerations = spec.entry("tolerations").or_insert_with(|| json!([]));
     if let Some(list) = tolerations.as_array_mut() {
         list.extend(missing);
@@ -45,7 +51,12 @@ mod tests {
     fn pods_get_five_minutes_unless_they_say_otherwise() {
         let mut pod = json!({"spec": {"containers": []}});
         default_toleration_seconds(&mut pod);
-        let keys: Vec<&str> = pod["spec"]["tolerations"].as_array().unwrap().iter().map(|t| t["key"].as_str().unwrap()).collect();
+        let keys: Vec<&str> = pod["spec"]["tolerations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["key"].as_str().unwrap())
+            .collect();
         assert_eq!(keys, [NOT_READY, UNREACHABLE]);
         assert_eq!(pod["spec"]["tolerations"][0]["tolerationSeconds"], 300);
 
@@ -57,6 +68,10 @@ mod tests {
 
         let mut everything = json!({"spec": {"tolerations": [{"operator": "Exists"}]}});
         default_toleration_seconds(&mut everything);
-        assert_eq!(everything["spec"]["tolerations"].as_array().unwrap().len(), 1, "tolerates every taint already");
+        assert_eq!(
+            everything["spec"]["tolerations"].as_array().unwrap().len(),
+            1,
+            "tolerates every taint already"
+        );
     }
 }

@@ -159,7 +159,9 @@ fn merge_value(kind: &Kind, name: &str, live: Option<&Value>, config: &Value, in
 
 /// Removes the field, list item or set member at `path`, and any map or list left empty by it.
 fn remove(object: &mut Value, path: &FieldPath) {
-    let Some((last, parent)) = path.split_last() else { return };
+    let Some((last, parent)) = path.split_last() else {
+        return;
+    };
     // An item itself (`k:{...}/.`) goes from its list.
     let (last, parent) = if last == "." {
         match parent.split_last() {
@@ -169,18 +171,28 @@ fn remove(object: &mut Value, path: &FieldPath) {
     } else {
         (last, parent)
     };
-    let Some(container) = navigate(object, parent) else { return };
+    let Some(container) = navigate(object, parent) else {
+        return;
+    };
     if let Some(field) = last.strip_prefix("f:") {
         if let Some(map) = container.as_object_mut() {
             map.remove(field);
         }
     } else if let Some(keys) = last.strip_prefix("k:") {
-        let Ok(keys) = serde_json::from_str::<Map<String, Value>>(keys) else { return };
+        let Ok(keys) = serde_json::from_str::<Map<String, Value>>(keys) else {
+            return;
+        };
         if let Some(items) = container.as_array_mut() {
-            items.retain(|item| !keys.iter().all(|(k, v)| managed::key_field(item, k).as_ref() == Some(v)));
+            items.retain(|item| {
+                !keys
+                    .iter()
+                    .all(|(k, v)| managed::key_field(item, k).as_ref() == Some(v))
+            });
         }
     } else if let Some(value) = last.strip_prefix("v:") {
-        let Ok(value) = serde_json::from_str::<Value>(value) else { return };
+        let Ok(value) = serde_json::from_str::<Value>(value) else {
+            return;
+        };
         if let Some(items) = container.as_array_mut() {
             items.retain(|item| *item != value);
         }
@@ -202,9 +214,10 @@ fn navigate<'a>(object: &'a mut Value, path: &[String]) -> Option<&'a mut Value>
             here.get_mut(field)?
         } else if let Some(keys) = step.strip_prefix("k:") {
             let keys: Map<String, Value> = serde_json::from_str(keys).ok()?;
-            here.as_array_mut()?
-                .iter_mut()
-                .find(|item| keys.iter().all(|(k, v)| managed::key_field(item, k).as_ref() == Some(v)))?
+            here.as_array_mut()?.iter_mut().find(|item| {
+                keys.iter()
+                    .all(|(k, v)| managed::key_field(item, k).as_ref() == Some(v))
+            })?
         } else if let Some(v) = step.strip_prefix("v:") {
             let wanted: Value = serde_json::from_str(v).ok()?;
             here.as_array_mut()?.iter_mut().find(|item| **item == wanted)?
@@ -249,7 +262,10 @@ pub fn path_string(path: &FieldPath) -> String {
 /// The 409 upstream answers a conflicting apply with.
 fn conflict_error(conflicts: &[(String, FieldPath)]) -> ApiError {
     let message = if let [(manager, path)] = conflicts {
-        format!("Apply failed with 1 conflict: conflict with {manager}: {}", path_string(path))
+        format!(
+            "Apply failed with 1 conflict: conflict with {manager}: {}",
+            path_string(path)
+        )
     } else {
         let mut managers: Vec<&String> = conflicts.iter().map(|(m, _)| m).collect();
         managers.sort();
@@ -311,7 +327,13 @@ mod tests {
     fn managers(object: &Value) -> Vec<String> {
         managed::entries_of(object)
             .iter()
-            .map(|e| format!("{}/{}", e["manager"].as_str().unwrap(), e["operation"].as_str().unwrap()))
+            .map(|e| {
+                format!(
+                    "{}/{}",
+                    e["manager"].as_str().unwrap(),
+                    e["operation"].as_str().unwrap()
+                )
+            })
             .collect()
     }
 
@@ -331,7 +353,10 @@ mod tests {
         let a = applied(None, &config(1, "nginx", None), "a", false).unwrap();
         let err = applied(Some(&a), &config(3, "nginx", None), "b", false).unwrap_err();
         assert_eq!(err.code, 409);
-        assert_eq!(err.message, r#"Apply failed with 1 conflict: conflict with "a": .spec.replicas"#);
+        assert_eq!(
+            err.message,
+            r#"Apply failed with 1 conflict: conflict with "a": .spec.replicas"#
+        );
         let taken = applied(Some(&a), &config(3, "nginx", None), "b", true).unwrap();
         assert_eq!(taken["spec"]["replicas"], 3);
         let a_fields = managed::decode(&managed::entries_of(&taken)[0]["fieldsV1"]);
@@ -341,9 +366,15 @@ mod tests {
     #[test]
     fn a_field_no_longer_applied_is_removed() {
         let first = applied(None, &config(1, "nginx", Some("DEBUG")), "a", false).unwrap();
-        assert_eq!(first["spec"]["template"]["spec"]["containers"][0]["env"][0]["name"], "DEBUG");
+        assert_eq!(
+            first["spec"]["template"]["spec"]["containers"][0]["env"][0]["name"],
+            "DEBUG"
+        );
         let second = applied(Some(&first), &config(1, "nginx", None), "a", false).unwrap();
-        assert!(second["spec"]["template"]["spec"]["containers"][0].get("env").is_none(), "{second}");
+        assert!(
+            second["spec"]["template"]["spec"]["containers"][0].get("env").is_none(),
+            "{second}"
+        );
     }
 
     #[test]
@@ -362,7 +393,13 @@ mod tests {
         assert_eq!(names, ["web", "log"]);
         // a re-applies without knowing about b's container: it stays.
         let again = applied(Some(&both), &config(1, "nginx:2", None), "a", false).unwrap();
-        assert_eq!(again["spec"]["template"]["spec"]["containers"].as_array().unwrap().len(), 2);
+        assert_eq!(
+            again["spec"]["template"]["spec"]["containers"]
+                .as_array()
+                .unwrap()
+                .len(),
+            2
+        );
         assert_eq!(again["spec"]["template"]["spec"]["containers"][0]["image"], "nginx:2");
     }
 

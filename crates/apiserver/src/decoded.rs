@@ -67,6 +67,9 @@ mod tests {
         for revision in 8..8 + CAPACITY as i64 {
             decoded.get(pods, stored, revision);
         }
-        assert!(!Arc::ptr_eq(&first, &decoded.get(pods, stored, 7).unwrap()), "the oldest are forgotten");
+        assert!(
+            !Arc::ptr_eq(&first, &decoded.get(pods, stored, 7).unwrap()),
+            "the oldest are forgotten"
+        );
     }
 }

@@ -78,7 +78,9 @@ pub fn record(kind: &Kind, before: Option<&Value>, after: &mut Value, manager: &
             _ => !(status_field && kind.has_status()),
         }
     };
-    let mut entries = others_keeping(others, |p| !changed.contains(p) && (new_paths.contains(p) || !in_scope(p)));
+    let mut entries = others_keeping(others, |p| {
+        !changed.contains(p) && (new_paths.contains(p) || !in_scope(p))
+    });
     if !mine.is_empty() {
         entries.push(new_entry(manager, "Update", &api_version, subresource, &mine));
     }
@@ -281,7 +283,10 @@ pub(crate) fn list_item_key(name: &str, item: &Value, key: &str) -> Map<String, 
         keys.insert(key.into(), k.clone());
     }
     if name == "ports" {
-        keys.insert("protocol".into(), item.get("protocol").cloned().unwrap_or_else(|| json!("TCP")));
+        keys.insert(
+            "protocol".into(),
+            item.get("protocol").cloned().unwrap_or_else(|| json!("TCP")),
+        );
     }
     keys
 }
@@ -403,9 +408,21 @@ mod tests {
         let before = d.clone();
         let mut after = d.clone();
         after["status"] = json!({"replicas": 1});
-        record(deployments(), Some(&before), &mut after, "kube-controller-manager", Some("status"));
+        record(
+            deployments(),
+            Some(&before),
+            &mut after,
+            "kube-controller-manager",
+            Some("status"),
+        );
         let entries = after["metadata"]["managedFields"].as_array().unwrap();
-        let of = |m: &str| entries.iter().find(|e| e["manager"] == m).unwrap_or_else(|| panic!("no {m}: {entries:?}"))["fieldsV1"].clone();
+        let of = |m: &str| {
+            entries
+                .iter()
+                .find(|e| e["manager"] == m)
+                .unwrap_or_else(|| panic!("no {m}: {entries:?}"))["fieldsV1"]
+                .clone()
+        };
         assert!(of("kubectl")["f:spec"]["f:replicas"].is_object());
         assert!(of("kube-controller-manager")["f:status"]["f:replicas"].is_object());
     }

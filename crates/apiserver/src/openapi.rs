@@ -157,7 +157,11 @@ fn group_version_document(kinds: &[&Kind]) -> Value {
         let mut ops = Map::new();
         for (verb, method, op) in [
             ("list", "get", operation(&gvk, "list", id("list"), list_params(), false)),
-            ("create", "post", operation(&gvk, "post", id("create"), write_params(), true)),
+            (
+                "create",
+                "post",
+                operation(&gvk, "post", id("create"), write_params(), true),
+            ),
             (
                 "deletecollection",
                 "delete",
@@ -175,8 +179,16 @@ fn group_version_document(kinds: &[&Kind]) -> Value {
         let mut ops = Map::new();
         for (verb, method, op) in [
             ("get", "get", operation(&gvk, "get", id("read"), vec![], false)),
-            ("update", "put", operation(&gvk, "put", id("replace"), write_params(), true)),
-            ("patch", "patch", operation(&gvk, "patch", id("patch"), patch_params(), true)),
+            (
+                "update",
+                "put",
+                operation(&gvk, "put", id("replace"), write_params(), true),
+            ),
+            (
+                "patch",
+                "patch",
+                operation(&gvk, "patch", id("patch"), patch_params(), true),
+            ),
             (
                 "delete",
                 "delete",
@@ -184,7 +196,11 @@ fn group_version_document(kinds: &[&Kind]) -> Value {
                     &gvk,
                     "delete",
                     id("delete"),
-                    vec![param("dryRun", ""), param("gracePeriodSeconds", ""), param("propagationPolicy", "")],
+                    vec![
+                        param("dryRun", ""),
+                        param("gracePeriodSeconds", ""),
+                        param("propagationPolicy", ""),
+                    ],
                     true,
                 ),
             ),
@@ -391,7 +407,11 @@ mod tests {
         let doc: Value =
             serde_json::from_slice(&OpenApi::build().document("apis/authentication.k8s.io/v1").unwrap().body).unwrap();
         assert!(doc["paths"]["/apis/authentication.k8s.io/v1/selfsubjectreviews"]["post"].is_object());
-        assert!(doc["paths"].get("/apis/authentication.k8s.io/v1/selfsubjectreviews/{name}").is_none());
+        assert!(
+            doc["paths"]
+                .get("/apis/authentication.k8s.io/v1/selfsubjectreviews/{name}")
+                .is_none()
+        );
         assert!(!review.takes("patch"));
         let openapi = OpenApi::build();
         let index = openapi.index();

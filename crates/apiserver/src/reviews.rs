@@ -38,10 +38,16 @@ pub fn answer(kind: &Kind, body: Value, user: &User, namespace: Option<&str>) ->
         "SubjectAccessReview" | "LocalSubjectAccessReview" => {
             check_attributes(kind, &review)?;
             let spec = &review["spec"];
-            let names_someone = ["user", "uid"].iter().any(|f| spec[f].as_str().is_some_and(|s| !s.is_empty()))
+            let names_someone = ["user", "uid"]
+                .iter()
+                .any(|f| spec[f].as_str().is_some_and(|s| !s.is_empty()))
                 || spec["groups"].as_array().is_some_and(|g| !g.is_empty());
             if !names_someone {
-                return Err(invalid(kind, "spec.user", "Invalid value: \"\": at least one of user or group must be specified"));
+                return Err(invalid(
+                    kind,
+                    "spec.user",
+                    "Invalid value: \"\": at least one of user or group must be specified",
+                ));
             }
             if kind.kind == "LocalSubjectAccessReview" {
                 let asked = spec.pointer("/resourceAttributes/namespace").and_then(Value::as_str);
@@ -63,7 +69,10 @@ pub fn answer(kind: &Kind, body: Value, user: &User, namespace: Option<&str>) ->
 /// An access review asks about either a resource or a non-resource URL, not both, not neither.
 fn check_attributes(kind: &Kind, review: &Value) -> ApiResult<()> {
     let spec = &review["spec"];
-    match (spec.get("resourceAttributes").is_some(), spec.get("nonResourceAttributes").is_some()) {
+    match (
+        spec.get("resourceAttributes").is_some(),
+        spec.get("nonResourceAttributes").is_some(),
+    ) {
         (true, false) | (false, true) => Ok(()),
         (true, true) => Err(invalid(
             kind,

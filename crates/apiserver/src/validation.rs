@@ -136,13 +136,23 @@ pub fn missing_required(kind: &Kind, object: &Value) -> Vec<crate::status::Cause
     causes
 }
 
-fn required_in(schema: &Schema, message: &schema::Message, value: &Value, path: &str, causes: &mut Vec<crate::status::Cause>) {
+fn required_in(
+    schema: &Schema,
+    message: &schema::Message,
+    value: &Value,
+    path: &str,
+    causes: &mut Vec<crate::status::Cause>,
+) {
     let Value::Object(map) = value else { return };
     for (name, field) in schema.properties(message) {
         if path.is_empty() && name == "status" {
             continue;
         }
-        let here = if path.is_empty() { name.to_string() } else { format!("{path}.{name}") };
+        let here = if path.is_empty() {
+            name.to_string()
+        } else {
+            format!("{path}.{name}")
+        };
         let present = match map.get(name) {
             None | Some(Value::Null) => false,
             Some(Value::String(s)) => !s.is_empty(),
@@ -157,7 +167,9 @@ fn required_in(schema: &Schema, message: &schema::Message, value: &Value, path: 
             });
             continue;
         }
-        let schema::Kind::Message(inner) = field.kind else { continue };
+        let schema::Kind::Message(inner) = field.kind else {
+            continue;
+        };
         let Some(inner) = schema.message(inner) else { continue };
         match map.get(name) {
             Some(Value::Array(items)) if field.repeated => {
@@ -218,7 +230,13 @@ mod tests {
         let pods = crate::kinds::find("", "v1", "pods").unwrap();
         let causes = missing_required(pods, &json!({"metadata": {"name": "p"}, "spec": {"containers": []}}));
         assert_eq!(causes[0].field, "spec.containers");
-        assert!(missing_required(pods, &json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c"}]}})).is_empty());
+        assert!(
+            missing_required(
+                pods,
+                &json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c"}]}})
+            )
+            .is_empty()
+        );
     }
 
     #[test]

@@ -274,7 +274,10 @@ async fn restart(server: &mut Server, styrman: &Path, pods: usize) -> anyhow::Re
     let deadline = started + Duration::from_secs(300);
     let mut ready = None;
     while ready.is_none() {
-        if request_body(&client, "GET", &format!("{}/readyz", server.base)).await.is_ok() {
+        if request_body(&client, "GET", &format!("{}/readyz", server.base))
+            .await
+            .is_ok()
+        {
             ready = Some(started.elapsed());
         } else if Instant::now() > deadline {
             bail!("the API server was not ready within 300 s of a restart");
@@ -282,7 +285,12 @@ async fn restart(server: &mut Server, styrman: &Path, pods: usize) -> anyhow::Re
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
-    let body = request_body(&client, "GET", &format!("{}/api/v1/namespaces/default/pods", server.base)).await?;
+    let body = request_body(
+        &client,
+        "GET",
+        &format!("{}/api/v1/namespaces/default/pods", server.base),
+    )
+    .await?;
     let listed = serde_json::from_slice::<serde_json::Value>(&body)?["items"]
         .as_array()
         .map_or(0, Vec::len);
@@ -366,7 +374,10 @@ pub(crate) async fn wait_for_nodes(
             break;
         }
         if started.elapsed() > timeout {
-            bail!("the hollow nodes did not register within {} minutes", timeout.as_secs() / 60);
+            bail!(
+                "the hollow nodes did not register within {} minutes",
+                timeout.as_secs() / 60
+            );
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -381,7 +392,9 @@ pub(crate) async fn watch_events(
     uri: &str,
     mut on_event: impl FnMut(&serde_json::Value) + Send + 'static,
 ) -> anyhow::Result<()> {
-    let response = client.request(http::Request::get(uri).body(Full::new(Bytes::new()))?).await?;
+    let response = client
+        .request(http::Request::get(uri).body(Full::new(Bytes::new()))?)
+        .await?;
     let mut body = response.into_body().into_data_stream();
     tokio::spawn(async move {
         let mut pending = Vec::new();
@@ -477,7 +490,12 @@ pub(crate) fn rss_kib(pid: u32) -> anyhow::Result<u64> {
 /// User plus system CPU time of a process, in seconds.
 pub(crate) fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let fields: Vec<&str> = stat.rsplit_once(')').context("bad stat")?.1.split_whitespace().collect();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .context("bad stat")?
+        .1
+        .split_whitespace()
+        .collect();
     let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
     Ok(ticks / 100.0)
 }

@@ -50,9 +50,15 @@ impl Pods {
 type Seen = Arc<Mutex<Pods>>;
 
 pub async fn run(options: Options) -> anyhow::Result<()> {
-    let styrman = options.styrman.clone().unwrap_or_else(|| PathBuf::from("target/release/styrman"));
+    let styrman = options
+        .styrman
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("target/release/styrman"));
     // On this thread: the server dies with the thread that started it.
-    let cluster = tokio::task::block_in_place(|| styrman_testkit::Cluster::start_with(&styrman, &[crate::api::WIDE_CLUSTER_CIDR])).context("cannot start styrman server")?;
+    let cluster = tokio::task::block_in_place(|| {
+        styrman_testkit::Cluster::start_with(&styrman, &[crate::api::WIDE_CLUSTER_CIDR])
+    })
+    .context("cannot start styrman server")?;
     let client = api::client(cluster.data_dir())?;
     let base = format!("https://127.0.0.1:{}", cluster.port());
     println!(
@@ -75,14 +81,22 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     )
     .await?;
     let seen = watch_pods(&client, &base).await?;
-    let manager = cluster.component_pid("controller-manager").context("no controller manager")?;
+    let manager = cluster
+        .component_pid("controller-manager")
+        .context("no controller manager")?;
     let apiserver = cluster.component_pid("apiserver").context("no API server")?;
     let n = options.replicas;
 
     // 1. Create: every replica Running.
     let cpu = Cpu::start(manager, apiserver)?;
     let t = Instant::now();
-    api::request(&client, "POST", &format!("{base}/apis/apps/v1/namespaces/bench/deployments"), Some(deployment(n, "pause:3.9"))).await?;
+    api::request(
+        &client,
+        "POST",
+        &format!("{base}/apis/apps/v1/namespaces/bench/deployments"),
+        Some(deployment(n, "pause:3.9")),
+    )
+    .await?;
     let samples = wait(&seen, Duration::from_secs(600), |p| p.running_with("pause:3.9") >= n).await?;
     report("create", n, t.elapsed(), &samples, &cpu)?;
 
@@ -91,13 +105,22 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let t = Instant::now();
     let patch = r#"{"spec":{"template":{"spec":{"containers":[{"name":"app","image":"pause:3.10"}]}}}}"#;
     patch_deployment(&client, &base, patch).await?;
-    let samples = wait(&seen, Duration::from_secs(900), |p| p.running_with("pause:3.10") >= n && p.running.len() == n).await?;
+    let samples = wait(&seen, Duration::from_secs(900), |p| {
+        p.running_with("pause:3.10") >= n && p.running.len() == n
+    })
+    .await?;
     report("rolling update", n, t.elapsed(), &samples, &cpu)?;
 
     // 3. Delete: every pod gone.
     let cpu = Cpu::start(manager, apiserver)?;
     let t = Instant::now();
-    api::request(&client, "DELETE", &format!("{base}/apis/apps/v1/namespaces/bench/deployments/app"), None).await?;
+    api::request(
+        &client,
+        "DELETE",
+        &format!("{base}/apis/apps/v1/namespaces/bench/deployments/app"),
+        None,
+    )
+    .await?;
     let samples = wait(&seen, Duration::from_secs(600), |p| p.running.is_empty()).await?;
     report("delete", n, t.elapsed(), &samples, &cpu)?;
     println!(
@@ -127,18 +150,29 @@ async fn patch_deployment(client: &HttpsClient, base: &str, patch: &str) -> anyh
 async fn watch_pods(client: &HttpsClient, base: &str) -> anyhow::Result<Seen> {
     let seen: Seen = Default::default();
     let pods = Arc::clone(&seen);
-    api::watch_events(client, &format!("{base}/api/v1/namespaces/bench/pods?watch=1"), move |event| {
-        let object = &event["object"];
-        let Some(name) = object["metadata"]["name"].as_str() else { return };
-        let mut pods = pods.lock().unwrap();
-        if event["type"] == "DELETED" {
-            pods.running.remove(name);
-            return;
-        }
-        let running = object["status"]["phase"] == "Running" && object["metadata"]["deletionTimestamp"].is_null();
-        let image = running.then(|| object["spec"]["containers"][0]["image"].as_str().unwrap_or("").to_string());
-        pods.running.insert(name.to_string(), image);
-    })
+    api::watch_events(
+        client,
+        &format!("{base}/api/v1/namespaces/bench/pods?watch=1"),
+        move |event| {
+            let object = &event["object"];
+            let Some(name) = object["metadata"]["name"].as_str() else {
+                return;
+            };
+            let mut pods = pods.lock().unwrap();
+            if event["type"] == "DELETED" {
+                pods.running.remove(name);
+                return;
+            }
+            let running = object["status"]["phase"] == "Running" && object["metadata"]["deletionTimestamp"].is_null();
+            let image = running.then(|| {
+                object["spec"]["containers"][0]["image"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string()
+            });
+            pods.running.insert(name.to_string(), image);
+        },
+    )
     .await?;
     Ok(seen)
 }
@@ -185,7 +219,10 @@ impl Cpu {
     }
 
     fn used(&self) -> anyhow::Result<(f64, f64)> {
-        Ok((api::cpu_seconds(self.manager.0)? - self.manager.1, api::cpu_seconds(self.apiserver.0)? - self.apiserver.1))
+        Ok((
+            api::cpu_seconds(self.manager.0)? - self.manager.1,
+            api::cpu_seconds(self.apiserver.0)? - self.apiserver.1,
+        ))
     }
 }
 
@@ -199,4 +236,3 @@ fn report(phase: &str, n: usize, elapsed: Duration, samples: &[f64], cpu: &Cpu) 
     );
     Ok(())
 }
-

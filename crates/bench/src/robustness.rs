@@ -45,7 +45,10 @@ pub struct Options {
 pub async fn run(options: Options) -> anyhow::Result<()> {
     let parent = options.dir.clone().unwrap_or_else(std::env::temp_dir);
     std::fs::create_dir_all(&parent)?;
-    let styrman = options.styrman.clone().unwrap_or_else(|| PathBuf::from("target/release/styrman"));
+    let styrman = options
+        .styrman
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("target/release/styrman"));
     let server = api::start(&styrman, &parent).await?;
     let client = api::client(server.data.path())?;
     let tls = Tls::new(server.data.path())?;
@@ -72,11 +75,20 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let mut idle = Vec::new();
     for _ in 0..options.idle_watches {
         let mut stream = tls.connect(port).await?;
-        send_head(&mut stream, "GET", "/api/v1/namespaces/default/configmaps?watch=1", None).await?;
+        send_head(
+            &mut stream,
+            "GET",
+            "/api/v1/namespaces/default/configmaps?watch=1",
+            None,
+        )
+        .await?;
         expect_status(&mut stream, 200).await?;
         idle.push(stream);
     }
-    phase(&format!("{} idle watches", options.idle_watches), &probe(&client, &server.base).await?)?;
+    phase(
+        &format!("{} idle watches", options.idle_watches),
+        &probe(&client, &server.base).await?,
+    )?;
 
     // Watches that never read while pods are created: they must not hold the server's memory.
     let mut stalled = Vec::new();
@@ -90,7 +102,10 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     created += options.pods;
     let rss_after = api::rss_kib(pid)?;
     phase(
-        &format!("{} stalled watches, {} pods created", options.stalled_watches, options.pods),
+        &format!(
+            "{} stalled watches, {} pods created",
+            options.stalled_watches, options.pods
+        ),
         &probe(&client, &server.base).await?,
     )?;
     let event_bytes = api::pod(1).len() as u64 + 400;
@@ -115,7 +130,10 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         }
     }
     let rss_open = api::rss_kib(pid)?;
-    phase(&format!("{} open connections", open.len()), &probe(&client, &server.base).await?)?;
+    phase(
+        &format!("{} open connections", open.len()),
+        &probe(&client, &server.base).await?,
+    )?;
     println!(
         "    opened in {:.1} s ({refused} refused); {:.1} KiB RSS per connection",
         started.elapsed().as_secs_f64(),
@@ -128,9 +146,17 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     for i in 0..options.slow_bodies {
         let tls = tls.clone();
         slow.push(tokio::spawn(async move {
-            let body = format!(r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"slow-{i}"}},"data":{{"a":"b"}}}}"#);
+            let body = format!(
+                r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"slow-{i}"}},"data":{{"a":"b"}}}}"#
+            );
             let mut stream = tls.connect(port).await?;
-            send_head(&mut stream, "POST", "/api/v1/namespaces/default/configmaps", Some(body.len())).await?;
+            send_head(
+                &mut stream,
+                "POST",
+                "/api/v1/namespaces/default/configmaps",
+                Some(body.len()),
+            )
+            .await?;
             for byte in body.as_bytes() {
                 stream.write_all(std::slice::from_ref(byte)).await?;
                 stream.flush().await?;
@@ -148,7 +174,12 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     println!("    slow bodies answered: {statuses:?}");
 
     // Nothing lost.
-    let body = api::request_body(&client, "GET", &format!("{}/api/v1/namespaces/default/pods", server.base)).await?;
+    let body = api::request_body(
+        &client,
+        "GET",
+        &format!("{}/api/v1/namespaces/default/pods", server.base),
+    )
+    .await?;
     let list: serde_json::Value = serde_json::from_slice(&body)?;
     let stored = list["items"].as_array().map_or(0, Vec::len);
     if stored != created {

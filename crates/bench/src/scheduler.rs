@@ -20,7 +20,11 @@ use crate::api::{self, HttpsClient};
 #[derive(clap::Args)]
 pub struct Options {
     /// Workloads to run: basic, node-affinity, pod-anti-affinity, topology-spread, preemption
-    #[arg(long, value_delimiter = ',', default_value = "basic,node-affinity,pod-anti-affinity,topology-spread,preemption")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "basic,node-affinity,pod-anti-affinity,topology-spread,preemption"
+    )]
     workloads: Vec<String>,
     /// Override every workload's node count
     #[arg(long)]
@@ -52,9 +56,33 @@ struct Workload {
 }
 
 const WORKLOADS: &[Workload] = &[
-    Workload { name: "basic", title: "SchedulingBasic", groups: &[("node-", 1, "")], nodes: 5000, initial: 1000, measured: 10_000, gate: 270.0 },
-    Workload { name: "node-affinity", title: "NodeAffinity", groups: &[("node-", 1, "topology.kubernetes.io/zone=zone1")], nodes: 5000, initial: 1000, measured: 10_000, gate: 220.0 },
-    Workload { name: "pod-anti-affinity", title: "PodAntiAffinity", groups: &[("node-", 1, "")], nodes: 5000, initial: 1000, measured: 1000, gate: 60.0 },
+    Workload {
+        name: "basic",
+        title: "SchedulingBasic",
+        groups: &[("node-", 1, "")],
+        nodes: 5000,
+        initial: 1000,
+        measured: 10_000,
+        gate: 270.0,
+    },
+    Workload {
+        name: "node-affinity",
+        title: "NodeAffinity",
+        groups: &[("node-", 1, "topology.kubernetes.io/zone=zone1")],
+        nodes: 5000,
+        initial: 1000,
+        measured: 10_000,
+        gate: 220.0,
+    },
+    Workload {
+        name: "pod-anti-affinity",
+        title: "PodAntiAffinity",
+        groups: &[("node-", 1, "")],
+        nodes: 5000,
+        initial: 1000,
+        measured: 1000,
+        gate: 60.0,
+    },
     Workload {
         name: "topology-spread",
         title: "TopologySpreading",
@@ -68,7 +96,15 @@ const WORKLOADS: &[Workload] = &[
         measured: 1000,
         gate: 85.0,
     },
-    Workload { name: "preemption", title: "PreemptionBasic", groups: &[("node-", 1, "")], nodes: 500, initial: 2000, measured: 500, gate: 18.0 },
+    Workload {
+        name: "preemption",
+        title: "PreemptionBasic",
+        groups: &[("node-", 1, "")],
+        nodes: 500,
+        initial: 2000,
+        measured: 500,
+        gate: 18.0,
+    },
 ];
 
 /// scheduler_perf's pod templates: a pause container asking for 100m CPU and 500Mi, with the
@@ -123,7 +159,10 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         .iter()
         .map(|(title, t, gate)| {
             let x = t / gate;
-            format!("{title} {t:.0} pods/s ({x:.1}x the {gate:.0} gate) [{}]", if x >= 5.0 { "met 5x" } else { "NOT met 5x" })
+            format!(
+                "{title} {t:.0} pods/s ({x:.1}x the {gate:.0} gate) [{}]",
+                if x >= 5.0 { "met 5x" } else { "NOT met 5x" }
+            )
         })
         .collect();
     println!("\nsummary: {}; SchedulingBasic goal 2000 pods/s", parts.join("; "));
@@ -131,11 +170,16 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
 }
 
 async fn run_workload(workload: &Workload, options: &Options) -> anyhow::Result<f64> {
-    let styrman = options.styrman.clone().unwrap_or_else(|| PathBuf::from("target/release/styrman"));
+    let styrman = options
+        .styrman
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("target/release/styrman"));
     // On this thread (the one block_on runs on): the server dies with the thread that started
     // it, and a blocking-pool thread does not live as long as the benchmark.
-    let cluster = tokio::task::block_in_place(|| styrman_testkit::Cluster::start_with(&styrman, &[crate::api::WIDE_CLUSTER_CIDR]))
-        .context("cannot start styrman server")?;
+    let cluster = tokio::task::block_in_place(|| {
+        styrman_testkit::Cluster::start_with(&styrman, &[crate::api::WIDE_CLUSTER_CIDR])
+    })
+    .context("cannot start styrman server")?;
     let client = api::client(cluster.data_dir())?;
     let base = format!("https://127.0.0.1:{}", cluster.port());
     println!(
@@ -187,8 +231,20 @@ async fn run_workload(workload: &Workload, options: &Options) -> anyhow::Result<
     let scheduler = cluster.component_pid("scheduler").context("no scheduler process")?;
     // Initial pods, scheduled before measuring.
     let bound = watch_bindings(&client, &base).await?;
-    let initial = Batch { workload: workload.name, first: 0, count: workload.initial, measured: false };
-    create(&client, &base, options.clients, &initial, &Arc::new(Mutex::new(HashMap::new()))).await?;
+    let initial = Batch {
+        workload: workload.name,
+        first: 0,
+        count: workload.initial,
+        measured: false,
+    };
+    create(
+        &client,
+        &base,
+        options.clients,
+        &initial,
+        &Arc::new(Mutex::new(HashMap::new())),
+    )
+    .await?;
     wait_bound(&bound, workload.initial, Duration::from_secs(600)).await?;
 
     // Measured pods.
@@ -198,7 +254,12 @@ async fn run_workload(workload: &Workload, options: &Options) -> anyhow::Result<
     let creating = tokio::spawn({
         let (client, base, created_at) = (client.clone(), base.clone(), Arc::clone(&created_at));
         let clients = options.clients;
-        let batch = Batch { workload: workload.name, first: workload.initial, count: workload.measured, measured: true };
+        let batch = Batch {
+            workload: workload.name,
+            first: workload.initial,
+            count: workload.measured,
+            measured: true,
+        };
         async move { create(&client, &base, clients, &batch, &created_at).await }
     });
     let mut samples = Vec::new();
@@ -211,7 +272,11 @@ async fn run_workload(workload: &Workload, options: &Options) -> anyhow::Result<
         samples.push((now - last) as f64);
         last = now;
         if Instant::now() > deadline {
-            bail!("only {} of {} measured pods were bound within 15 minutes", now - workload.initial, workload.measured);
+            bail!(
+                "only {} of {} measured pods were bound within 15 minutes",
+                now - workload.initial,
+                workload.measured
+            );
         }
     }
     creating.await??;
@@ -266,7 +331,12 @@ async fn create(
     batch: &Batch,
     created_at: &Arc<Mutex<HashMap<String, Instant>>>,
 ) -> anyhow::Result<()> {
-    let Batch { workload, first, count, measured } = *batch;
+    let Batch {
+        workload,
+        first,
+        count,
+        measured,
+    } = *batch;
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for _ in 0..clients {
@@ -282,7 +352,10 @@ async fn create(
                 if i >= count {
                     return anyhow::Ok(());
                 }
-                created_at.lock().unwrap().insert(format!("pod-{}", first + i), Instant::now());
+                created_at
+                    .lock()
+                    .unwrap()
+                    .insert(format!("pod-{}", first + i), Instant::now());
                 api::request(&client, "POST", &uri, Some(pod(workload, first + i, measured))).await?;
             }
         }));
@@ -305,7 +378,10 @@ async fn watch_bindings(client: &HttpsClient, base: &str) -> anyhow::Result<Boun
         if object["spec"]["nodeName"].as_str().is_some_and(|n| !n.is_empty())
             && let Some(name) = object["metadata"]["name"].as_str()
         {
-            seen.lock().unwrap().entry(name.to_string()).or_insert_with(Instant::now);
+            seen.lock()
+                .unwrap()
+                .entry(name.to_string())
+                .or_insert_with(Instant::now);
         }
     })
     .await?;
@@ -320,10 +396,12 @@ async fn wait_bound(bound: &Bound, count: usize, timeout: Duration) -> anyhow::R
     let deadline = Instant::now() + timeout;
     while bound.lock().unwrap().len() < count {
         if Instant::now() > deadline {
-            bail!("only {} of {count} pods were bound in time", bound.lock().unwrap().len());
+            bail!(
+                "only {} of {count} pods were bound in time",
+                bound.lock().unwrap().len()
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Ok(())
 }
-

@@ -109,7 +109,11 @@ impl Controller {
     fn queue_leftovers(&self) {
         for endpoints in self.endpoints.all() {
             let meta = &endpoints.metadata;
-            if meta.annotations.as_ref().is_some_and(|a| a.contains_key(LEADER_ANNOTATION)) {
+            if meta
+                .annotations
+                .as_ref()
+                .is_some_and(|a| a.contains_key(LEADER_ANNOTATION))
+            {
                 continue;
             }
             if let (Some(namespace), Some(name)) = (&meta.namespace, &meta.name) {

@@ -124,7 +124,14 @@ impl Controller {
 
     fn zone_of(&self, node: &str) -> Option<Option<String>> {
         let node = self.nodes.get("", node)?;
-        Some(node.metadata.labels.as_ref().and_then(|l| l.get(ZONE_LABEL)).filter(|z| !z.is_empty()).cloned())
+        Some(
+            node.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(ZONE_LABEL))
+                .filter(|z| !z.is_empty())
+                .cloned(),
+        )
     }
 
     async fn sync(&self, key: String) -> anyhow::Result<()> {
@@ -146,7 +153,14 @@ impl Controller {
             .slices
             .list(namespace)
             .into_iter()
-            .filter(|s| s.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)).map(String::as_str) == Some(name))
+            .filter(|s| {
+                s.metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(SERVICE_NAME_LABEL))
+                    .map(String::as_str)
+                    == Some(name)
+            })
             .filter(|s| s.metadata.deletion_timestamp.is_none())
             .collect();
         let trigger_time = self.triggers.compute(&key, &service, &selected);
@@ -174,7 +188,8 @@ impl Controller {
             match api.create(&params, &slice).await {
                 Ok(created) => {
                     let created_name = created.metadata.name.unwrap_or_default();
-                    self.writes.wrote(&key, &created_name, created.metadata.resource_version);
+                    self.writes
+                        .wrote(&key, &created_name, created.metadata.resource_version);
                 }
                 // The namespace is going, and its slices with it.
                 Err(e) if writes::namespace_terminating(&e) => return Ok(()),

@@ -23,7 +23,10 @@ use tokio::sync::watch;
 
 /// The work-queue key of a cached object: `namespace/name` (`/name` when cluster-scoped).
 pub fn key_of<K: Resource>(object: &K) -> String {
-    key(object.meta().namespace.as_deref().unwrap_or(""), object.meta().name.as_deref().unwrap_or(""))
+    key(
+        object.meta().namespace.as_deref().unwrap_or(""),
+        object.meta().name.as_deref().unwrap_or(""),
+    )
 }
 
 pub fn key(namespace: &str, name: &str) -> String {
@@ -39,7 +42,10 @@ pub fn labels_of<K: Resource>(object: &K) -> &BTreeMap<String, String> {
 /// One change the cache went through.
 pub enum Change<'a, K> {
     /// Created (`old` is None) or modified.
-    Applied { old: Option<&'a Arc<K>>, new: &'a Arc<K> },
+    Applied {
+        old: Option<&'a Arc<K>>,
+        new: &'a Arc<K>,
+    },
     Deleted(&'a Arc<K>),
 }
 
@@ -71,7 +77,10 @@ impl<K> Cache<K> {
     /// Every object in `namespace`, in name order.
     pub fn list(&self, namespace: &str) -> Vec<Arc<K>> {
         let objects = self.objects.read().expect("informer cache lock");
-        objects.get(namespace).map(|m| m.values().cloned().collect()).unwrap_or_default()
+        objects
+            .get(namespace)
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Every object in every namespace.
@@ -132,19 +141,29 @@ where
     /// Calls `handler` for every change, after the cache holds it. Handlers run on the watch
     /// task: they should only enqueue keys. Register before [`Informers::run`] starts.
     pub fn on_change(&self, handler: impl Fn(Change<'_, K>) + Send + Sync + 'static) {
-        self.feed.lock().expect("informer feed lock").handlers.push(Box::new(handler));
+        self.feed
+            .lock()
+            .expect("informer feed lock")
+            .handlers
+            .push(Box::new(handler));
     }
 
     /// Calls `handler` each time a (re)list has replaced the cache's contents, before the
     /// changes it brought are handed to the `on_change` handlers: from then on the cache is as
     /// new as the API server was at the list, whatever events were missed before it.
     pub fn on_relist(&self, handler: impl Fn() + Send + Sync + 'static) {
-        self.feed.lock().expect("informer feed lock").relist_handlers.push(Box::new(handler));
+        self.feed
+            .lock()
+            .expect("informer feed lock")
+            .relist_handlers
+            .push(Box::new(handler));
     }
 
     /// Watches until the watch stream ends (it retries with backoff, so only on shutdown).
     async fn run(self) -> anyhow::Result<()> {
-        let mut events = watcher::watcher(self.api.clone(), self.config.clone()).default_backoff().boxed();
+        let mut events = watcher::watcher(self.api.clone(), self.config.clone())
+            .default_backoff()
+            .boxed();
         while let Some(event) = events.next().await {
             match event {
                 Ok(event) => self.feed.lock().expect("informer feed lock").apply(event),
@@ -172,7 +191,10 @@ struct SharedEntry {
 
 impl Informers {
     pub fn new(client: kube::Client) -> Informers {
-        Informers { client, entries: Vec::new() }
+        Informers {
+            client,
+            entries: Vec::new(),
+        }
     }
 
     /// The cluster-wide informer of `K` with `config`'s selectors, made on first use.
@@ -183,7 +205,11 @@ impl Informers {
         let selectors = format!("{:?}|{:?}", config.label_selector, config.field_selector);
         let kind = TypeId::of::<K>();
         if let Some(entry) = self.entries.iter().find(|e| e.kind == kind && e.selectors == selectors) {
-            return entry.informer.downcast_ref::<Informer<K>>().expect("entries are keyed by type").clone();
+            return entry
+                .informer
+                .downcast_ref::<Informer<K>>()
+                .expect("entries are keyed by type")
+                .clone();
         }
         let informer = Informer::new(Api::all(self.client.clone()), config);
         self.entries.push(SharedEntry {
@@ -253,7 +279,10 @@ impl<K: Resource> Feed<K> {
             objects.entry(namespace).or_default().insert(name, Arc::clone(&object))
         };
         for handler in &self.handlers {
-            handler(Change::Applied { old: old.as_ref(), new: &object });
+            handler(Change::Applied {
+                old: old.as_ref(),
+                new: &object,
+            });
         }
     }
 
@@ -296,7 +325,11 @@ impl<K: Resource> Feed<K> {
             let mut deleted = Vec::new();
             for (namespace, then) in before {
                 let now = objects.get(&namespace);
-                deleted.extend(then.into_iter().filter(|(name, _)| now.is_none_or(|m| !m.contains_key(name))).map(|(_, old)| old));
+                deleted.extend(
+                    then.into_iter()
+                        .filter(|(name, _)| now.is_none_or(|m| !m.contains_key(name)))
+                        .map(|(_, old)| old),
+                );
             }
             (applied, deleted)
         };
@@ -318,7 +351,10 @@ impl<K: Resource> Feed<K> {
 
 fn namespace_and_name<K: Resource>(object: &K) -> (String, String) {
     let meta = object.meta();
-    (meta.namespace.clone().unwrap_or_default(), meta.name.clone().unwrap_or_default())
+    (
+        meta.namespace.clone().unwrap_or_default(),
+        meta.name.clone().unwrap_or_default(),
+    )
 }
 
 /// Whether `a` and `b` are the same version of the same object (a name reused by a new object
@@ -411,11 +447,17 @@ mod tests {
         let (mut feed, log) = recording_feed();
         feed.apply(Event::Apply(pod("a", "p", "1")));
         feed.apply(Event::Apply(pod("a", "p", "2")));
-        assert_eq!(take(&log), ["applied p old=None new=1", "applied p old=Some(\"1\") new=2"]);
+        assert_eq!(
+            take(&log),
+            ["applied p old=None new=1", "applied p old=Some(\"1\") new=2"]
+        );
         feed.apply(Event::Delete(pod("a", "p", "3")));
         assert_eq!(take(&log), ["deleted p"]);
         assert!(feed.cache.list("a").is_empty());
-        assert!(feed.cache.objects.read().unwrap().is_empty(), "an emptied namespace is dropped");
+        assert!(
+            feed.cache.objects.read().unwrap().is_empty(),
+            "an emptied namespace is dropped"
+        );
     }
 
     #[test]

@@ -60,13 +60,19 @@ const CONTROLLERS: &[(&str, &[&str])] = &[
 ];
 
 /// The User-Agent the controllers send; the API server names their field manager after it.
-const USER_AGENT: &str = concat!("kube-controller-manager/v1.33.0 (linux/amd64) styrman/", env!("CARGO_PKG_VERSION"));
+const USER_AGENT: &str = concat!(
+    "kube-controller-manager/v1.33.0 (linux/amd64) styrman/",
+    env!("CARGO_PKG_VERSION")
+);
 
 /// Whether `--controllers` enables `name`, as upstream reads the flag: an explicit `name` or
 /// `-name` decides; otherwise `*` enables it.
 fn enabled(flags: &[String], name: &str, aliases: &[&str]) -> bool {
     let names = || std::iter::once(name).chain(aliases.iter().copied());
-    if flags.iter().any(|f| f.strip_prefix('-').is_some_and(|n| names().any(|x| x == n))) {
+    if flags
+        .iter()
+        .any(|f| f.strip_prefix('-').is_some_and(|n| names().any(|x| x == n)))
+    {
         return false;
     }
     flags.iter().any(|f| f == "*" || names().any(|x| x == f))

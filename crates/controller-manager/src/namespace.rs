@@ -14,8 +14,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, PostParams};
 use kube::core::PartialObjectMeta;
 use kube::discovery::verbs;
-use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
 use styrman_runtime::WorkQueue;
 
 use crate::discovery::Resource;
@@ -46,7 +46,9 @@ pub async fn run(client: kube::Client) -> anyhow::Result<()> {
         }
     }));
     let namespaces: Api<Namespace> = Api::all(client);
-    let mut events = watcher::watcher(namespaces, watcher::Config::default()).default_backoff().boxed();
+    let mut events = watcher::watcher(namespaces, watcher::Config::default())
+        .default_backoff()
+        .boxed();
     while let Some(event) = events.next().await {
         match event {
             Ok(Event::Apply(ns) | Event::InitApply(ns)) if ns.metadata.deletion_timestamp.is_some() => {
@@ -75,7 +77,11 @@ async fn sync(client: &kube::Client, name: &str) -> anyhow::Result<Progress> {
     let Some(namespace) = namespaces.get_opt(name).await.context("reading the namespace")? else {
         return Ok(Progress::Done);
     };
-    let finalizers = namespace.spec.as_ref().and_then(|s| s.finalizers.clone()).unwrap_or_default();
+    let finalizers = namespace
+        .spec
+        .as_ref()
+        .and_then(|s| s.finalizers.clone())
+        .unwrap_or_default();
     if namespace.metadata.deletion_timestamp.is_none() || !finalizers.iter().any(|f| f == FINALIZER) {
         return Ok(Progress::Done);
     }
@@ -141,7 +147,8 @@ async fn sync(client: &kube::Client, name: &str) -> anyhow::Result<Progress> {
 async fn delete_content(client: &kube::Client, namespace: &str, resource: &Resource) -> anyhow::Result<()> {
     let api: Api<Metadata> = Api::namespaced_with(client.clone(), namespace, &resource.api);
     if resource.supports(&[verbs::DELETE_COLLECTION]) {
-        api.delete_collection(&DeleteParams::default(), &ListParams::default()).await?;
+        api.delete_collection(&DeleteParams::default(), &ListParams::default())
+            .await?;
         return Ok(());
     }
     for object in api.list(&ListParams::default()).await?.items {
@@ -171,30 +178,80 @@ fn conditions(
             "All content successfully deleted, may be waiting on finalization".to_string(),
         )
     } else {
-        (true, "ContentDeletionFailed", format!("Failed to delete all resource types, {} remaining: {}", failures.len(), failures.join(", ")))
+        (
+            true,
+            "ContentDeletionFailed",
+            format!(
+                "Failed to delete all resource types, {} remaining: {}",
+                failures.len(),
+                failures.join(", ")
+            ),
+        )
     };
     let content_remaining = if remaining.is_empty() {
         (false, "ContentRemoved", "All content successfully removed".to_string())
     } else {
-        let list: Vec<String> = remaining.iter().map(|(r, n)| format!("{r} has {n} resource instances")).collect();
-        (true, "SomeResourcesRemain", format!("Some resources are remaining: {}", list.join(", ")))
+        let list: Vec<String> = remaining
+            .iter()
+            .map(|(r, n)| format!("{r} has {n} resource instances"))
+            .collect();
+        (
+            true,
+            "SomeResourcesRemain",
+            format!("Some resources are remaining: {}", list.join(", ")),
+        )
     };
     let finalizers_remaining = if finalizers.is_empty() {
-        (false, "ContentHasNoFinalizers", "All content-preserving finalizers finished".to_string())
+        (
+            false,
+            "ContentHasNoFinalizers",
+            "All content-preserving finalizers finished".to_string(),
+        )
     } else {
-        let list: Vec<String> = finalizers.iter().map(|(f, n)| format!("{f} in {n} resource instances")).collect();
+        let list: Vec<String> = finalizers
+            .iter()
+            .map(|(f, n)| format!("{f} in {n} resource instances"))
+            .collect();
         (
             true,
             "SomeFinalizersRemain",
-            format!("Some content in the namespace has finalizers remaining: {}", list.join(", ")),
+            format!(
+                "Some content in the namespace has finalizers remaining: {}",
+                list.join(", ")
+            ),
         )
     };
     vec![
-        ("NamespaceDeletionDiscoveryFailure", false, "ResourcesDiscovered", "All resources successfully discovered".to_string()),
-        ("NamespaceDeletionGroupVersionParsingFailure", false, "ParsedGroupVersions", "All legacy kube types successfully parsed".to_string()),
-        ("NamespaceDeletionContentFailure", content_failure.0, content_failure.1, content_failure.2),
-        ("NamespaceContentRemaining", content_remaining.0, content_remaining.1, content_remaining.2),
-        ("NamespaceFinalizersRemaining", finalizers_remaining.0, finalizers_remaining.1, finalizers_remaining.2),
+        (
+            "NamespaceDeletionDiscoveryFailure",
+            false,
+            "ResourcesDiscovered",
+            "All resources successfully discovered".to_string(),
+        ),
+        (
+            "NamespaceDeletionGroupVersionParsingFailure",
+            false,
+            "ParsedGroupVersions",
+            "All legacy kube types successfully parsed".to_string(),
+        ),
+        (
+            "NamespaceDeletionContentFailure",
+            content_failure.0,
+            content_failure.1,
+            content_failure.2,
+        ),
+        (
+            "NamespaceContentRemaining",
+            content_remaining.0,
+            content_remaining.1,
+            content_remaining.2,
+        ),
+        (
+            "NamespaceFinalizersRemaining",
+            finalizers_remaining.0,
+            finalizers_remaining.1,
+            finalizers_remaining.2,
+        ),
     ]
 }
 
@@ -210,7 +267,11 @@ async fn update_conditions(
     let mut namespace = namespace;
     let status = namespace.status.get_or_insert_with(Default::default);
     let old = status.conditions.clone().unwrap_or_default();
-    let now = Time(jiff::Timestamp::now().round(jiff::Unit::Second).unwrap_or_else(|_| jiff::Timestamp::now()));
+    let now = Time(
+        jiff::Timestamp::now()
+            .round(jiff::Unit::Second)
+            .unwrap_or_else(|_| jiff::Timestamp::now()),
+    );
     let mut changed = false;
     let conditions: Vec<NamespaceCondition> = wanted
         .into_iter()

@@ -27,7 +27,9 @@ impl Cidr {
             .split_once('/')
             .ok_or_else(|| anyhow::anyhow!("{text:?} is not a CIDR (address/prefix)"))?;
         let address: IpAddr = address.parse().map_err(|_| anyhow::anyhow!("{text:?}: bad address"))?;
-        let prefix: u8 = prefix.parse().map_err(|_| anyhow::anyhow!("{text:?}: bad prefix length"))?;
+        let prefix: u8 = prefix
+            .parse()
+            .map_err(|_| anyhow::anyhow!("{text:?}: bad prefix length"))?;
         let (address, ipv6) = match address {
             IpAddr::V4(a) => (u128::from(u32::from(a)), false),
             IpAddr::V6(a) => (u128::from(a), true),

@@ -12,5 +12,9 @@ pub fn recorder(client: kube::Client, component: &str) -> Recorder {
 
 /// Upstream's RecordNodeStatusChange: "Node X status is now: S", reason S.
 pub fn node_status_change(recorder: &Recorder, node: &Node, status: &str) {
-    recorder.normal(reference_to(node), status, format!("Node {} status is now: {status}", node.name_any()));
+    recorder.normal(
+        reference_to(node),
+        status,
+        format!("Node {} status is now: {status}", node.name_any()),
+    );
 }

@@ -26,7 +26,12 @@ const CONDITION_TAINTS: [(&str, &str, &str); 6] = [
 ];
 
 pub fn condition<'a>(node: &'a Node, type_: &str) -> Option<&'a NodeCondition> {
-    node.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == type_)
+    node.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_)
 }
 
 /// The Ready condition's status: "True", "False", "Unknown", or None if never posted.
@@ -144,11 +149,20 @@ pub fn zone_state(ready: usize, not_ready: usize) -> ZoneState {
 pub fn zone_of(node: &Node) -> String {
     let label = |keys: [&str; 2]| {
         let labels = node.metadata.labels.as_ref();
-        keys.iter().find_map(|k| labels.and_then(|l| l.get(*k)).cloned()).unwrap_or_default()
+        keys.iter()
+            .find_map(|k| labels.and_then(|l| l.get(*k)).cloned())
+            .unwrap_or_default()
     };
-    let region = label(["topology.kubernetes.io/region", "failure-domain.beta.kubernetes.io/region"]);
+    let region = label([
+        "topology.kubernetes.io/region",
+        "failure-domain.beta.kubernetes.io/region",
+    ]);
     let zone = label(["topology.kubernetes.io/zone", "failure-domain.beta.kubernetes.io/zone"]);
-    if region.is_empty() && zone.is_empty() { String::new() } else { format!("{region}:\x00:{zone}") }
+    if region.is_empty() && zone.is_empty() {
+        String::new()
+    } else {
+        format!("{region}:\x00:{zone}")
+    }
 }
 
 /// How far taint-based eviction may go for a node, given the disruption around it.
@@ -165,7 +179,11 @@ pub enum Eviction {
 
 /// `wanted` with the NoExecute taints `eviction` does not allow left out (kept if already on
 /// the node, when only new ones are held back).
-pub fn limit_no_execute(wanted: Vec<(&'static str, &'static str)>, current: &[Taint], eviction: Eviction) -> Vec<(&'static str, &'static str)> {
+pub fn limit_no_execute(
+    wanted: Vec<(&'static str, &'static str)>,
+    current: &[Taint],
+    eviction: Eviction,
+) -> Vec<(&'static str, &'static str)> {
     wanted
         .into_iter()
         .filter(|(key, effect)| {
@@ -187,7 +205,11 @@ mod tests {
     #[test]
     fn zones_are_judged_by_how_many_nodes_are_down() {
         assert_eq!(zone_state(3, 1), ZoneState::Normal);
-        assert_eq!(zone_state(1, 2), ZoneState::Normal, "two down is never a partial disruption");
+        assert_eq!(
+            zone_state(1, 2),
+            ZoneState::Normal,
+            "two down is never a partial disruption"
+        );
         assert_eq!(zone_state(2, 3), ZoneState::PartialDisruption);
         assert_eq!(zone_state(0, 1), ZoneState::FullDisruption);
         assert_eq!(zone_state(0, 0), ZoneState::Normal);
@@ -202,9 +224,15 @@ mod tests {
             ..Default::default()
         }];
         assert_eq!(limit_no_execute(wanted.clone(), &[], Eviction::Normal), wanted);
-        assert_eq!(limit_no_execute(wanted.clone(), &[], Eviction::HoldNew), [(UNREACHABLE, NO_SCHEDULE)]);
+        assert_eq!(
+            limit_no_execute(wanted.clone(), &[], Eviction::HoldNew),
+            [(UNREACHABLE, NO_SCHEDULE)]
+        );
         assert_eq!(limit_no_execute(wanted.clone(), &on_node, Eviction::HoldNew), wanted);
-        assert_eq!(limit_no_execute(wanted, &on_node, Eviction::Stop), [(UNREACHABLE, NO_SCHEDULE)]);
+        assert_eq!(
+            limit_no_execute(wanted, &on_node, Eviction::Stop),
+            [(UNREACHABLE, NO_SCHEDULE)]
+        );
     }
 
     fn node(conditions: &[(&str, &str)], unschedulable: bool) -> Node {
@@ -244,10 +272,16 @@ mod tests {
         assert_eq!(ready.status, "Unknown");
         assert_eq!(ready.reason.as_deref(), Some("NodeStatusUnknown"));
         assert_eq!(ready.message.as_deref(), Some("Kubelet stopped posting node status."));
-        assert_eq!(ready.last_heartbeat_time, Some(Time("2025-01-01T00:00:00Z".parse().unwrap())));
+        assert_eq!(
+            ready.last_heartbeat_time,
+            Some(Time("2025-01-01T00:00:00Z".parse().unwrap()))
+        );
         assert_eq!(ready.last_transition_time, Some(now()));
         let disk = condition(&n, "DiskPressure").unwrap();
-        assert_eq!((disk.status.as_str(), disk.reason.as_deref()), ("Unknown", Some("NodeStatusNeverUpdated")));
+        assert_eq!(
+            (disk.status.as_str(), disk.reason.as_deref()),
+            ("Unknown", Some("NodeStatusNeverUpdated"))
+        );
         assert_eq!(condition(&n, "PIDPressure").unwrap().status, "Unknown");
         // Already Unknown: nothing more to write.
         assert!(!mark_unknown(&mut n, &now()));
@@ -297,7 +331,14 @@ mod tests {
         let wanted = [(UNREACHABLE, NO_SCHEDULE), (UNREACHABLE, NO_EXECUTE)];
         let taints = reconcile_taints(&current, &wanted, &now()).unwrap();
         let keys: Vec<(&str, &str)> = taints.iter().map(|t| (t.key.as_str(), t.effect.as_str())).collect();
-        assert_eq!(keys, [("dedicated", NO_EXECUTE), (UNREACHABLE, NO_EXECUTE), (UNREACHABLE, NO_SCHEDULE)]);
+        assert_eq!(
+            keys,
+            [
+                ("dedicated", NO_EXECUTE),
+                (UNREACHABLE, NO_EXECUTE),
+                (UNREACHABLE, NO_SCHEDULE)
+            ]
+        );
         assert_eq!(taints[1].time_added, Some(earlier));
         assert_eq!(taints[2].time_added, Some(now()));
         assert_eq!(reconcile_taints(&taints, &wanted, &now()), None);

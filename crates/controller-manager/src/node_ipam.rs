@@ -12,10 +12,10 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
+use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
-use kube::ResourceExt;
 use serde_json::json;
 use styrman_runtime::{Recorder, WorkQueue};
 
@@ -40,7 +40,9 @@ pub async fn run(client: kube::Client, config: crate::Config) -> anyhow::Result<
     let queue: Arc<WorkQueue<String>> = WorkQueue::new();
     let recorder = events::recorder(client.clone(), "cidrAllocator");
     let nodes: Api<Node> = Api::all(client.clone());
-    let mut events = watcher::watcher(nodes.clone(), watcher::Config::default()).default_backoff().boxed();
+    let mut events = watcher::watcher(nodes.clone(), watcher::Config::default())
+        .default_backoff()
+        .boxed();
     let mut listing: Option<HashSet<String>> = None;
     let mut workers = None;
     while let Some(event) = events.next().await {
@@ -64,10 +66,14 @@ pub async fn run(client: kube::Client, config: crate::Config) -> anyhow::Result<
                 // known, a "free" subnet may be one a node not yet listed holds.
                 if workers.is_none() {
                     let (nodes, state, recorder) = (nodes.clone(), Arc::clone(&state), recorder.clone());
-                    workers = Some(tokio::spawn(Arc::clone(&queue).run_workers(WORKERS, "node-ipam", move |name: String| {
-                        let (nodes, state, recorder) = (nodes.clone(), Arc::clone(&state), recorder.clone());
-                        async move { sync(&nodes, &state, &recorder, &name).await }
-                    })));
+                    workers = Some(tokio::spawn(Arc::clone(&queue).run_workers(
+                        WORKERS,
+                        "node-ipam",
+                        move |name: String| {
+                            let (nodes, state, recorder) = (nodes.clone(), Arc::clone(&state), recorder.clone());
+                            async move { sync(&nodes, &state, &recorder, &name).await }
+                        },
+                    )));
                 }
             }
             Ok(Event::Apply(node)) => observe(&state, &queue, &node),
@@ -90,7 +96,9 @@ pub async fn run(client: kube::Client, config: crate::Config) -> anyhow::Result<
 }
 
 fn pod_cidrs(node: &Node) -> Vec<String> {
-    let Some(spec) = node.spec.as_ref() else { return Vec::new() };
+    let Some(spec) = node.spec.as_ref() else {
+        return Vec::new();
+    };
     match (&spec.pod_cidrs, &spec.pod_cidr) {
         (Some(cidrs), _) if !cidrs.is_empty() => cidrs.clone(),
         (_, Some(cidr)) if !cidr.is_empty() => vec![cidr.clone()],
@@ -104,7 +112,11 @@ fn observe(state: &Mutex<State>, queue: &WorkQueue<String>, node: &Node) {
     if cidrs.is_empty() {
         queue.add(node.name_any());
     } else {
-        state.lock().expect("ipam lock").allocator.occupy(&node.name_any(), &cidrs);
+        state
+            .lock()
+            .expect("ipam lock")
+            .allocator
+            .occupy(&node.name_any(), &cidrs);
     }
 }
 
@@ -145,7 +157,10 @@ async fn sync(nodes: &Api<Node>, state: &Mutex<State>, recorder: &Recorder, name
         "metadata": {"resourceVersion": node.metadata.resource_version},
         "spec": {"podCIDR": cidrs[0], "podCIDRs": cidrs},
     });
-    match nodes.patch(name, &PatchParams::default(), &Patch::Strategic(patch)).await {
+    match nodes
+        .patch(name, &PatchParams::default(), &Patch::Strategic(patch))
+        .await
+    {
         Ok(_) => {
             tracing::info!(node = name, cidrs = ?cidrs, "pod CIDRs allocated");
             Ok(())

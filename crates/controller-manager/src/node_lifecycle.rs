@@ -31,11 +31,11 @@ use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
 use kube::api::{Api, ListParams, PostParams};
+use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher::{self, Event};
-use kube::runtime::WatchStreamExt;
-use kube::ResourceExt;
 use styrman_runtime::{Recorder, WorkQueue, reference_to};
 
 use health::{Eviction, ZoneState};
@@ -94,7 +94,10 @@ async fn monitor(client: kube::Client, config: crate::Config) -> anyhow::Result<
     .boxed();
     let lease_watch = reflector::reflector(
         leases_writer,
-        watcher::watcher(Api::<Lease>::namespaced(client.clone(), LEASE_NAMESPACE), watcher::Config::default()),
+        watcher::watcher(
+            Api::<Lease>::namespaced(client.clone(), LEASE_NAMESPACE),
+            watcher::Config::default(),
+        ),
     )
     .default_backoff()
     .boxed();
@@ -172,8 +175,10 @@ impl Controller {
                 *not_ready += 1;
             }
         }
-        let zones: HashMap<String, ZoneState> =
-            counts.into_iter().map(|(zone, (ready, not_ready))| (zone, health::zone_state(ready, not_ready))).collect();
+        let zones: HashMap<String, ZoneState> = counts
+            .into_iter()
+            .map(|(zone, (ready, not_ready))| (zone, health::zone_state(ready, not_ready)))
+            .collect();
         let all_down = !zones.is_empty() && zones.values().all(|s| *s == ZoneState::FullDisruption);
         let mut disruption = self.disruption.lock().expect("disruption lock");
         if all_down && !disruption.all_down {
@@ -240,7 +245,11 @@ impl Controller {
                 lease_renewed: renewed,
             };
         }
-        let grace = if health::ready_status(node).is_none() { STARTUP_GRACE.max(self.grace) } else { self.grace };
+        let grace = if health::ready_status(node).is_none() {
+            STARTUP_GRACE.max(self.grace)
+        } else {
+            self.grace
+        };
         seen.probed.elapsed() > grace
     }
 
@@ -318,7 +327,9 @@ impl Controller {
             ready.last_transition_time = Some(now());
             let api: Api<Pod> = Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
             match api.replace_status(&pod.name_any(), &PostParams::default(), &pod).await {
-                Ok(_) => self.recorder.warning(reference_to(&pod), "NodeNotReady", "Node is not ready".into()),
+                Ok(_) => self
+                    .recorder
+                    .warning(reference_to(&pod), "NodeNotReady", "Node is not ready".into()),
                 Err(kube::Error::Api(s)) if s.code == 404 => {}
                 Err(e) => {
                     tracing::warn!(pod = %pod.name_any(), error = %e, "cannot mark the pod not Ready");

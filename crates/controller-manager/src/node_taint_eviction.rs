@@ -15,10 +15,10 @@ use futures::StreamExt;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::{Node, Pod, Taint, Toleration};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
-use kube::ResourceExt;
 use serde_json::json;
 use styrman_runtime::{Recorder, WorkQueue, reference_to};
 
@@ -28,7 +28,11 @@ const WORKERS: usize = 8;
 
 /// Upstream's ToleratesTaint.
 fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
-    if toleration.effect.as_deref().is_some_and(|e| !e.is_empty() && e != taint.effect) {
+    if toleration
+        .effect
+        .as_deref()
+        .is_some_and(|e| !e.is_empty() && e != taint.effect)
+    {
         return false;
     }
     let key = toleration.key.as_deref().unwrap_or("");
@@ -63,7 +67,11 @@ fn decide(taints: &[Taint], tolerations: &[Toleration], now: Timestamp) -> Optio
 fn toleration_end(toleration: &Toleration, taint: &Taint, now: Timestamp) -> Option<Timestamp> {
     let seconds = toleration.toleration_seconds?.max(0);
     let since = taint.time_added.as_ref().map_or(now, |t| t.0);
-    Some(since.saturating_add(SignedDuration::from_secs(seconds)).unwrap_or(since))
+    Some(
+        since
+            .saturating_add(SignedDuration::from_secs(seconds))
+            .unwrap_or(since),
+    )
 }
 
 struct PodEntry {
@@ -98,7 +106,10 @@ impl State {
             .map(|t| {
                 let mut t = t.clone();
                 if t.time_added.is_none() {
-                    let seen = previous.iter().find(|p| p.key == t.key && p.value == t.value).and_then(|p| p.time_added.clone());
+                    let seen = previous
+                        .iter()
+                        .find(|p| p.key == t.key && p.value == t.value)
+                        .and_then(|p| p.time_added.clone());
                     t.time_added = Some(seen.unwrap_or(Time(now)));
                 }
                 t
@@ -112,17 +123,26 @@ impl State {
         } else {
             self.taints.insert(name.clone(), taints);
         }
-        self.on_node.get(&name).map(|p| p.iter().cloned().collect()).unwrap_or_default()
+        self.on_node
+            .get(&name)
+            .map(|p| p.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     fn remove_node(&mut self, name: &str) -> Vec<String> {
         self.taints.remove(name);
-        self.on_node.get(name).map(|p| p.iter().cloned().collect()).unwrap_or_default()
+        self.on_node
+            .get(name)
+            .map(|p| p.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     fn set_pod(&mut self, key: &str, entry: PodEntry) {
         self.remove_pod(key);
-        self.on_node.entry(entry.node.clone()).or_default().insert(key.to_string());
+        self.on_node
+            .entry(entry.node.clone())
+            .or_default()
+            .insert(key.to_string());
         self.pods.insert(key.to_string(), entry);
     }
 
@@ -191,9 +211,12 @@ pub async fn run(client: kube::Client) -> anyhow::Result<()> {
     let nodes = watcher::watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
         .default_backoff()
         .map(|e| Change::Node(Box::new(e)));
-    let pods = watcher::watcher(Api::<Pod>::all(client), watcher::Config::default().fields("spec.nodeName!="))
-        .default_backoff()
-        .map(|e| Change::Pod(Box::new(e)));
+    let pods = watcher::watcher(
+        Api::<Pod>::all(client),
+        watcher::Config::default().fields("spec.nodeName!="),
+    )
+    .default_backoff()
+    .map(|e| Change::Pod(Box::new(e)));
     let mut changes = futures::stream::select(nodes.boxed(), pods.boxed());
     let mut listing = Listing::default();
     while let Some(change) = changes.next().await {
@@ -206,7 +229,14 @@ pub async fn run(client: kube::Client) -> anyhow::Result<()> {
         for key in to_judge {
             if let Some(at) = state.evaluate(&key, now) {
                 let delay = at.duration_since(now);
-                queue.add_after(key, if delay.is_negative() { std::time::Duration::ZERO } else { delay.unsigned_abs() });
+                queue.add_after(
+                    key,
+                    if delay.is_negative() {
+                        std::time::Duration::ZERO
+                    } else {
+                        delay.unsigned_abs()
+                    },
+                );
             }
         }
     }
@@ -215,7 +245,12 @@ pub async fn run(client: kube::Client) -> anyhow::Result<()> {
 }
 
 /// Records a node change; returns the pods to judge again.
-fn on_node(state: &mut State, listing: &mut Listing, event: Result<Event<Node>, watcher::Error>, now: Timestamp) -> Vec<String> {
+fn on_node(
+    state: &mut State,
+    listing: &mut Listing,
+    event: Result<Event<Node>, watcher::Error>,
+    now: Timestamp,
+) -> Vec<String> {
     match event {
         Ok(Event::Init) => {
             listing.nodes = Some(HashSet::new());
@@ -254,12 +289,26 @@ fn on_pod(state: &mut State, listing: &mut Listing, event: Result<Event<Pod>, wa
             let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
             let node = pod.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default();
             // Already going, or done: nothing to evict.
-            if pod.metadata.deletion_timestamp.is_some() || matches!(phase, Some("Succeeded" | "Failed")) || node.is_empty() {
+            if pod.metadata.deletion_timestamp.is_some()
+                || matches!(phase, Some("Succeeded" | "Failed"))
+                || node.is_empty()
+            {
                 state.remove_pod(&key);
                 return Vec::new();
             }
-            let tolerations = pod.spec.as_ref().and_then(|s| s.tolerations.clone()).unwrap_or_default();
-            state.set_pod(&key, PodEntry { node, uid: pod.uid(), tolerations });
+            let tolerations = pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.tolerations.clone())
+                .unwrap_or_default();
+            state.set_pod(
+                &key,
+                PodEntry {
+                    node,
+                    uid: pod.uid(),
+                    tolerations,
+                },
+            );
             vec![key]
         }
         Ok(Event::Delete(pod)) => {
@@ -281,10 +330,17 @@ fn on_pod(state: &mut State, listing: &mut Listing, event: Result<Event<Pod>, wa
 
 /// Deletes the pod if its time has come (its schedule may have moved or gone since the timer
 /// was set: the schedule, not the timer, decides).
-async fn evict_if_due(client: &kube::Client, state: &Mutex<State>, recorder: &Recorder, key: &str) -> anyhow::Result<()> {
+async fn evict_if_due(
+    client: &kube::Client,
+    state: &Mutex<State>,
+    recorder: &Recorder,
+    key: &str,
+) -> anyhow::Result<()> {
     let (at, uid) = {
         let state = state.lock().expect("taint eviction lock");
-        let Some(at) = state.scheduled.get(key).copied() else { return Ok(()) };
+        let Some(at) = state.scheduled.get(key).copied() else {
+            return Ok(());
+        };
         if at > Timestamp::now() {
             return Ok(());
         }
@@ -292,22 +348,34 @@ async fn evict_if_due(client: &kube::Client, state: &Mutex<State>, recorder: &Re
     };
     let (namespace, name) = key.split_once('/').context("a pod key is namespace/name")?;
     let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    let Some(pod) = api.get_opt(name).await.context("reading the pod")? else { return Ok(()) };
+    let Some(pod) = api.get_opt(name).await.context("reading the pod")? else {
+        return Ok(());
+    };
     if pod.uid() != uid || pod.metadata.deletion_timestamp.is_some() {
         return Ok(());
     }
     tracing::info!(pod = key, "evicting pod from a NoExecute-tainted node");
-    recorder.normal(reference_to(&pod), "TaintManagerEviction", format!("Marking for deletion Pod {key}"));
+    recorder.normal(
+        reference_to(&pod),
+        "TaintManagerEviction",
+        format!("Marking for deletion Pod {key}"),
+    );
     let condition = json!({"status": {"conditions": [{
         "type": "DisruptionTarget", "status": "True", "reason": "DeletionByTaintManager",
         "message": "Taint manager: deleting due to NoExecute taint",
         "lastTransitionTime": Timestamp::now().round(jiff::Unit::Second)?.to_string(),
     }]}});
-    if let Err(e) = api.patch_status(name, &PatchParams::default(), &Patch::Strategic(condition)).await {
+    if let Err(e) = api
+        .patch_status(name, &PatchParams::default(), &Patch::Strategic(condition))
+        .await
+    {
         tracing::debug!(pod = key, error = %e, "cannot set the DisruptionTarget condition");
     }
     let params = DeleteParams {
-        preconditions: Some(Preconditions { uid, resource_version: None }),
+        preconditions: Some(Preconditions {
+            uid,
+            resource_version: None,
+        }),
         ..Default::default()
     };
     match api.delete(name, &params).await {
@@ -372,18 +440,33 @@ mod tests {
     fn limited_tolerations_count_from_time_added() {
         let now = at("2025-01-01T00:01:00Z");
         let taints = [taint(UNREACHABLE, Some("2025-01-01T00:00:00Z"))];
-        assert_eq!(decide(&taints, &[toleration(UNREACHABLE, Some(300))], now), Some(at("2025-01-01T00:05:00Z")));
+        assert_eq!(
+            decide(&taints, &[toleration(UNREACHABLE, Some(300))], now),
+            Some(at("2025-01-01T00:05:00Z"))
+        );
         // Long over already: now-ish (the past).
-        assert_eq!(decide(&taints, &[toleration(UNREACHABLE, Some(10))], now), Some(at("2025-01-01T00:00:10Z")));
-        assert_eq!(decide(&taints, &[toleration(UNREACHABLE, Some(-5))], now), Some(at("2025-01-01T00:00:00Z")));
+        assert_eq!(
+            decide(&taints, &[toleration(UNREACHABLE, Some(10))], now),
+            Some(at("2025-01-01T00:00:10Z"))
+        );
+        assert_eq!(
+            decide(&taints, &[toleration(UNREACHABLE, Some(-5))], now),
+            Some(at("2025-01-01T00:00:00Z"))
+        );
         // No timeAdded: from now.
-        assert_eq!(decide(&[taint(UNREACHABLE, None)], &[toleration(UNREACHABLE, Some(30))], now), Some(at("2025-01-01T00:01:30Z")));
+        assert_eq!(
+            decide(&[taint(UNREACHABLE, None)], &[toleration(UNREACHABLE, Some(30))], now),
+            Some(at("2025-01-01T00:01:30Z"))
+        );
     }
 
     #[test]
     fn forever_tolerations_keep_the_pod_and_the_earliest_limit_wins() {
         let now = at("2025-01-01T00:01:00Z");
-        let taints = [taint(UNREACHABLE, Some("2025-01-01T00:00:00Z")), taint(NOT_READY, Some("2025-01-01T00:00:30Z"))];
+        let taints = [
+            taint(UNREACHABLE, Some("2025-01-01T00:00:00Z")),
+            taint(NOT_READY, Some("2025-01-01T00:00:30Z")),
+        ];
         let wildcard = Toleration {
             operator: Some("Exists".into()),
             ..Default::default()
@@ -400,8 +483,22 @@ mod tests {
     fn state_schedules_and_cancels_as_taints_come_and_go() {
         let now = at("2025-01-01T00:01:00Z");
         let mut state = State::default();
-        state.set_pod("ns/a", PodEntry { node: "n".into(), uid: None, tolerations: vec![] });
-        state.set_pod("ns/b", PodEntry { node: "n".into(), uid: None, tolerations: vec![toleration(UNREACHABLE, None)] });
+        state.set_pod(
+            "ns/a",
+            PodEntry {
+                node: "n".into(),
+                uid: None,
+                tolerations: vec![],
+            },
+        );
+        state.set_pod(
+            "ns/b",
+            PodEntry {
+                node: "n".into(),
+                uid: None,
+                tolerations: vec![toleration(UNREACHABLE, None)],
+            },
+        );
         let mut node = Node::default();
         node.metadata.name = Some("n".into());
         node.spec = Some(Default::default());

@@ -12,7 +12,13 @@ pub fn is_active(pod: &Pod) -> bool {
 
 /// The pod's Ready condition, if it is True: when it became so (if it says).
 pub fn ready_since(pod: &Pod) -> Option<Option<jiff::Timestamp>> {
-    let condition = pod.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == "Ready")?;
+    let condition = pod
+        .status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Ready")?;
     (condition.status == "True").then(|| condition.last_transition_time.as_ref().map(|t| t.0))
 }
 
@@ -39,7 +45,10 @@ pub fn until_available(pod: &Pod, min_ready_seconds: i32, now: jiff::Timestamp) 
 
 /// The owner reference with `controller: true`.
 pub fn controller_of(meta: &ObjectMeta) -> Option<&OwnerReference> {
-    meta.owner_references.iter().flatten().find(|r| r.controller == Some(true))
+    meta.owner_references
+        .iter()
+        .flatten()
+        .find(|r| r.controller == Some(true))
 }
 
 /// A controller reference to `owner`, as controllers set it on what they create.

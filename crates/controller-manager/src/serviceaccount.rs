@@ -70,13 +70,18 @@ async fn sync(client: &kube::Client, namespace: &str) -> anyhow::Result<()> {
     else {
         return Ok(());
     };
-    let terminating = ns.metadata.deletion_timestamp.is_some()
-        || ns.status.and_then(|s| s.phase).as_deref() == Some("Terminating");
+    let terminating =
+        ns.metadata.deletion_timestamp.is_some() || ns.status.and_then(|s| s.phase).as_deref() == Some("Terminating");
     if terminating {
         return Ok(());
     }
     let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
-    if accounts.get_opt(DEFAULT).await.context("reading the default service account")?.is_some() {
+    if accounts
+        .get_opt(DEFAULT)
+        .await
+        .context("reading the default service account")?
+        .is_some()
+    {
         return Ok(());
     }
     let account = ServiceAccount {

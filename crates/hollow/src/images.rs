@@ -37,7 +37,10 @@ pub struct NodeImages {
 
 impl NodeImages {
     pub fn preloaded(images: &[(String, i64)]) -> NodeImages {
-        let held = images.iter().map(|(name, size)| (canonical_image_name(name), *size)).collect();
+        let held = images
+            .iter()
+            .map(|(name, size)| (canonical_image_name(name), *size))
+            .collect();
         NodeImages {
             held: std::sync::Mutex::new(held),
             unreported: AtomicBool::new(false),
@@ -96,7 +99,10 @@ pub fn parse_images(text: &str) -> anyhow::Result<Vec<(String, i64)>> {
                 .rsplit_once(':')
                 .with_context(|| format!("--images: {item:?} is not name:size"))?;
             anyhow::ensure!(!name.is_empty(), "--images: {item:?} has no image name");
-            Ok((name.to_string(), parse_size(size).with_context(|| format!("--images: {item:?}"))?))
+            Ok((
+                name.to_string(),
+                parse_size(size).with_context(|| format!("--images: {item:?}"))?,
+            ))
         })
         .collect()
 }
@@ -110,8 +116,9 @@ pub fn parse_size(text: &str) -> anyhow::Result<i64> {
 
 /// FNV-1a: a stable hash (std's hasher may change between Rust releases).
 fn fnv(text: &str, seed: u64) -> u64 {
-    text.bytes()
-        .fold(0xcbf2_9ce4_8422_2325 ^ seed, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+    text.bytes().fold(0xcbf2_9ce4_8422_2325 ^ seed, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 /// A size between 10 MiB and 500 MiB, always the same for the same name.
@@ -135,14 +142,19 @@ pub async fn report(client: kube::Client, nodes: Arc<Vec<HollowNode>>) {
     let mut ticks = tokio::time::interval(REPORT_EVERY);
     loop {
         ticks.tick().await;
-        let due: Vec<usize> = (0..nodes.len()).filter(|i| nodes[*i].images.take_unreported()).collect();
+        let due: Vec<usize> = (0..nodes.len())
+            .filter(|i| nodes[*i].images.take_unreported())
+            .collect();
         futures::stream::iter(due)
             .map(|i| {
                 let (api, nodes) = (api.clone(), Arc::clone(&nodes));
                 async move {
                     let node = &nodes[i];
                     let patch = json!({"status": {"images": node.images.status()}});
-                    if let Err(e) = api.patch_status(&node.name, &PatchParams::default(), &Patch::Merge(patch)).await {
+                    if let Err(e) = api
+                        .patch_status(&node.name, &PatchParams::default(), &Patch::Merge(patch))
+                        .await
+                    {
                         tracing::warn!(node = %node.name, error = %e, "cannot report the node's images; retrying");
                         node.images.mark_unreported();
                     }
@@ -160,13 +172,24 @@ mod tests {
 
     #[test]
     fn images_are_named_and_sized_as_a_kubelet_reports_them() {
-        let images = NodeImages::preloaded(&parse_images("registry.example.com:5000/big:v1:900Mi,small:1:20Mi").unwrap());
-        assert!(!images.pulled(["registry.example.com:5000/big:v1"], None), "already held");
+        let images =
+            NodeImages::preloaded(&parse_images("registry.example.com:5000/big:v1:900Mi,small:1:20Mi").unwrap());
+        assert!(
+            !images.pulled(["registry.example.com:5000/big:v1"], None),
+            "already held"
+        );
         assert!(images.pulled(["nginx", "nginx"], None));
         assert!(images.take_unreported() && !images.take_unreported());
         let status = images.status();
         let names: Vec<&str> = status.iter().map(|i| i.names.as_ref().unwrap()[1].as_str()).collect();
-        assert_eq!(names, ["registry.example.com:5000/big:v1", "docker.io/library/nginx:latest", "docker.io/library/small:1"]);
+        assert_eq!(
+            names,
+            [
+                "registry.example.com:5000/big:v1",
+                "docker.io/library/nginx:latest",
+                "docker.io/library/small:1"
+            ]
+        );
         assert_eq!(status[0].size_bytes, Some(900 * MIB));
         assert!(status[0].names.as_ref().unwrap()[0].starts_with("registry.example.com:5000/big@sha256:"));
         // The made-up size is stable and plausible.

@@ -7,8 +7,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use anyhow::Context;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{
-    DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeSpec, NodeStatus, NodeSystemInfo,
-    Taint,
+    DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeSpec, NodeStatus, NodeSystemInfo, Taint,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference, Time};
@@ -55,7 +54,11 @@ pub fn parse_taint(text: &str) -> anyhow::Result<Taint> {
 }
 
 fn now() -> Time {
-    Time(jiff::Timestamp::now().round(jiff::Unit::Second).unwrap_or_else(|_| jiff::Timestamp::now()))
+    Time(
+        jiff::Timestamp::now()
+            .round(jiff::Unit::Second)
+            .unwrap_or_else(|_| jiff::Timestamp::now()),
+    )
 }
 
 impl HollowNode {
@@ -132,9 +135,24 @@ impl HollowNode {
                     },
                 ]),
                 conditions: Some(vec![
-                    condition("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
-                    condition("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
-                    condition("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+                    condition(
+                        "MemoryPressure",
+                        "False",
+                        "KubeletHasSufficientMemory",
+                        "kubelet has sufficient memory available",
+                    ),
+                    condition(
+                        "DiskPressure",
+                        "False",
+                        "KubeletHasNoDiskPressure",
+                        "kubelet has no disk pressure",
+                    ),
+                    condition(
+                        "PIDPressure",
+                        "False",
+                        "KubeletHasSufficientPID",
+                        "kubelet has sufficient PID available",
+                    ),
                     condition("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
                 ]),
                 images: Some(self.images.status()),
@@ -179,7 +197,9 @@ impl HollowNode {
         let nodes: Api<Node> = Api::all(client.clone());
         let mut existing = nodes.get(&self.name).await?;
         existing.status = self.object().status;
-        nodes.replace_status(&self.name, &PostParams::default(), &existing).await?;
+        nodes
+            .replace_status(&self.name, &PostParams::default(), &existing)
+            .await?;
         Ok(())
     }
 
@@ -243,9 +263,15 @@ mod tests {
     #[test]
     fn taints_parse_as_kubectl_writes_them() {
         let t = parse_taint("dedicated=gpu:NoSchedule").unwrap();
-        assert_eq!((t.key.as_str(), t.value.as_deref(), t.effect.as_str()), ("dedicated", Some("gpu"), "NoSchedule"));
+        assert_eq!(
+            (t.key.as_str(), t.value.as_deref(), t.effect.as_str()),
+            ("dedicated", Some("gpu"), "NoSchedule")
+        );
         let t = parse_taint("spot:PreferNoSchedule").unwrap();
-        assert_eq!((t.key.as_str(), t.value, t.effect.as_str()), ("spot", None, "PreferNoSchedule"));
+        assert_eq!(
+            (t.key.as_str(), t.value, t.effect.as_str()),
+            ("spot", None, "PreferNoSchedule")
+        );
         assert!(parse_taint("x:Sometimes").is_err());
         assert!(parse_taint("nothing").is_err());
     }

@@ -38,7 +38,12 @@ pub async fn run(client: kube::Client, nodes: Arc<Vec<HollowNode>>, image_size: 
                 continue;
             }
         };
-        let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.as_ref()).and_then(|n| by_name.get(n)) else {
+        let Some(node) = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.as_ref())
+            .and_then(|n| by_name.get(n))
+        else {
             continue;
         };
         let node = *node;
@@ -104,7 +109,12 @@ async fn start(client: &kube::Client, node: &HollowNode, pod: &Pod, image_size: 
         .await
     {
         Ok(_) => {
-            let images = spec.init_containers.iter().flatten().chain(&spec.containers).filter_map(|c| c.image.as_deref());
+            let images = spec
+                .init_containers
+                .iter()
+                .flatten()
+                .chain(&spec.containers)
+                .filter_map(|c| c.image.as_deref());
             node.images.pulled(images, image_size);
             Ok(())
         }
@@ -134,7 +144,11 @@ async fn finish_deletion(client: &kube::Client, pod: &Pod) -> anyhow::Result<()>
 /// Guaranteed when every container's requests equal its limits for cpu and memory,
 /// BestEffort when no container sets any, Burstable otherwise.
 fn qos_class(spec: &k8s_openapi::api::core::v1::PodSpec) -> &'static str {
-    let containers: Vec<_> = spec.containers.iter().chain(spec.init_containers.iter().flatten()).collect();
+    let containers: Vec<_> = spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .collect();
     let mut any = false;
     let mut guaranteed = true;
     for c in &containers {

@@ -42,7 +42,9 @@ pub async fn run(client: kube::Client, nodes: Arc<Vec<HollowNode>>) {
                 continue;
             }
         };
-        let Some(&i) = by_name.get(&node.name_any()) else { continue };
+        let Some(&i) = by_name.get(&node.name_any()) else {
+            continue;
+        };
         if ready(&node) || !recovering.lock().expect("recovering lock").insert(i) {
             continue;
         }
@@ -62,7 +64,9 @@ pub async fn run(client: kube::Client, nodes: Arc<Vec<HollowNode>>) {
 /// controller, while the node was silent) Ready again.
 pub async fn ready_pods_again(client: &kube::Client, node: &str) -> anyhow::Result<()> {
     let pods: Api<Pod> = Api::all(client.clone());
-    let on_node = pods.list(&ListParams::default().fields(&format!("spec.nodeName={node}"))).await?;
+    let on_node = pods
+        .list(&ListParams::default().fields(&format!("spec.nodeName={node}")))
+        .await?;
     let now = jiff::Timestamp::now().round(jiff::Unit::Second)?.to_string();
     for pod in on_node.items {
         let status = pod.status.as_ref();
@@ -78,7 +82,10 @@ pub async fn ready_pods_again(client: &kube::Client, node: &str) -> anyhow::Resu
             {"type": "ContainersReady", "status": "True", "lastProbeTime": null, "lastTransitionTime": now},
         ]}});
         let api: Api<Pod> = Api::namespaced(client.clone(), &pod.namespace().unwrap_or_default());
-        match api.patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Strategic(patch)).await {
+        match api
+            .patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Strategic(patch))
+            .await
+        {
             Ok(_) => {}
             Err(kube::Error::Api(e)) if e.code == 404 => {}
             Err(e) => return Err(e.into()),

@@ -23,7 +23,9 @@ pub async fn connect(kubeconfig: &Path, user_agent: &str) -> anyhow::Result<kube
         .with_context(|| format!("cannot use the kubeconfig {}", kubeconfig.display()))?;
     config.headers.push((
         http::header::USER_AGENT,
-        user_agent.parse().context("the user agent is not a valid header value")?,
+        user_agent
+            .parse()
+            .context("the user agent is not a valid header value")?,
     ));
     kube::Client::try_from(config).context("cannot make an API client")
 }

@@ -42,8 +42,9 @@ impl SpamFilter {
     /// Takes a token for `object`, if it has one left.
     fn allow(&mut self, object: String, now: Instant) -> bool {
         if self.buckets.len() >= MAX_BUCKETS {
-            self.buckets
-                .retain(|_, (tokens, at)| *tokens + now.duration_since(*at).as_secs_f64() / REFILL_EVERY.as_secs_f64() < BURST);
+            self.buckets.retain(|_, (tokens, at)| {
+                *tokens + now.duration_since(*at).as_secs_f64() / REFILL_EVERY.as_secs_f64() < BURST
+            });
         }
         let (tokens, at) = self.buckets.entry(object).or_insert((BURST, now));
         *tokens = (*tokens + now.duration_since(*at).as_secs_f64() / REFILL_EVERY.as_secs_f64()).min(BURST);
@@ -94,7 +95,12 @@ impl Recorder {
             regarding.name.as_deref().unwrap_or(""),
             regarding.uid.as_deref().unwrap_or("")
         );
-        if !self.spam.lock().expect("spam filter lock").allow(object, Instant::now()) {
+        if !self
+            .spam
+            .lock()
+            .expect("spam filter lock")
+            .allow(object, Instant::now())
+        {
             return;
         }
         let namespace = regarding.namespace.clone().unwrap_or_else(|| "default".into());

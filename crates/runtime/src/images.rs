@@ -8,7 +8,11 @@ pub fn canonical_image_name(name: &str) -> String {
         Some((first, rest)) if first.contains(['.', ':']) || first == "localhost" => (first, rest),
         _ => ("docker.io", name),
     };
-    let domain = if domain == "index.docker.io" { "docker.io" } else { domain };
+    let domain = if domain == "index.docker.io" {
+        "docker.io"
+    } else {
+        domain
+    };
     let (path, digest) = match rest.split_once('@') {
         Some((p, d)) => (p, Some(d)),
         None => (rest, None),
@@ -33,11 +37,23 @@ mod tests {
     fn names_are_fully_qualified() {
         assert_eq!(canonical_image_name("nginx"), "docker.io/library/nginx:latest");
         assert_eq!(canonical_image_name("nginx:1.25"), "docker.io/library/nginx:1.25");
-        assert_eq!(canonical_image_name("docker.io/library/nginx:latest"), "docker.io/library/nginx:latest");
-        assert_eq!(canonical_image_name("index.docker.io/library/nginx:1.25"), "docker.io/library/nginx:1.25");
+        assert_eq!(
+            canonical_image_name("docker.io/library/nginx:latest"),
+            "docker.io/library/nginx:latest"
+        );
+        assert_eq!(
+            canonical_image_name("index.docker.io/library/nginx:1.25"),
+            "docker.io/library/nginx:1.25"
+        );
         assert_eq!(canonical_image_name("bitnami/redis"), "docker.io/bitnami/redis:latest");
-        assert_eq!(canonical_image_name("registry.k8s.io/pause:3.10"), "registry.k8s.io/pause:3.10");
+        assert_eq!(
+            canonical_image_name("registry.k8s.io/pause:3.10"),
+            "registry.k8s.io/pause:3.10"
+        );
         assert_eq!(canonical_image_name("localhost:5000/app"), "localhost:5000/app:latest");
-        assert_eq!(canonical_image_name("nginx@sha256:abc"), "docker.io/library/nginx@sha256:abc");
+        assert_eq!(
+            canonical_image_name("nginx@sha256:abc"),
+            "docker.io/library/nginx@sha256:abc"
+        );
     }
 }

@@ -8,7 +8,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 /// Whether `selector` selects `labels`. An empty selector selects everything, as the
 /// API's `LabelSelectorAsSelector` reads it; an unknown operator selects nothing.
 pub fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
-    let labels_ok = selector.match_labels.iter().flatten().all(|(k, v)| labels.get(k) == Some(v));
+    let labels_ok = selector
+        .match_labels
+        .iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k) == Some(v));
     labels_ok
         && selector.match_expressions.iter().flatten().all(|e| {
             let value = labels.get(&e.key);

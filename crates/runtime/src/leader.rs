@@ -116,7 +116,10 @@ impl LeaderElection {
                 Err(e) => tracing::warn!(error = %format!("{e:#}"), "cannot renew the leader lease"),
             }
             if last_renewal.elapsed() > self.renew_deadline {
-                anyhow::bail!("leader election lost: the lease was not renewed for {:?}", self.renew_deadline);
+                anyhow::bail!(
+                    "leader election lost: the lease was not renewed for {:?}",
+                    self.renew_deadline
+                );
             }
         }
     }

@@ -22,7 +22,9 @@ pub async fn serve(addr: SocketAddr, registry: Arc<Registry>) {
     };
     tracing::info!(%addr, "serving /metrics");
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
         let registry = Arc::clone(&registry);
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
@@ -30,7 +32,9 @@ pub async fn serve(addr: SocketAddr, registry: Arc<Registry>) {
                 async move { Ok::<_, Infallible>(respond(&request, &registry)) }
             });
             let io = hyper_util::rt::TokioIo::new(stream);
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, service)
+                .await;
         });
     }
 }

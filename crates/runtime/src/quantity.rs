@@ -40,7 +40,9 @@ fn scaled(text: &str, unit: i128) -> Option<i128> {
         s if s.starts_with(['e', 'E']) => (0, s[1..].parse::<i32>().ok()?),
         _ => return None,
     };
-    let mut value = mantissa.checked_mul(unit)?.checked_mul(1i128.checked_shl(binary_shift)?)?;
+    let mut value = mantissa
+        .checked_mul(unit)?
+        .checked_mul(1i128.checked_shl(binary_shift)?)?;
     let exponent = exponent10 + decimal_exponent;
     if exponent >= 0 {
         value = value.checked_mul(10i128.checked_pow(exponent as u32)?)?;

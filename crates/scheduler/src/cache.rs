@@ -93,7 +93,9 @@ fn count_holders(holders: &mut HashMap<String, usize>, images: &HashMap<String, 
 
 /// The host ports a pod's containers ask for.
 pub fn host_ports(pod: &Pod) -> Vec<HostPort> {
-    let Some(spec) = pod.spec.as_ref() else { return Vec::new() };
+    let Some(spec) = pod.spec.as_ref() else {
+        return Vec::new();
+    };
     spec.containers
         .iter()
         .chain(spec.init_containers.iter().flatten())
@@ -101,7 +103,11 @@ pub fn host_ports(pod: &Pod) -> Vec<HostPort> {
         .filter_map(|p| {
             let port = p.host_port.filter(|p| *p > 0)?;
             let protocol = p.protocol.clone().unwrap_or_else(|| "TCP".into());
-            let ip = p.host_ip.clone().filter(|ip| !ip.is_empty()).unwrap_or_else(|| "0.0.0.0".into());
+            let ip = p
+                .host_ip
+                .clone()
+                .filter(|ip| !ip.is_empty())
+                .unwrap_or_else(|| "0.0.0.0".into());
             Some((protocol, ip, port))
         })
         .collect()
@@ -162,7 +168,11 @@ impl Cache {
     /// Counts `pod` on its node (or stops counting it, once it is finished).
     pub fn set_pod(&mut self, pod: Pod) {
         let Some(uid) = pod.metadata.uid.clone() else { return };
-        let node = pod.spec.as_ref().and_then(|s| s.node_name.clone()).filter(|n| !n.is_empty());
+        let node = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.clone())
+            .filter(|n| !n.is_empty());
         let finished = matches!(
             pod.status.as_ref().and_then(|s| s.phase.as_deref()),
             Some("Succeeded" | "Failed")
@@ -181,7 +191,9 @@ impl Cache {
 
     pub fn remove_pod(&mut self, uid: &str) {
         self.assumed.remove(uid);
-        let Some((node, pod)) = self.placed.remove(uid) else { return };
+        let Some((node, pod)) = self.placed.remove(uid) else {
+            return;
+        };
         if crate::topology::has_required_anti_affinity(&pod) {
             self.anti_affinity_pods -= 1;
         }

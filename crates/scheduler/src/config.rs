@@ -203,7 +203,8 @@ const KNOWN_PLUGINS: &[&str] = &[
 
 /// Reads, decodes and validates the file at `path`.
 pub fn load(path: &std::path::Path) -> anyhow::Result<FileConfig> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading the scheduler configuration {}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the scheduler configuration {}", path.display()))?;
     parse(&text).with_context(|| format!("the scheduler configuration {}", path.display()))
 }
 
@@ -221,7 +222,11 @@ pub fn parse(text: &str) -> anyhow::Result<FileConfig> {
     if file.extenders.as_ref().is_some_and(|e| !e.is_empty()) {
         errors.push("extenders: Forbidden: scheduler extenders are not supported by styrman".to_string());
     }
-    let global = percentage("percentageOfNodesToScore", file.percentage_of_nodes_to_score, &mut errors);
+    let global = percentage(
+        "percentageOfNodesToScore",
+        file.percentage_of_nodes_to_score,
+        &mut errors,
+    );
     let profile_files = file.profiles.unwrap_or_default();
     let mut profiles = Vec::new();
     let mut names = HashSet::new();
@@ -229,7 +234,10 @@ pub fn parse(text: &str) -> anyhow::Result<FileConfig> {
         let path = format!("profiles[{i}]");
         let profile = profile(&path, p, global, &mut errors);
         if !names.insert(profile.scheduler_name.clone()) {
-            errors.push(format!("{path}.schedulerName: Duplicate value: {:?}", profile.scheduler_name));
+            errors.push(format!(
+                "{path}.schedulerName: Duplicate value: {:?}",
+                profile.scheduler_name
+            ));
         }
         profiles.push(profile);
     }
@@ -242,8 +250,14 @@ pub fn parse(text: &str) -> anyhow::Result<FileConfig> {
         anyhow::bail!("invalid KubeSchedulerConfiguration: [{}]", errors.join(", "));
     }
     let election = file.leader_election;
-    let lease_namespace = election.as_ref().and_then(|e| e.resource_namespace.clone()).filter(|n| !n.is_empty());
-    let lease_name = election.as_ref().and_then(|e| e.resource_name.clone()).filter(|n| !n.is_empty());
+    let lease_namespace = election
+        .as_ref()
+        .and_then(|e| e.resource_namespace.clone())
+        .filter(|n| !n.is_empty());
+    let lease_name = election
+        .as_ref()
+        .and_then(|e| e.resource_name.clone())
+        .filter(|n| !n.is_empty());
     Ok(FileConfig {
         profiles,
         leader_elect: election.as_ref().and_then(|e| e.leader_elect),
@@ -267,9 +281,16 @@ fn percentage(path: &str, value: Option<i64>, errors: &mut Vec<String>) -> Optio
 }
 
 fn profile(path: &str, file: ProfileFile, global: Option<u32>, errors: &mut Vec<String>) -> Profile {
-    let name = file.scheduler_name.filter(|n| !n.is_empty()).unwrap_or_else(|| "default-scheduler".into());
+    let name = file
+        .scheduler_name
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "default-scheduler".into());
     let mut profile = Profile::named(&name);
-    let own = percentage(&format!("{path}.percentageOfNodesToScore"), file.percentage_of_nodes_to_score, errors);
+    let own = percentage(
+        &format!("{path}.percentageOfNodesToScore"),
+        file.percentage_of_nodes_to_score,
+        errors,
+    );
     profile.percentage_of_nodes_to_score = own.or(global).filter(|p| *p > 0);
     let plugins = file.plugins.unwrap_or_default();
     if let Some(set) = &plugins.multi_point {
@@ -295,7 +316,10 @@ fn profile(path: &str, file: ProfileFile, global: Option<u32>, errors: &mut Vec<
         let Some(set) = set else { continue };
         for (i, p) in set.enabled.iter().chain(&set.disabled).enumerate() {
             if p.name != "*" && !KNOWN_PLUGINS.contains(&p.name.as_str()) {
-                errors.push(format!("{path}.plugins.{point}[{i}]: plugin {:?} does not exist", p.name));
+                errors.push(format!(
+                    "{path}.plugins.{point}[{i}]: plugin {:?} does not exist",
+                    p.name
+                ));
             }
         }
         if !set.enabled.is_empty() || !set.disabled.is_empty() {
@@ -318,7 +342,9 @@ fn profile(path: &str, file: ProfileFile, global: Option<u32>, errors: &mut Vec<
                 Ok(args) => {
                     let weight = args.hard_pod_affinity_weight.unwrap_or(1);
                     if !(0..=100).contains(&weight) {
-                        errors.push(format!("{at}.hardPodAffinityWeight: Invalid value: {weight}: not in valid range [0-100]"));
+                        errors.push(format!(
+                            "{at}.hardPodAffinityWeight: Invalid value: {weight}: not in valid range [0-100]"
+                        ));
                     }
                     profile.hard_pod_affinity_weight = weight;
                     profile.ignore_preferred_terms_of_existing_pods =
@@ -346,7 +372,9 @@ fn apply_score_set(path: &str, set: &PluginSet, multi_point: bool, profile: &mut
         let at = format!("{path}.enabled[{i}]");
         let weight = p.weight.unwrap_or(0);
         if weight < 0 {
-            errors.push(format!("{at}.weight: Invalid value: {weight}: must be a non-negative number"));
+            errors.push(format!(
+                "{at}.weight: Invalid value: {weight}: must be a non-negative number"
+            ));
             continue;
         }
         match ScorePlugin::by_name(&p.name) {
@@ -354,9 +382,10 @@ fn apply_score_set(path: &str, set: &PluginSet, multi_point: bool, profile: &mut
             // multiPoint lists plugins of every extension point; those without a score are
             // enabled at their other points already.
             None if KNOWN_PLUGINS.contains(&p.name.as_str()) && multi_point => {}
-            None if ["VolumeBinding"].contains(&p.name.as_str()) => {
-                errors.push(format!("{at}: plugin {:?} is not supported by styrman's scheduler", p.name))
-            }
+            None if ["VolumeBinding"].contains(&p.name.as_str()) => errors.push(format!(
+                "{at}: plugin {:?} is not supported by styrman's scheduler",
+                p.name
+            )),
             None if KNOWN_PLUGINS.contains(&p.name.as_str()) => {
                 errors.push(format!("{at}: plugin {:?} does not extend score plugin", p.name))
             }
@@ -366,7 +395,9 @@ fn apply_score_set(path: &str, set: &PluginSet, multi_point: bool, profile: &mut
 }
 
 fn fit_args(path: &str, args: FitArgs, profile: &mut Profile, errors: &mut Vec<String>) {
-    if args.ignored_resources.is_some_and(|r| !r.is_empty()) || args.ignored_resource_groups.is_some_and(|r| !r.is_empty()) {
+    if args.ignored_resources.is_some_and(|r| !r.is_empty())
+        || args.ignored_resource_groups.is_some_and(|r| !r.is_empty())
+    {
         tracing::warn!(profile = %profile.scheduler_name, "NodeResourcesFit: ignoredResources and ignoredResourceGroups are not supported; ignored");
     }
     let Some(strategy) = args.scoring_strategy else {
@@ -396,8 +427,15 @@ fn fit_args(path: &str, args: FitArgs, profile: &mut Profile, errors: &mut Vec<S
         "LeastAllocated" => Strategy::LeastAllocated,
         "MostAllocated" => Strategy::MostAllocated,
         "RequestedToCapacityRatio" => {
-            let shape = strategy.requested_to_capacity_ratio.map(|r| r.shape).unwrap_or_default();
-            Strategy::RequestedToCapacityRatio(shape_points(&format!("{at}.requestedToCapacityRatio.shape"), &shape, errors))
+            let shape = strategy
+                .requested_to_capacity_ratio
+                .map(|r| r.shape)
+                .unwrap_or_default();
+            Strategy::RequestedToCapacityRatio(shape_points(
+                &format!("{at}.requestedToCapacityRatio.shape"),
+                &shape,
+                errors,
+            ))
         }
         other => {
             errors.push(format!(
@@ -417,12 +455,21 @@ fn shape_points(path: &str, shape: &[ShapePoint], errors: &mut Vec<String>) -> V
     }
     for (i, p) in shape.iter().enumerate() {
         if !(0..=100).contains(&p.utilization) {
-            errors.push(format!("{path}[{i}].utilization: Invalid value: {}: not in valid range [0, 100]", p.utilization));
+            errors.push(format!(
+                "{path}[{i}].utilization: Invalid value: {}: not in valid range [0, 100]",
+                p.utilization
+            ));
         } else if i > 0 && p.utilization <= shape[i - 1].utilization {
-            errors.push(format!("{path}[{i}].utilization: Invalid value: {}: utilization values must be sorted in increasing order", p.utilization));
+            errors.push(format!(
+                "{path}[{i}].utilization: Invalid value: {}: utilization values must be sorted in increasing order",
+                p.utilization
+            ));
         }
         if !(0..=10).contains(&p.score) {
-            errors.push(format!("{path}[{i}].score: Invalid value: {}: not in valid range [0, 10]", p.score));
+            errors.push(format!(
+                "{path}[{i}].score: Invalid value: {}: not in valid range [0, 10]",
+                p.score
+            ));
         }
     }
     // The file's scores are 0..=10 (MaxCustomPriorityScore); nodes are scored 0..=100.
@@ -446,7 +493,10 @@ fn spread_args(path: &str, args: SpreadArgs, profile: &mut Profile, errors: &mut
             for (i, c) in constraints.iter().enumerate() {
                 let at = format!("{path}.defaultConstraints[{i}]");
                 if c.max_skew <= 0 {
-                    errors.push(format!("{at}.maxSkew: Invalid value: {}: must be greater than zero", c.max_skew));
+                    errors.push(format!(
+                        "{at}.maxSkew: Invalid value: {}: must be greater than zero",
+                        c.max_skew
+                    ));
                 }
                 if c.topology_key.is_empty() {
                     errors.push(format!("{at}.topologyKey: Required value: can not be empty"));
@@ -461,10 +511,16 @@ fn spread_args(path: &str, args: SpreadArgs, profile: &mut Profile, errors: &mut
                     errors.push(format!("{at}.labelSelector: Forbidden: constraint must not define a selector, as they deduced for each pod"));
                 }
                 if !seen.insert((c.topology_key.clone(), c.when_unsatisfiable.clone())) {
-                    errors.push(format!("{at}: Duplicate value: {{{:?}, {:?}}}", c.topology_key, c.when_unsatisfiable));
+                    errors.push(format!(
+                        "{at}: Duplicate value: {{{:?}, {:?}}}",
+                        c.topology_key, c.when_unsatisfiable
+                    ));
                 }
             }
-            profile.spread = SpreadDefaults { constraints, system: false };
+            profile.spread = SpreadDefaults {
+                constraints,
+                system: false,
+            };
         }
         other => errors.push(format!(
             "{path}.defaultingType: Unsupported value: {other:?}: supported values: \"List\", \"System\""
@@ -520,21 +576,32 @@ profiles:
         .unwrap();
         assert_eq!(config.leader_elect, Some(false));
         assert_eq!(config.lease, ("kube-system".to_string(), "kube-scheduler".to_string()));
-        let [packer, ratio] = &config.profiles[..] else { panic!("{:?}", config.profiles) };
+        let [packer, ratio] = &config.profiles[..] else {
+            panic!("{:?}", config.profiles)
+        };
         assert_eq!(packer.scheduler_name, "packer");
         assert_eq!(packer.percentage_of_nodes_to_score, Some(70));
         assert_eq!(packer.weights.get(ScorePlugin::NodeResourcesFit), 5);
         assert_eq!(packer.weights.get(ScorePlugin::NodeResourcesBalancedAllocation), 0);
         assert_eq!(packer.weights.get(ScorePlugin::TaintToleration), 3);
         assert_eq!(packer.fit.strategy, Strategy::MostAllocated);
-        assert_eq!(packer.fit.resources, [("cpu".to_string(), 2), ("memory".to_string(), 1)]);
+        assert_eq!(
+            packer.fit.resources,
+            [("cpu".to_string(), 2), ("memory".to_string(), 1)]
+        );
         assert_eq!(packer.hard_pod_affinity_weight, 7);
         assert!(packer.spread.system && packer.spread.constraints.len() == 2);
 
         assert_eq!(ratio.percentage_of_nodes_to_score, Some(30), "the global share");
-        let enabled: Vec<_> = ScorePlugin::ALL.into_iter().filter(|p| ratio.weights.get(*p) > 0).collect();
+        let enabled: Vec<_> = ScorePlugin::ALL
+            .into_iter()
+            .filter(|p| ratio.weights.get(*p) > 0)
+            .collect();
         assert_eq!(enabled, [ScorePlugin::NodeResourcesFit]);
-        assert_eq!(ratio.fit.strategy, Strategy::RequestedToCapacityRatio(vec![(0, 0), (100, 100)]));
+        assert_eq!(
+            ratio.fit.strategy,
+            Strategy::RequestedToCapacityRatio(vec![(0, 0), (100, 100)])
+        );
         assert_eq!(ratio.fit.resources, FitScoring::default().resources);
         assert!(!ratio.spread.system);
         assert_eq!(ratio.spread.constraints[0].when_unsatisfiable, "DoNotSchedule");
@@ -542,8 +609,10 @@ profiles:
 
     #[test]
     fn json_and_no_profiles_mean_the_default_profile() {
-        let config = parse(r#"{"apiVersion": "kubescheduler.config.k8s.io/v1", "kind": "KubeSchedulerConfiguration",
-            "leaderElection": {"resourceNamespace": "ops", "resourceName": "sched"}}"#)
+        let config = parse(
+            r#"{"apiVersion": "kubescheduler.config.k8s.io/v1", "kind": "KubeSchedulerConfiguration",
+            "leaderElection": {"resourceNamespace": "ops", "resourceName": "sched"}}"#,
+        )
         .unwrap();
         assert_eq!(config.profiles, [Profile::named("default-scheduler")]);
         assert_eq!(config.lease, ("ops".to_string(), "sched".to_string()));
@@ -556,26 +625,52 @@ profiles:
         assert!(error_of("apiVersion: v1\nkind: Pod\n").contains("expected apiVersion kubescheduler.config.k8s.io/v1"));
         assert!(error_of(&format!("{head}profilez: []\n")).contains("unknown field `profilez`"));
         let e = error_of(&format!("{head}percentageOfNodesToScore: 120\n"));
-        assert!(e.contains("percentageOfNodesToScore: Invalid value: 120: not in valid range [0-100]"), "{e}");
-        let e = error_of(&format!("{head}profiles: [{{schedulerName: a}}, {{schedulerName: a}}]\n"));
+        assert!(
+            e.contains("percentageOfNodesToScore: Invalid value: 120: not in valid range [0-100]"),
+            "{e}"
+        );
+        let e = error_of(&format!(
+            "{head}profiles: [{{schedulerName: a}}, {{schedulerName: a}}]\n"
+        ));
         assert!(e.contains("profiles[1].schedulerName: Duplicate value: \"a\""), "{e}");
         let e = error_of(&format!(
             "{head}profiles: [{{pluginConfig: [{{name: NodeResourcesFit, args: {{scoringStrategy: {{type: Fastest}}}}}}]}}]\n"
         ));
-        assert!(e.contains("profiles[0].pluginConfig[0].args.scoringStrategy.type: Unsupported value: \"Fastest\""), "{e}");
+        assert!(
+            e.contains("profiles[0].pluginConfig[0].args.scoringStrategy.type: Unsupported value: \"Fastest\""),
+            "{e}"
+        );
         let e = error_of(&format!(
             "{head}profiles: [{{pluginConfig: [{{name: NodeResourcesFit, args: {{scoringStrategy: {{type: RequestedToCapacityRatio,
               requestedToCapacityRatio: {{shape: [{{utilization: 50, score: 11}}, {{utilization: 40, score: 1}}]}}}}}}}}]}}]\n"
         ));
-        assert!(e.contains("shape[0].score: Invalid value: 11: not in valid range [0, 10]"), "{e}");
-        assert!(e.contains("shape[1].utilization: Invalid value: 40: utilization values must be sorted in increasing order"), "{e}");
-        let e = error_of(&format!("{head}profiles: [{{plugins: {{score: {{enabled: [{{name: Magic}}]}}}}}}]\n"));
-        assert!(e.contains("profiles[0].plugins.score.enabled[0]: plugin \"Magic\" does not exist"), "{e}");
+        assert!(
+            e.contains("shape[0].score: Invalid value: 11: not in valid range [0, 10]"),
+            "{e}"
+        );
+        assert!(
+            e.contains(
+                "shape[1].utilization: Invalid value: 40: utilization values must be sorted in increasing order"
+            ),
+            "{e}"
+        );
+        let e = error_of(&format!(
+            "{head}profiles: [{{plugins: {{score: {{enabled: [{{name: Magic}}]}}}}}}]\n"
+        ));
+        assert!(
+            e.contains("profiles[0].plugins.score.enabled[0]: plugin \"Magic\" does not exist"),
+            "{e}"
+        );
         let e = error_of(&format!(
             "{head}profiles: [{{pluginConfig: [{{name: PodTopologySpread, args: {{defaultConstraints: [{{maxSkew: 1, topologyKey: zone, whenUnsatisfiable: ScheduleAnyway}}]}}}}]}}]\n"
         ));
-        assert!(e.contains("when .defaultingType is \"System\", .defaultConstraints must be empty"), "{e}");
-        let e = error_of(&format!("{head}profiles: [{{pluginConfig: [{{name: InterPodAffinity, args: {{hardPodAffinityWeight: 101}}}}]}}]\n"));
+        assert!(
+            e.contains("when .defaultingType is \"System\", .defaultConstraints must be empty"),
+            "{e}"
+        );
+        let e = error_of(&format!(
+            "{head}profiles: [{{pluginConfig: [{{name: InterPodAffinity, args: {{hardPodAffinityWeight: 101}}}}]}}]\n"
+        ));
         assert!(e.contains("hardPodAffinityWeight: Invalid value: 101"), "{e}");
     }
 }

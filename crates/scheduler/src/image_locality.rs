@@ -25,7 +25,12 @@ const MAX_NODE_SCORE: i64 = 100;
 /// A node's images: every canonical name it reports, with the image's size.
 pub fn node_images(node: &Node) -> HashMap<String, i64> {
     let mut images = HashMap::new();
-    for image in node.status.as_ref().and_then(|s| s.images.as_deref()).unwrap_or_default() {
+    for image in node
+        .status
+        .as_ref()
+        .and_then(|s| s.images.as_deref())
+        .unwrap_or_default()
+    {
         for name in image.names.iter().flatten() {
             images.insert(canonical_image_name(name), image.size_bytes.unwrap_or(0));
         }
@@ -36,7 +41,9 @@ pub fn node_images(node: &Node) -> HashMap<String, i64> {
 /// The canonical names of the pod's images, one per container (init containers included),
 /// computed once per scheduling attempt rather than once per node.
 pub fn pod_images(pod: &Pod) -> Vec<String> {
-    let Some(spec) = pod.spec.as_ref() else { return Vec::new() };
+    let Some(spec) = pod.spec.as_ref() else {
+        return Vec::new();
+    };
     spec.init_containers
         .iter()
         .flatten()
@@ -90,8 +97,13 @@ mod tests {
     }
 
     fn pod(images: &[&str]) -> Vec<String> {
-        let containers: Vec<_> = images.iter().enumerate().map(|(i, image)| json!({"name": format!("c{i}"), "image": image})).collect();
-        let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "p"}, "spec": {"containers": containers}})).unwrap();
+        let containers: Vec<_> = images
+            .iter()
+            .enumerate()
+            .map(|(i, image)| json!({"name": format!("c{i}"), "image": image}))
+            .collect();
+        let pod: Pod =
+            serde_json::from_value(json!({"metadata": {"name": "p"}, "spec": {"containers": containers}})).unwrap();
         pod_images(&pod)
     }
 
@@ -101,7 +113,10 @@ mod tests {
             {"names": ["docker.io/library/big@sha256:1", "docker.io/library/big:latest"], "sizeBytes": 500 * MB},
             {"names": ["docker.io/library/tiny:1"], "sizeBytes": 10 * MB}
         ]));
-        let holders = HashMap::from([("docker.io/library/big:latest".to_string(), 1), ("docker.io/library/tiny:1".to_string(), 1)]);
+        let holders = HashMap::from([
+            ("docker.io/library/big:latest".to_string(), 1),
+            ("docker.io/library/tiny:1".to_string(), 1),
+        ]);
         // One node of one holds the 500 MB image: (500 − 23) × 100 / (1000 − 23).
         assert_eq!(score(&pod(&["big"]), &node, &holders, 1), 48);
         // Held by 1 of 4 nodes: 125 MB counts. (125 − 23) × 100 / 977 = 10.

@@ -82,7 +82,11 @@ impl Config {
             }
             None => {
                 let name = flags.scheduler_name.as_deref().unwrap_or("default-scheduler");
-                (vec![Profile::named(name)], None, ("kube-system".into(), "kube-scheduler".into()))
+                (
+                    vec![Profile::named(name)],
+                    None,
+                    ("kube-system".into(), "kube-scheduler".into()),
+                )
             }
         };
         Ok(Config {
@@ -95,7 +99,10 @@ impl Config {
     }
 }
 
-const USER_AGENT: &str = concat!("kube-scheduler/v1.33.0 (linux/amd64) styrman/", env!("CARGO_PKG_VERSION"));
+const USER_AGENT: &str = concat!(
+    "kube-scheduler/v1.33.0 (linux/amd64) styrman/",
+    env!("CARGO_PKG_VERSION")
+);
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let client = styrman_runtime::connect(&config.kubeconfig, USER_AGENT).await?;
@@ -141,7 +148,10 @@ async fn schedule(client: kube::Client, profiles: Vec<Profile>, metrics: Arc<met
     let spreads_by_default = profiles.iter().any(Profile::spreads_by_default);
     let scheduler = Arc::new(Scheduler {
         client,
-        profiles: profiles.into_iter().map(|p| (p.scheduler_name.clone(), Arc::new(p))).collect(),
+        profiles: profiles
+            .into_iter()
+            .map(|p| (p.scheduler_name.clone(), Arc::new(p)))
+            .collect(),
         cache: Mutex::new(Cache::default()),
         selectors: Default::default(),
         queue: Queue::new(),
@@ -172,7 +182,11 @@ async fn schedule(client: kube::Client, profiles: Vec<Profile>, metrics: Arc<met
                 ticks.tick().await;
                 queue.flush();
                 let (active, backoff, unschedulable) = queue.depth();
-                for (name, n) in [("active", active), ("backoff", backoff), ("unschedulable", unschedulable)] {
+                for (name, n) in [
+                    ("active", active),
+                    ("backoff", backoff),
+                    ("unschedulable", unschedulable),
+                ] {
                     let labels = metrics::QueueLabels { queue: name.into() };
                     metrics.pending.get_or_create(&labels).set(n as i64);
                 }
@@ -196,7 +210,9 @@ impl Scheduler {
     async fn watch_nodes(self: Arc<Self>, synced: tokio::sync::watch::Sender<u8>) {
         let api: Api<Node> = Api::all(self.client.clone());
         let mut listing: Option<HashSet<String>> = None;
-        let mut events = watcher::watcher(api, watcher::Config::default()).default_backoff().boxed();
+        let mut events = watcher::watcher(api, watcher::Config::default())
+            .default_backoff()
+            .boxed();
         while let Some(event) = events.next().await {
             match event {
                 Ok(Event::Init) => listing = Some(HashSet::new()),
@@ -229,7 +245,9 @@ impl Scheduler {
         let api: Api<Pod> = Api::all(self.client.clone());
         let mut listing: Option<HashSet<String>> = None;
         let mut first_sync = true;
-        let mut events = watcher::watcher(api, watcher::Config::default()).default_backoff().boxed();
+        let mut events = watcher::watcher(api, watcher::Config::default())
+            .default_backoff()
+            .boxed();
         while let Some(event) = events.next().await {
             match event {
                 Ok(Event::Init) => listing = Some(HashSet::new()),
@@ -267,7 +285,11 @@ impl Scheduler {
     }
 
     fn pod_changed(&self, pod: Pod) {
-        let bound = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()).is_some_and(|n| !n.is_empty());
+        let bound = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.as_deref())
+            .is_some_and(|n| !n.is_empty());
         if bound {
             if let Some(uid) = pod.uid() {
                 self.nominated.lock().expect("nominated lock").remove(&uid);
@@ -285,7 +307,9 @@ impl Scheduler {
         }
         let spec = pod.spec.as_ref();
         let ours = self.profile_of(&pod).is_some();
-        let gated = spec.and_then(|s| s.scheduling_gates.as_ref()).is_some_and(|g| !g.is_empty());
+        let gated = spec
+            .and_then(|s| s.scheduling_gates.as_ref())
+            .is_some_and(|g| !g.is_empty());
         if !ours || gated || pod.metadata.deletion_timestamp.is_some() {
             self.queue.remove(&queue::key(&pod));
             if ours && gated && pod.metadata.deletion_timestamp.is_none() && !reported_gated(&pod) {
@@ -299,7 +323,11 @@ impl Scheduler {
 
     /// The profile that schedules the pod, if it is one of ours.
     fn profile_of(&self, pod: &Pod) -> Option<Arc<Profile>> {
-        let name = pod.spec.as_ref().and_then(|s| s.scheduler_name.as_deref()).unwrap_or("default-scheduler");
+        let name = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.scheduler_name.as_deref())
+            .unwrap_or("default-scheduler");
         self.profiles.get(name).cloned()
     }
 
@@ -309,7 +337,11 @@ impl Scheduler {
         let key = queue::key(&pod);
         let info = PodInfo::new(Arc::clone(&pod));
         let started = std::time::Instant::now();
-        let own_constraints = pod.spec.as_ref().and_then(|s| s.topology_spread_constraints.as_ref()).is_some_and(|c| !c.is_empty());
+        let own_constraints = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.topology_spread_constraints.as_ref())
+            .is_some_and(|c| !c.is_empty());
         let default_selector = if profile.spreads_by_default() && !own_constraints {
             self.selectors.lock().expect("selectors lock").default_selector(&pod)
         } else {
@@ -332,14 +364,17 @@ impl Scheduler {
                 tokio::spawn(async move {
                     match self.bind(&pod, &node).await {
                         Ok(()) => {
-                            self.metrics.attempt(&profile.scheduler_name, "scheduled", started.elapsed().as_secs_f64());
+                            self.metrics
+                                .attempt(&profile.scheduler_name, "scheduled", started.elapsed().as_secs_f64());
                             self.queue.remove(&key);
                             let message = format!("Successfully assigned {key} to {node}");
-                            self.record_event(&pod, "Normal", "Scheduled", "Binding", &message).await;
+                            self.record_event(&pod, "Normal", "Scheduled", "Binding", &message)
+                                .await;
                         }
                         Err(e) => {
                             tracing::warn!(pod = %key, node = %node, error = %format!("{e:#}"), "binding failed");
-                            self.metrics.attempt(&profile.scheduler_name, "error", started.elapsed().as_secs_f64());
+                            self.metrics
+                                .attempt(&profile.scheduler_name, "error", started.elapsed().as_secs_f64());
                             if let Some(uid) = pod.uid() {
                                 self.cache.lock().expect("cache lock").forget(&uid);
                             }
@@ -349,10 +384,15 @@ impl Scheduler {
                 });
             }
             Err((message, preemption)) => {
-                self.metrics.attempt(&profile.scheduler_name, "unschedulable", started.elapsed().as_secs_f64());
+                self.metrics.attempt(
+                    &profile.scheduler_name,
+                    "unschedulable",
+                    started.elapsed().as_secs_f64(),
+                );
                 self.queue.unschedulable(&key);
                 tokio::spawn(async move {
-                    self.record_event(&pod, "Warning", "FailedScheduling", "Scheduling", &message).await;
+                    self.record_event(&pod, "Warning", "FailedScheduling", "Scheduling", &message)
+                        .await;
                     self.set_unschedulable(&pod, &message).await;
                     if let Some(candidate) = preemption {
                         self.preempt(&pod, candidate).await;
@@ -370,7 +410,10 @@ impl Scheduler {
         for (uid, (node, other)) in self.nominated.lock().expect("nominated lock").iter() {
             let priority = other.spec.as_ref().and_then(|s| s.priority).unwrap_or(0);
             if *uid != own && priority >= pod.priority {
-                by_node.entry(node.clone()).or_default().push((uid.clone(), Arc::clone(other)));
+                by_node
+                    .entry(node.clone())
+                    .or_default()
+                    .push((uid.clone(), Arc::clone(other)));
             }
         }
         by_node
@@ -424,7 +467,12 @@ impl Scheduler {
         }
         let scores = plugins::scores(pod, prepared, &feasible, profile, cache);
         let best = scores.iter().copied().max().unwrap_or(0);
-        let top: Vec<&&cache::NodeInfo> = feasible.iter().zip(&scores).filter(|(_, s)| **s == best).map(|(n, _)| n).collect();
+        let top: Vec<&&cache::NodeInfo> = feasible
+            .iter()
+            .zip(&scores)
+            .filter(|(_, s)| **s == best)
+            .map(|(n, _)| n)
+            .collect();
         let chosen = top[rand::random_range(0..top.len())];
         Ok(chosen.name().to_string())
     }
@@ -448,9 +496,9 @@ impl Scheduler {
         if let Some(why) = preemption::ineligible(pod, cache) {
             return (format!("{fit} preemption: {why}"), None);
         }
-        if let Some(candidate) =
-            preemption::find(pod, prepared, cache, &failure.resolvable, |node| with_nominated(nominated, node))
-        {
+        if let Some(candidate) = preemption::find(pod, prepared, cache, &failure.resolvable, |node| {
+            with_nominated(nominated, node)
+        }) {
             if let Some(uid) = pod.pod.uid() {
                 self.nominated
                     .lock()
@@ -462,13 +510,19 @@ impl Scheduler {
         let resolvable = failure.resolvable.len();
         let mut parts = Vec::new();
         if total > resolvable {
-            parts.push(format!("{} Preemption is not helpful for scheduling", total - resolvable));
+            parts.push(format!(
+                "{} Preemption is not helpful for scheduling",
+                total - resolvable
+            ));
         }
         if resolvable > 0 {
             parts.push(format!("{resolvable} No preemption victims found for incoming pod"));
         }
         parts.sort();
-        (format!("{fit} preemption: 0/{total} nodes are available: {}.", parts.join(", ")), None)
+        (
+            format!("{fit} preemption: 0/{total} nodes are available: {}.", parts.join(", ")),
+            None,
+        )
     }
 
     /// Evicts the victims and nominates the node for the pod, which is tried again once they
@@ -478,20 +532,34 @@ impl Scheduler {
         self.metrics.preemption_victims.observe(candidate.victims.len() as f64);
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
         let nominate = json!({"status": {"nominatedNodeName": candidate.node}});
-        if let Err(e) = api.patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Merge(nominate)).await {
+        if let Err(e) = api
+            .patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Merge(nominate))
+            .await
+        {
             tracing::warn!(error = %e, "cannot nominate a node");
         }
         for victim in &candidate.victims {
             let victims: Api<Pod> = Api::namespaced(self.client.clone(), &victim.namespace().unwrap_or_default());
-            let now = jiff::Timestamp::now().round(jiff::Unit::Second).unwrap_or_else(|_| jiff::Timestamp::now());
+            let now = jiff::Timestamp::now()
+                .round(jiff::Unit::Second)
+                .unwrap_or_else(|_| jiff::Timestamp::now());
             let condition = json!({"status": {"conditions": [{"type": "DisruptionTarget", "status": "True",
                 "reason": "PreemptionByScheduler", "lastTransitionTime": now.to_string(),
                 "message": format!("{}: preempting to accommodate a higher priority pod", scheduler_name(pod))}]}});
             let _ = victims
-                .patch_status(&victim.name_any(), &PatchParams::default(), &Patch::Strategic(condition))
+                .patch_status(
+                    &victim.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Strategic(condition),
+                )
                 .await;
-            let message = format!("Preempted by pod {} on node {}", pod.uid().unwrap_or_default(), candidate.node);
-            self.record_event(victim, "Normal", "Preempted", "Preempting", &message).await;
+            let message = format!(
+                "Preempted by pod {} on node {}",
+                pod.uid().unwrap_or_default(),
+                candidate.node
+            );
+            self.record_event(victim, "Normal", "Preempted", "Preempting", &message)
+                .await;
             let params = kube::api::DeleteParams {
                 preconditions: Some(kube::api::Preconditions {
                     uid: victim.uid(),
@@ -521,8 +589,13 @@ impl Scheduler {
             },
         };
         // The answer is a Status, not a Pod.
-        api.create_subresource::<Binding, serde_json::Value>("binding", &pod.name_any(), &PostParams::default(), &binding)
-            .await?;
+        api.create_subresource::<Binding, serde_json::Value>(
+            "binding",
+            &pod.name_any(),
+            &PostParams::default(),
+            &binding,
+        )
+        .await?;
         Ok(())
     }
 
@@ -561,13 +634,18 @@ impl Scheduler {
     }
 
     async fn set_unschedulable(&self, pod: &Pod, message: &str) {
-        let now = jiff::Timestamp::now().round(jiff::Unit::Second).unwrap_or_else(|_| jiff::Timestamp::now());
+        let now = jiff::Timestamp::now()
+            .round(jiff::Unit::Second)
+            .unwrap_or_else(|_| jiff::Timestamp::now());
         let patch = json!({"status": {"conditions": [{
             "type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message,
             "lastProbeTime": null, "lastTransitionTime": now.to_string(),
         }]}});
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
-        if let Err(e) = api.patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Strategic(patch)).await {
+        if let Err(e) = api
+            .patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Strategic(patch))
+            .await
+        {
             tracing::debug!(error = %e, "cannot set the PodScheduled condition");
         }
     }
@@ -575,7 +653,10 @@ impl Scheduler {
 
 /// The schedulerName a pod asks for (the profile that schedules it, for its events).
 fn scheduler_name(pod: &Pod) -> &str {
-    pod.spec.as_ref().and_then(|s| s.scheduler_name.as_deref()).unwrap_or("default-scheduler")
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.scheduler_name.as_deref())
+        .unwrap_or("default-scheduler")
 }
 
 /// How many feasible nodes to find before scoring: all of a small cluster, else the profile's
@@ -626,16 +707,20 @@ fn reported_gated(pod: &Pod) -> bool {
 
 /// SchedulingGates' PreEnqueue: a gated pod is not scheduled, and says why.
 async fn report_gated(client: &kube::Client, pod: &Pod) {
-    let now = jiff::Timestamp::now().round(jiff::Unit::Second).unwrap_or_else(|_| jiff::Timestamp::now());
+    let now = jiff::Timestamp::now()
+        .round(jiff::Unit::Second)
+        .unwrap_or_else(|_| jiff::Timestamp::now());
     let patch = json!({"status": {"conditions": [{"type": "PodScheduled", "status": "False",
         "reason": "SchedulingGated", "message": "Scheduling is blocked due to non-empty scheduling gates",
         "lastProbeTime": null, "lastTransitionTime": now.to_string()}]}});
     let api: Api<Pod> = Api::namespaced(client.clone(), &pod.namespace().unwrap_or_default());
-    if let Err(e) = api.patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Strategic(patch)).await {
+    if let Err(e) = api
+        .patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Strategic(patch))
+        .await
+    {
         tracing::debug!(error = %e, "cannot report a gated pod");
     }
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -37,7 +37,11 @@ impl PodInfo {
     }
 
     fn tolerations(&self) -> &[Toleration] {
-        self.pod.spec.as_ref().and_then(|s| s.tolerations.as_deref()).unwrap_or_default()
+        self.pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.tolerations.as_deref())
+            .unwrap_or_default()
     }
 }
 
@@ -85,7 +89,11 @@ fn node_unschedulable(pod: &PodInfo, node: &NodeInfo) -> Option<Rejection> {
 }
 
 fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
-    if toleration.effect.as_deref().is_some_and(|e| !e.is_empty() && e != taint.effect) {
+    if toleration
+        .effect
+        .as_deref()
+        .is_some_and(|e| !e.is_empty() && e != taint.effect)
+    {
         return false;
     }
     let key = toleration.key.as_deref().unwrap_or("");
@@ -96,7 +104,11 @@ fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
 }
 
 fn taints(node: &NodeInfo) -> &[Taint] {
-    node.node.spec.as_ref().and_then(|s| s.taints.as_deref()).unwrap_or_default()
+    node.node
+        .spec
+        .as_ref()
+        .and_then(|s| s.taints.as_deref())
+        .unwrap_or_default()
 }
 
 fn taint_toleration(pod: &PodInfo, node: &NodeInfo) -> Option<Rejection> {
@@ -140,7 +152,9 @@ fn term_matches(term: &NodeSelectorTerm, node: &NodeInfo) -> bool {
         return false;
     }
     let labels = node_labels(node);
-    expressions.iter().all(|r| requirement_holds(r, labels.get(&r.key).map(String::as_str)))
+    expressions
+        .iter()
+        .all(|r| requirement_holds(r, labels.get(&r.key).map(String::as_str)))
         && fields.iter().all(|r| {
             let value = (r.key == "metadata.name").then(|| node.name());
             requirement_holds(r, value)
@@ -174,9 +188,9 @@ fn requirement_holds(r: &NodeSelectorRequirement, value: Option<&str>) -> bool {
 
 fn node_ports(pod: &PodInfo, node: &NodeInfo) -> Option<Rejection> {
     let conflict = pod.ports.iter().any(|(protocol, ip, port)| {
-        node.used_ports.keys().any(|(p, i, n)| {
-            p == protocol && n == port && (i == ip || i == "0.0.0.0" || ip == "0.0.0.0")
-        })
+        node.used_ports
+            .keys()
+            .any(|(p, i, n)| p == protocol && n == port && (i == ip || i == "0.0.0.0" || ip == "0.0.0.0"))
     });
     conflict.then(|| Rejection {
         reasons: vec!["node(s) didn't have free ports for the requested pod ports".into()],
@@ -246,7 +260,10 @@ pub fn scores(pod: &PodInfo, prepared: &Prepared, nodes: &[&NodeInfo], profile: 
 
 /// Scales raw scores that may be negative to 0..=100: the lowest to 0, the highest to 100.
 fn min_max(raw: Vec<i64>) -> Vec<i64> {
-    let (min, max) = (raw.iter().copied().min().unwrap_or(0), raw.iter().copied().max().unwrap_or(0));
+    let (min, max) = (
+        raw.iter().copied().min().unwrap_or(0),
+        raw.iter().copied().max().unwrap_or(0),
+    );
     raw.into_iter()
         .map(|s| if max == min { 0 } else { (s - min) * 100 / (max - min) })
         .collect()
@@ -273,7 +290,10 @@ fn fraction(requested: i128, allocatable: i128) -> f64 {
 }
 
 fn balanced_allocation(pod: &PodInfo, node: &NodeInfo) -> i64 {
-    let cpu = fraction(node.requested.milli_cpu + pod.requests.milli_cpu, node.allocatable.milli_cpu);
+    let cpu = fraction(
+        node.requested.milli_cpu + pod.requests.milli_cpu,
+        node.allocatable.milli_cpu,
+    );
     let memory = fraction(node.requested.memory + pod.requests.memory, node.allocatable.memory);
     let deviation = (cpu - memory).abs() / 2.0;
     ((1.0 - deviation) * 100.0) as i64
@@ -283,7 +303,11 @@ fn intolerable_soft_taints(pod: &PodInfo, node: &NodeInfo) -> i64 {
     let soft: Vec<&Toleration> = pod
         .tolerations()
         .iter()
-        .filter(|t| t.effect.as_deref().is_none_or(|e| e.is_empty() || e == "PreferNoSchedule"))
+        .filter(|t| {
+            t.effect
+                .as_deref()
+                .is_none_or(|e| e.is_empty() || e == "PreferNoSchedule")
+        })
         .collect();
     taints(node)
         .iter()
@@ -318,8 +342,10 @@ mod tests {
     }
 
     fn small_node(name: &str, labels: serde_json::Value, spec: serde_json::Value) -> NodeInfo {
-        node(serde_json::json!({"metadata": {"name": name, "labels": labels}, "spec": spec,
-            "status": {"allocatable": {"cpu": "1", "memory": "1Gi", "pods": "110"}}}))
+        node(
+            serde_json::json!({"metadata": {"name": name, "labels": labels}, "spec": spec,
+            "status": {"allocatable": {"cpu": "1", "memory": "1Gi", "pods": "110"}}}),
+        )
     }
 
     fn none() -> Prepared {
@@ -327,46 +353,92 @@ mod tests {
     }
 
     fn score(p: &PodInfo, nodes: &[&NodeInfo]) -> Vec<i64> {
-        scores(p, &none(), nodes, &Profile::named("default-scheduler"), &crate::cache::Cache::default())
+        scores(
+            p,
+            &none(),
+            nodes,
+            &Profile::named("default-scheduler"),
+            &crate::cache::Cache::default(),
+        )
     }
 
     fn pod(spec: serde_json::Value) -> PodInfo {
-        PodInfo::new(Arc::new(serde_json::from_value(serde_json::json!({"metadata": {"name": "p"}, "spec": spec})).unwrap()))
+        PodInfo::new(Arc::new(
+            serde_json::from_value(serde_json::json!({"metadata": {"name": "p"}, "spec": spec})).unwrap(),
+        ))
     }
 
     #[test]
     fn resources_ports_selectors_and_taints_filter_with_upstreams_words() {
-        let plain = small_node("n", serde_json::json!({"kubernetes.io/arch": "amd64"}), serde_json::json!({}));
-        let big = pod(serde_json::json!({"containers": [{"name": "c", "resources": {"requests": {"cpu": "2", "memory": "2Gi"}}}]}));
-        assert_eq!(filter(&big, &none(), &plain).unwrap().reasons, ["Insufficient cpu", "Insufficient memory"]);
-        let x86 = pod(serde_json::json!({"nodeSelector": {"kubernetes.io/arch": "x86"}, "containers": [{"name": "c"}]}));
-        assert_eq!(filter(&x86, &none(), &plain).unwrap().reasons, ["node(s) didn't match Pod's node affinity/selector"]);
-        let amd64 = pod(serde_json::json!({"nodeSelector": {"kubernetes.io/arch": "amd64"}, "containers": [{"name": "c"}]}));
+        let plain = small_node(
+            "n",
+            serde_json::json!({"kubernetes.io/arch": "amd64"}),
+            serde_json::json!({}),
+        );
+        let big = pod(
+            serde_json::json!({"containers": [{"name": "c", "resources": {"requests": {"cpu": "2", "memory": "2Gi"}}}]}),
+        );
+        assert_eq!(
+            filter(&big, &none(), &plain).unwrap().reasons,
+            ["Insufficient cpu", "Insufficient memory"]
+        );
+        let x86 =
+            pod(serde_json::json!({"nodeSelector": {"kubernetes.io/arch": "x86"}, "containers": [{"name": "c"}]}));
+        assert_eq!(
+            filter(&x86, &none(), &plain).unwrap().reasons,
+            ["node(s) didn't match Pod's node affinity/selector"]
+        );
+        let amd64 =
+            pod(serde_json::json!({"nodeSelector": {"kubernetes.io/arch": "amd64"}, "containers": [{"name": "c"}]}));
         assert!(filter(&amd64, &none(), &plain).is_none());
-        let tainted = small_node("t", serde_json::json!({}), serde_json::json!({"taints": [{"key": "gpu", "value": "yes", "effect": "NoSchedule"}]}));
+        let tainted = small_node(
+            "t",
+            serde_json::json!({}),
+            serde_json::json!({"taints": [{"key": "gpu", "value": "yes", "effect": "NoSchedule"}]}),
+        );
         assert_eq!(filter(&amd64, &none(), &tainted).unwrap().reasons.len(), 1);
-        assert_eq!(filter(&x86, &none(), &tainted).unwrap().reasons, ["node(s) had untolerated taint {gpu: yes}"]);
-        let tolerant = pod(serde_json::json!({"tolerations": [{"key": "gpu", "operator": "Exists"}], "containers": [{"name": "c"}]}));
+        assert_eq!(
+            filter(&x86, &none(), &tainted).unwrap().reasons,
+            ["node(s) had untolerated taint {gpu: yes}"]
+        );
+        let tolerant = pod(
+            serde_json::json!({"tolerations": [{"key": "gpu", "operator": "Exists"}], "containers": [{"name": "c"}]}),
+        );
         assert!(filter(&tolerant, &none(), &tainted).is_none());
         let cordoned = small_node("c", serde_json::json!({}), serde_json::json!({"unschedulable": true}));
-        assert_eq!(filter(&tolerant, &none(), &cordoned).unwrap().reasons, ["node(s) were unschedulable"]);
+        assert_eq!(
+            filter(&tolerant, &none(), &cordoned).unwrap().reasons,
+            ["node(s) were unschedulable"]
+        );
     }
 
     #[test]
     fn affinity_expressions_and_preferences() {
-        let zone_a = small_node("a", serde_json::json!({"zone": "a", "size": "8"}), serde_json::json!({}));
-        let zone_b = small_node("b", serde_json::json!({"zone": "b", "size": "2"}), serde_json::json!({}));
-        let p = pod(serde_json::json!({"containers": [{"name": "c"}], "affinity": {"nodeAffinity": {
+        let zone_a = small_node(
+            "a",
+            serde_json::json!({"zone": "a", "size": "8"}),
+            serde_json::json!({}),
+        );
+        let zone_b = small_node(
+            "b",
+            serde_json::json!({"zone": "b", "size": "2"}),
+            serde_json::json!({}),
+        );
+        let p = pod(
+            serde_json::json!({"containers": [{"name": "c"}], "affinity": {"nodeAffinity": {
             "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
                 {"matchExpressions": [{"key": "size", "operator": "Gt", "values": ["1"]}]}]},
             "preferredDuringSchedulingIgnoredDuringExecution": [
-                {"weight": 50, "preference": {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["b"]}]}}]}}}));
+                {"weight": 50, "preference": {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["b"]}]}}]}}}),
+        );
         assert!(filter(&p, &none(), &zone_a).is_none() && filter(&p, &none(), &zone_b).is_none());
         let s = score(&p, &[&zone_a, &zone_b]);
         assert!(s[1] > s[0], "{s:?}");
-        let picky = pod(serde_json::json!({"containers": [{"name": "c"}], "affinity": {"nodeAffinity": {
+        let picky = pod(
+            serde_json::json!({"containers": [{"name": "c"}], "affinity": {"nodeAffinity": {
             "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-                {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["b"]}]}]}}}}));
+                {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["b"]}]}]}}}}),
+        );
         assert!(filter(&picky, &none(), &zone_a).is_some() && filter(&picky, &none(), &zone_b).is_none());
     }
 
@@ -395,11 +467,20 @@ mod tests {
         packer.weights.set(ScorePlugin::NodeResourcesBalancedAllocation, 0);
         let s = scores(&p, &none(), &[&empty, &busy], &packer, &cache);
         assert!(s[1] > s[0], "{s:?}");
-        let s = scores(&p, &none(), &[&empty, &busy], &Profile::named("default-scheduler"), &cache);
+        let s = scores(
+            &p,
+            &none(),
+            &[&empty, &busy],
+            &Profile::named("default-scheduler"),
+            &cache,
+        );
         assert!(s[0] > s[1], "LeastAllocated, the default: {s:?}");
         // Only NodeResourcesFit, weighted 3: cpu 90% and 10%, memory (200 MiB default of 1 GiB) 19%.
         packer.weights.disable_all();
         packer.weights.set(ScorePlugin::NodeResourcesFit, 3);
-        assert_eq!(scores(&p, &none(), &[&empty, &busy], &packer, &cache), [3 * ((10 + 19) / 2), 3 * ((90 + 19) / 2)]);
+        assert_eq!(
+            scores(&p, &none(), &[&empty, &busy], &packer, &cache),
+            [3 * ((10 + 19) / 2), 3 * ((90 + 19) / 2)]
+        );
     }
 }

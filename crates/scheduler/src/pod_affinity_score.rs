@@ -17,8 +17,16 @@ use crate::topology::{has_pod_affinity, node_label, required_terms, term_selects
 pub fn topology_scores(pod: &Pod, cache: &Cache, profile: &Profile) -> HashMap<String, HashMap<String, i64>> {
     let namespace = pod.metadata.namespace.clone().unwrap_or_default();
     let mut own: Vec<(&PodAffinityTerm, i64)> = Vec::new();
-    own.extend(preferred(pod, false).iter().map(|t| (&t.pod_affinity_term, i64::from(t.weight))));
-    own.extend(preferred(pod, true).iter().map(|t| (&t.pod_affinity_term, -i64::from(t.weight))));
+    own.extend(
+        preferred(pod, false)
+            .iter()
+            .map(|t| (&t.pod_affinity_term, i64::from(t.weight))),
+    );
+    own.extend(
+        preferred(pod, true)
+            .iter()
+            .map(|t| (&t.pod_affinity_term, -i64::from(t.weight))),
+    );
     let mut scores: HashMap<String, HashMap<String, i64>> = HashMap::new();
     if own.is_empty() && profile.ignore_preferred_terms_of_existing_pods {
         return scores;
@@ -33,7 +41,11 @@ pub fn topology_scores(pod: &Pod, cache: &Cache, profile: &Profile) -> HashMap<S
         }
         let mut add = |key: &str, weight: i64| {
             if let Some(value) = node_label(node, key) {
-                *scores.entry(key.to_string()).or_default().entry(value.clone()).or_default() += weight;
+                *scores
+                    .entry(key.to_string())
+                    .or_default()
+                    .entry(value.clone())
+                    .or_default() += weight;
             }
         };
         for other in node.pods.values() {
@@ -111,8 +123,10 @@ mod tests {
         }
         for (name, node, labels, affinity) in pods {
             cache.set_pod(
-                serde_json::from_value(json!({"metadata": {"name": name, "namespace": "default", "uid": name, "labels": labels},
-                    "spec": {"nodeName": node, "containers": [{"name": "c"}], "affinity": affinity}}))
+                serde_json::from_value(
+                    json!({"metadata": {"name": name, "namespace": "default", "uid": name, "labels": labels},
+                    "spec": {"nodeName": node, "containers": [{"name": "c"}], "affinity": affinity}}),
+                )
                 .unwrap(),
             );
         }
@@ -120,11 +134,16 @@ mod tests {
     }
 
     fn scores_of(cache: &Cache, labels: serde_json::Value, profile: &Profile) -> Vec<i64> {
-        let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "new", "namespace": "default", "labels": labels},
-            "spec": {"containers": [{"name": "c"}]}}))
+        let pod: Pod = serde_json::from_value(
+            json!({"metadata": {"name": "new", "namespace": "default", "labels": labels},
+            "spec": {"containers": [{"name": "c"}]}}),
+        )
         .unwrap();
         let scores = topology_scores(&Arc::new(pod), cache, profile);
-        ["n1", "n2", "n3"].iter().map(|n| node_score(&scores, &cache.nodes[*n])).collect()
+        ["n1", "n2", "n3"]
+            .iter()
+            .map(|n| node_score(&scores, &cache.nodes[*n]))
+            .collect()
     }
 
     fn term(app: &str, key: &str) -> serde_json::Value {
@@ -135,14 +154,29 @@ mod tests {
     fn existing_pods_terms_weigh_where_they_run() {
         let cache = cluster(&[
             // Wants web pods on other hosts than itself.
-            ("shy", "n1", json!({"app": "shy"}), json!({"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
-                {"weight": 30, "podAffinityTerm": term("web", "kubernetes.io/hostname")}]}})),
+            (
+                "shy",
+                "n1",
+                json!({"app": "shy"}),
+                json!({"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+                {"weight": 30, "podAffinityTerm": term("web", "kubernetes.io/hostname")}]}}),
+            ),
             // Wants web pods in its zone.
-            ("friend", "n3", json!({"app": "friend"}), json!({"podAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
-                {"weight": 20, "podAffinityTerm": term("web", "topology.kubernetes.io/zone")}]}})),
+            (
+                "friend",
+                "n3",
+                json!({"app": "friend"}),
+                json!({"podAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+                {"weight": 20, "podAffinityTerm": term("web", "topology.kubernetes.io/zone")}]}}),
+            ),
             // Requires web pods in its zone: the hard weight.
-            ("needy", "n2", json!({"app": "needy"}), json!({"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
-                term("web", "topology.kubernetes.io/zone")]}})),
+            (
+                "needy",
+                "n2",
+                json!({"app": "needy"}),
+                json!({"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+                term("web", "topology.kubernetes.io/zone")]}}),
+            ),
         ]);
         let profile = Profile::named("default-scheduler");
         assert_eq!(scores_of(&cache, json!({"app": "web"}), &profile), [-30 + 1, 1, 20]);

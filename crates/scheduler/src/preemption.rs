@@ -52,7 +52,9 @@ pub fn find(
     for name in nodes {
         let Some(node) = cache.nodes.get(name) else { continue };
         let nominated = with_nominated(node);
-        let Some(victims) = victims_on(pod, prepared, nominated.as_ref().unwrap_or(node)) else { continue };
+        let Some(victims) = victims_on(pod, prepared, nominated.as_ref().unwrap_or(node)) else {
+            continue;
+        };
         if victims.is_empty() {
             continue;
         }
@@ -134,11 +136,24 @@ mod tests {
         let prepared = Prepared::default();
         let candidate = find(&info, &prepared, &cache, &["n1".into(), "n2".into()], |_| None).unwrap();
         assert_eq!(candidate.node, "n1");
-        let victims: Vec<&str> = candidate.victims.iter().map(|v| v.metadata.name.as_deref().unwrap()).collect();
+        let victims: Vec<&str> = candidate
+            .victims
+            .iter()
+            .map(|v| v.metadata.name.as_deref().unwrap())
+            .collect();
         assert_eq!(victims, ["n1-low"], "n1-mid is reprieved");
         // Nothing of lower priority to evict: no candidate.
         let mut low = pod("low", "", 5, "1");
         low.spec.as_mut().unwrap().node_name = None;
-        assert!(find(&PodInfo::new(Arc::new(low)), &prepared, &cache, &["n1".into(), "n2".into()], |_| None).is_none());
+        assert!(
+            find(
+                &PodInfo::new(Arc::new(low)),
+                &prepared,
+                &cache,
+                &["n1".into(), "n2".into()],
+                |_| None
+            )
+            .is_none()
+        );
     }
 }

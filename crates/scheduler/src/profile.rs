@@ -48,7 +48,9 @@ impl ScorePlugin {
         match self {
             ScorePlugin::TaintToleration => 3,
             ScorePlugin::NodeAffinity | ScorePlugin::PodTopologySpread | ScorePlugin::InterPodAffinity => 2,
-            ScorePlugin::NodeResourcesFit | ScorePlugin::NodeResourcesBalancedAllocation | ScorePlugin::ImageLocality => 1,
+            ScorePlugin::NodeResourcesFit
+            | ScorePlugin::NodeResourcesBalancedAllocation
+            | ScorePlugin::ImageLocality => 1,
         }
     }
 }

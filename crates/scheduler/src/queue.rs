@@ -23,7 +23,9 @@ enum Place {
     Backoff,
     Unschedulable,
     /// Being scheduled; `updated` says the pod changed meanwhile.
-    InFlight { updated: bool },
+    InFlight {
+        updated: bool,
+    },
 }
 
 struct Entry {

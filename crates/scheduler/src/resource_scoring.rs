@@ -37,7 +37,10 @@ fn allocatable_and_requested(pod: &PodInfo, node: &NodeInfo, resource: &str) -> 
             clamp(node.allocatable.milli_cpu),
             clamp(node.non_zero_requested.milli_cpu + pod.non_zero.milli_cpu),
         ),
-        "memory" => (clamp(node.allocatable.memory), clamp(node.non_zero_requested.memory + pod.non_zero.memory)),
+        "memory" => (
+            clamp(node.allocatable.memory),
+            clamp(node.non_zero_requested.memory + pod.non_zero.memory),
+        ),
         "ephemeral-storage" => (
             clamp(node.allocatable.ephemeral_storage),
             clamp(node.requested.ephemeral_storage + pod.requests.ephemeral_storage),
@@ -45,9 +48,10 @@ fn allocatable_and_requested(pod: &PodInfo, node: &NodeInfo, resource: &str) -> 
         other => {
             let wanted = pod.requests.scalar.get(other).copied().unwrap_or(0);
             match node.allocatable.scalar.get(other) {
-                Some(alloc) if wanted != 0 => {
-                    (clamp(*alloc), clamp(node.requested.scalar.get(other).copied().unwrap_or(0) + wanted))
-                }
+                Some(alloc) if wanted != 0 => (
+                    clamp(*alloc),
+                    clamp(node.requested.scalar.get(other).copied().unwrap_or(0) + wanted),
+                ),
                 _ => (0, 0),
             }
         }
@@ -139,7 +143,10 @@ mod tests {
     #[test]
     fn most_allocated_prefers_the_fuller_node_with_weights() {
         // cpu 75, memory 50; weights 2 and 1: (150 + 50) / 3 = 66.
-        assert_eq!(score(&Strategy::MostAllocated, &[3000, 5000], &[4000, 10000], &[2, 1]), 66);
+        assert_eq!(
+            score(&Strategy::MostAllocated, &[3000, 5000], &[4000, 10000], &[2, 1]),
+            66
+        );
         // Requests over capacity count as full.
         assert_eq!(score(&Strategy::MostAllocated, &[8000, 10000], &[4000, 10000], &W), 100);
         // A resource the node lacks is left out, not scored 0.
@@ -159,10 +166,29 @@ mod tests {
         let mid = vec![(20, 30), (60, 70)];
         assert_eq!((broken_linear(&mid, 5), broken_linear(&mid, 90)), (30, 70));
         // cpu 30% → 30, memory 60% → 60: rounded mean 45.
-        assert_eq!(score(&Strategy::RequestedToCapacityRatio(up.clone()), &[300, 600], &[1000, 1000], &W), 45);
+        assert_eq!(
+            score(
+                &Strategy::RequestedToCapacityRatio(up.clone()),
+                &[300, 600],
+                &[1000, 1000],
+                &W
+            ),
+            45
+        );
         // A resource scoring 0 is left out of the mean (upstream's rule): 80 alone.
-        assert_eq!(score(&Strategy::RequestedToCapacityRatio(up.clone()), &[0, 800], &[1000, 1000], &W), 80);
+        assert_eq!(
+            score(
+                &Strategy::RequestedToCapacityRatio(up.clone()),
+                &[0, 800],
+                &[1000, 1000],
+                &W
+            ),
+            80
+        );
         // Mean rounds half away from zero: (33 + 34) / 2 = 33.5 → 34.
-        assert_eq!(score(&Strategy::RequestedToCapacityRatio(up), &[33, 34], &[100, 100], &W), 34);
+        assert_eq!(
+            score(&Strategy::RequestedToCapacityRatio(up), &[33, 34], &[100, 100], &W),
+            34
+        );
     }
 }

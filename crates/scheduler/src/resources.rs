@@ -70,7 +70,10 @@ impl Resources {
 
 /// A node's allocatable resources and how many pods it takes.
 pub fn allocatable(node: &Node) -> (Resources, i128) {
-    let list = node.status.as_ref().and_then(|s| s.allocatable.as_ref().or(s.capacity.as_ref()));
+    let list = node
+        .status
+        .as_ref()
+        .and_then(|s| s.allocatable.as_ref().or(s.capacity.as_ref()));
     let pods = list
         .and_then(|l| l.get("pods"))
         .and_then(|q| quantity::value(&q.0))

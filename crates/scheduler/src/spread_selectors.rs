@@ -39,7 +39,13 @@ impl Selectors {
         let labels = pod.metadata.labels.clone().unwrap_or_default();
         let mut match_labels = Labels::new();
         // Services that select the pod agree with its labels, so merging their selectors is safe.
-        for selector in self.services.get(&namespace).into_iter().flat_map(|s| s.values()).flatten() {
+        for selector in self
+            .services
+            .get(&namespace)
+            .into_iter()
+            .flat_map(|s| s.values())
+            .flatten()
+        {
             if selector.iter().all(|(k, v)| labels.get(k) == Some(v)) {
                 match_labels.extend(selector.iter().map(|(k, v)| (k.clone(), v.clone())));
             }
@@ -141,22 +147,47 @@ pub fn watch(
     synced: &tokio::sync::watch::Sender<u8>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     vec![
-        tokio::spawn(watch_kind::<Service>(client.clone(), Arc::clone(selectors), synced.clone())),
-        tokio::spawn(watch_kind::<ReplicationController>(client.clone(), Arc::clone(selectors), synced.clone())),
-        tokio::spawn(watch_kind::<ReplicaSet>(client.clone(), Arc::clone(selectors), synced.clone())),
-        tokio::spawn(watch_kind::<StatefulSet>(client.clone(), Arc::clone(selectors), synced.clone())),
+        tokio::spawn(watch_kind::<Service>(
+            client.clone(),
+            Arc::clone(selectors),
+            synced.clone(),
+        )),
+        tokio::spawn(watch_kind::<ReplicationController>(
+            client.clone(),
+            Arc::clone(selectors),
+            synced.clone(),
+        )),
+        tokio::spawn(watch_kind::<ReplicaSet>(
+            client.clone(),
+            Arc::clone(selectors),
+            synced.clone(),
+        )),
+        tokio::spawn(watch_kind::<StatefulSet>(
+            client.clone(),
+            Arc::clone(selectors),
+            synced.clone(),
+        )),
     ]
 }
 
 fn key_of<K: Resource>(object: &K) -> Key {
-    (object.meta().namespace.clone().unwrap_or_default(), object.meta().name.clone().unwrap_or_default())
+    (
+        object.meta().namespace.clone().unwrap_or_default(),
+        object.meta().name.clone().unwrap_or_default(),
+    )
 }
 
-async fn watch_kind<K: Selecting>(client: kube::Client, selectors: Arc<Mutex<Selectors>>, synced: tokio::sync::watch::Sender<u8>) {
+async fn watch_kind<K: Selecting>(
+    client: kube::Client,
+    selectors: Arc<Mutex<Selectors>>,
+    synced: tokio::sync::watch::Sender<u8>,
+) {
     let api: Api<K> = Api::all(client);
     let mut listing: Vec<K> = Vec::new();
     let mut first_sync = true;
-    let mut events = watcher::watcher(api, watcher::Config::default()).default_backoff().boxed();
+    let mut events = watcher::watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed();
     while let Some(event) = events.next().await {
         match event {
             Ok(Event::Init) => listing.clear(),
@@ -174,7 +205,11 @@ async fn watch_kind<K: Selecting>(client: kube::Client, selectors: Arc<Mutex<Sel
                 }
             }
             Ok(Event::Apply(object)) => {
-                K::store(&mut selectors.lock().expect("selectors lock"), key_of(&object), Some(object));
+                K::store(
+                    &mut selectors.lock().expect("selectors lock"),
+                    key_of(&object),
+                    Some(object),
+                );
             }
             Ok(Event::Delete(object)) => {
                 K::store(&mut selectors.lock().expect("selectors lock"), key_of(&object), None);
@@ -208,19 +243,46 @@ mod tests {
         let svc = |ns: &str, name: &str, selector: serde_json::Value| -> Service {
             object(json!({"metadata": {"name": name, "namespace": ns}, "spec": {"selector": selector}}))
         };
-        Service::store(&mut s, ("web".into(), "front".into()), Some(svc("web", "front", json!({"app": "web"}))));
-        Service::store(&mut s, ("web".into(), "tier".into()), Some(svc("web", "tier", json!({"tier": "fe"}))));
-        Service::store(&mut s, ("web".into(), "other".into()), Some(svc("web", "other", json!({"app": "db"}))));
-        Service::store(&mut s, ("web".into(), "headless".into()), Some(object(json!({"metadata": {"name": "headless"}}))));
-        Service::store(&mut s, ("elsewhere".into(), "front".into()), Some(svc("elsewhere", "front", json!({"x": "y"}))));
-        let rs: ReplicaSet = object(json!({"metadata": {"name": "web-1", "namespace": "web"}, "spec": {"selector": {
-            "matchLabels": {"pod-template-hash": "1"}, "matchExpressions": [{"key": "app", "operator": "Exists"}]}}}));
+        Service::store(
+            &mut s,
+            ("web".into(), "front".into()),
+            Some(svc("web", "front", json!({"app": "web"}))),
+        );
+        Service::store(
+            &mut s,
+            ("web".into(), "tier".into()),
+            Some(svc("web", "tier", json!({"tier": "fe"}))),
+        );
+        Service::store(
+            &mut s,
+            ("web".into(), "other".into()),
+            Some(svc("web", "other", json!({"app": "db"}))),
+        );
+        Service::store(
+            &mut s,
+            ("web".into(), "headless".into()),
+            Some(object(json!({"metadata": {"name": "headless"}}))),
+        );
+        Service::store(
+            &mut s,
+            ("elsewhere".into(), "front".into()),
+            Some(svc("elsewhere", "front", json!({"x": "y"}))),
+        );
+        let rs: ReplicaSet = object(
+            json!({"metadata": {"name": "web-1", "namespace": "web"}, "spec": {"selector": {
+            "matchLabels": {"pod-template-hash": "1"}, "matchExpressions": [{"key": "app", "operator": "Exists"}]}}}),
+        );
         ReplicaSet::store(&mut s, ("web".into(), "web-1".into()), Some(rs));
 
         let labels = json!({"app": "web", "tier": "fe", "pod-template-hash": "1"});
         let only_services = s.default_selector(&pod(labels.clone(), None)).unwrap();
-        assert_eq!(only_services.match_labels.unwrap(), Labels::from([("app".into(), "web".into()), ("tier".into(), "fe".into())]));
-        let owned = s.default_selector(&pod(labels.clone(), Some(("apps/v1", "ReplicaSet", "web-1")))).unwrap();
+        assert_eq!(
+            only_services.match_labels.unwrap(),
+            Labels::from([("app".into(), "web".into()), ("tier".into(), "fe".into())])
+        );
+        let owned = s
+            .default_selector(&pod(labels.clone(), Some(("apps/v1", "ReplicaSet", "web-1"))))
+            .unwrap();
         assert_eq!(owned.match_labels.unwrap().len(), 3);
         assert_eq!(owned.match_expressions.unwrap().len(), 1);
         // Nothing selects it: no default constraints.

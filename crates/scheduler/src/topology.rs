@@ -64,10 +64,10 @@ pub(crate) fn node_label<'a>(node: &'a NodeInfo, key: &str) -> Option<&'a String
 /// Whether `term` (declared by a pod in `owner_namespace`) selects `pod`.
 pub(crate) fn term_selects(term: &PodAffinityTerm, owner_namespace: &str, pod: &Pod) -> bool {
     let namespace = pod.metadata.namespace.as_deref().unwrap_or("");
-    let all_namespaces = term
-        .namespace_selector
-        .as_ref()
-        .is_some_and(|s| s.match_labels.as_ref().is_none_or(|m| m.is_empty()) && s.match_expressions.as_ref().is_none_or(|e| e.is_empty()));
+    let all_namespaces = term.namespace_selector.as_ref().is_some_and(|s| {
+        s.match_labels.as_ref().is_none_or(|m| m.is_empty())
+            && s.match_expressions.as_ref().is_none_or(|e| e.is_empty())
+    });
     let in_scope = all_namespaces
         || match term.namespaces.as_deref() {
             Some(list) if !list.is_empty() => list.iter().any(|n| n == namespace),
@@ -106,12 +106,22 @@ pub fn has_pod_affinity(pod: &Pod) -> bool {
 /// The spread constraints the pod is scheduled with: its own, or else the profile's defaults
 /// with the selector of what selects the pod (none when nothing does). The flag says whether
 /// nodes must have every topology key of the soft constraints to be scored.
-fn spread_constraints(pod: &Pod, profile: &Profile, default_selector: Option<LabelSelector>) -> (Vec<TopologySpreadConstraint>, bool) {
-    let own = pod.spec.as_ref().and_then(|s| s.topology_spread_constraints.clone()).unwrap_or_default();
+fn spread_constraints(
+    pod: &Pod,
+    profile: &Profile,
+    default_selector: Option<LabelSelector>,
+) -> (Vec<TopologySpreadConstraint>, bool) {
+    let own = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.topology_spread_constraints.clone())
+        .unwrap_or_default();
     if !own.is_empty() {
         return (own, true);
     }
-    let Some(selector) = default_selector else { return (Vec::new(), true) };
+    let Some(selector) = default_selector else {
+        return (Vec::new(), true);
+    };
     let constraints = profile
         .spread
         .constraints
@@ -148,7 +158,9 @@ impl Prepared {
             let must_have_all = hard || require_all;
             let mut counts: HashMap<String, i64> = HashMap::new();
             for node in cache.nodes.values() {
-                let Some(domain) = node_label(node, &c.topology_key) else { continue };
+                let Some(domain) = node_label(node, &c.topology_key) else {
+                    continue;
+                };
                 if must_have_all && keys.iter().any(|k| node_label(node, k).is_none()) {
                     continue;
                 }
@@ -211,18 +223,28 @@ impl Prepared {
                     if term_selects(term, &owner, &pod.pod)
                         && let Some(v) = node_label(node, &term.topology_key)
                     {
-                        prepared.forbidden.entry(term.topology_key.clone()).or_default().insert(v.clone());
+                        prepared
+                            .forbidden
+                            .entry(term.topology_key.clone())
+                            .or_default()
+                            .insert(v.clone());
                     }
                 }
             }
         }
         for (i, term) in affinity.iter().enumerate() {
             let first_of_group = !affinity_matched[i] && term_selects(term, &namespace, &pod.pod);
-            let domains = if first_of_group { None } else { Some(std::mem::take(&mut affinity_domains[i])) };
+            let domains = if first_of_group {
+                None
+            } else {
+                Some(std::mem::take(&mut affinity_domains[i]))
+            };
             prepared.affinity.push((term.topology_key.clone(), domains));
         }
         for (i, term) in anti.iter().enumerate() {
-            prepared.anti_affinity.push((term.topology_key.clone(), std::mem::take(&mut anti_domains[i])));
+            prepared
+                .anti_affinity
+                .push((term.topology_key.clone(), std::mem::take(&mut anti_domains[i])));
         }
         prepared
     }
@@ -232,7 +254,9 @@ impl Prepared {
         for s in self.spreads.iter().filter(|s| s.hard) {
             let Some(domain) = node_label(node, &s.key) else {
                 return Some(Rejection {
-                    reasons: vec!["node(s) didn't match pod topology spread constraints (missing required label)".into()],
+                    reasons: vec![
+                        "node(s) didn't match pod topology spread constraints (missing required label)".into(),
+                    ],
                     unresolvable: true,
                 });
             };
@@ -299,8 +323,12 @@ impl Prepared {
                 let domains = if s.key == HOSTNAME {
                     scored
                 } else {
-                    let values: HashSet<&String> =
-                        nodes.iter().zip(&ignored).filter(|(_, i)| !**i).filter_map(|(n, _)| node_label(n, &s.key)).collect();
+                    let values: HashSet<&String> = nodes
+                        .iter()
+                        .zip(&ignored)
+                        .filter(|(_, i)| !**i)
+                        .filter_map(|(n, _)| node_label(n, &s.key))
+                        .collect();
                     values.len()
                 };
                 ((domains + 2) as f64).ln()
@@ -388,8 +416,10 @@ mod tests {
             spec[k] = v.clone();
         }
         PodInfo::new(Arc::new(
-            serde_json::from_value(json!({"metadata": {"name": "new", "namespace": "default", "labels": labels}, "spec": spec}))
-                .unwrap(),
+            serde_json::from_value(
+                json!({"metadata": {"name": "new", "namespace": "default", "labels": labels}, "spec": spec}),
+            )
+            .unwrap(),
         ))
     }
 
@@ -410,10 +440,16 @@ mod tests {
     #[test]
     fn spread_over_zones_within_max_skew() {
         let web = json!({"app": "web"});
-        let cache = cluster(&[("w1", "n1", web.clone(), json!({})), ("w2", "n2", web.clone(), json!({}))]);
-        let pod = incoming(web, json!({"topologySpreadConstraints": [{"maxSkew": 1,
+        let cache = cluster(&[
+            ("w1", "n1", web.clone(), json!({})),
+            ("w2", "n2", web.clone(), json!({})),
+        ]);
+        let pod = incoming(
+            web,
+            json!({"topologySpreadConstraints": [{"maxSkew": 1,
             "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "DoNotSchedule",
-            "labelSelector": {"matchLabels": {"app": "web"}}}]}));
+            "labelSelector": {"matchLabels": {"app": "web"}}}]}),
+        );
         assert_eq!(fits(&cache, &pod), ["n3"]);
     }
 
@@ -423,26 +459,41 @@ mod tests {
             ("db", "n3", json!({"app": "db"}), json!({})),
             ("web", "n1", json!({"app": "web"}), json!({})),
         ]);
-        let near_db = incoming(json!({}), json!({"affinity": {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
-            {"labelSelector": {"matchLabels": {"app": "db"}}, "topologyKey": "topology.kubernetes.io/zone"}]}}}));
+        let near_db = incoming(
+            json!({}),
+            json!({"affinity": {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+            {"labelSelector": {"matchLabels": {"app": "db"}}, "topologyKey": "topology.kubernetes.io/zone"}]}}}),
+        );
         assert_eq!(fits(&cache, &near_db), ["n3"]);
-        let apart = incoming(json!({"app": "web"}), json!({"affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
-            {"labelSelector": {"matchLabels": {"app": "web"}}, "topologyKey": "kubernetes.io/hostname"}]}}}));
+        let apart = incoming(
+            json!({"app": "web"}),
+            json!({"affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+            {"labelSelector": {"matchLabels": {"app": "web"}}, "topologyKey": "kubernetes.io/hostname"}]}}}),
+        );
         assert_eq!(fits(&cache, &apart), ["n2", "n3"]);
         // The first pod of a group that requires its own group anywhere can go anywhere.
-        let first = incoming(json!({"app": "cache"}), json!({"affinity": {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
-            {"labelSelector": {"matchLabels": {"app": "cache"}}, "topologyKey": "topology.kubernetes.io/zone"}]}}}));
+        let first = incoming(
+            json!({"app": "cache"}),
+            json!({"affinity": {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+            {"labelSelector": {"matchLabels": {"app": "cache"}}, "topologyKey": "topology.kubernetes.io/zone"}]}}}),
+        );
         assert_eq!(fits(&cache, &first).len(), 3);
     }
 
     #[test]
     fn preferred_affinity_weighs_domains_with_matching_pods() {
-        let cache = cluster(&[("db", "n3", json!({"app": "db"}), json!({})), ("web", "n1", json!({"app": "web"}), json!({}))]);
-        let pod = incoming(json!({}), json!({"affinity": {
+        let cache = cluster(&[
+            ("db", "n3", json!({"app": "db"}), json!({})),
+            ("web", "n1", json!({"app": "web"}), json!({})),
+        ]);
+        let pod = incoming(
+            json!({}),
+            json!({"affinity": {
             "podAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 10,
                 "podAffinityTerm": {"labelSelector": {"matchLabels": {"app": "db"}}, "topologyKey": "topology.kubernetes.io/zone"}}]},
             "podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 5,
-                "podAffinityTerm": {"labelSelector": {"matchLabels": {"app": "web"}}, "topologyKey": "kubernetes.io/hostname"}}]}}}));
+                "podAffinityTerm": {"labelSelector": {"matchLabels": {"app": "web"}}, "topologyKey": "kubernetes.io/hostname"}}]}}}),
+        );
         let prepared = prepare(&cache, &pod);
         let score = |n: &str| prepared.preferred_affinity(cache.nodes.get(n).unwrap());
         assert_eq!((score("n1"), score("n2"), score("n3")), (-5, 0, 10));
@@ -480,12 +531,17 @@ mod tests {
         let prepared = Prepared::new(&pod, &cache, &system, Some(selector.clone()));
         assert_eq!(prepared.spread_scores(&nodes), [75, 100, 100]);
         // Nothing selects the pod: no default constraints.
-        assert_eq!(Prepared::new(&pod, &cache, &system, None).spread_scores(&nodes), [0, 0, 0]);
+        assert_eq!(
+            Prepared::new(&pod, &cache, &system, None).spread_scores(&nodes),
+            [0, 0, 0]
+        );
 
         // A node without a zone still counts under the system defaults, not under a List.
         cache.set_node(
-            serde_json::from_value(json!({"metadata": {"name": "n4", "labels": {"kubernetes.io/hostname": "n4"}},
-                "status": {"allocatable": {"cpu": "4", "memory": "8Gi", "pods": "110"}}}))
+            serde_json::from_value(
+                json!({"metadata": {"name": "n4", "labels": {"kubernetes.io/hostname": "n4"}},
+                "status": {"allocatable": {"cpu": "4", "memory": "8Gi", "pods": "110"}}}),
+            )
             .unwrap(),
         );
         let nodes: Vec<&NodeInfo> = cache.nodes.values().collect();
@@ -493,14 +549,20 @@ mod tests {
         assert_eq!(scores[3], 100, "{scores:?}");
         let mut listed = system.clone();
         listed.spread = crate::profile::SpreadDefaults {
-            constraints: vec![serde_json::from_value(json!({"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+            constraints: vec![
+                serde_json::from_value(json!({"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
                 "whenUnsatisfiable": "DoNotSchedule"}))
-            .unwrap()],
+                .unwrap(),
+            ],
             system: false,
         };
         // A DoNotSchedule default filters: zone a has 2, zone b 1, so only zone b fits.
         let prepared = Prepared::new(&pod, &cache, &listed, Some(selector));
-        let fitting: Vec<&str> = nodes.iter().filter(|n| prepared.filter(n).is_none()).map(|n| n.name()).collect();
+        let fitting: Vec<&str> = nodes
+            .iter()
+            .filter(|n| prepared.filter(n).is_none())
+            .map(|n| n.name())
+            .collect();
         assert_eq!(fitting, ["n3"]);
     }
 }

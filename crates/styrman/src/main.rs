@@ -87,7 +87,10 @@ impl ServerArgs {
     fn controller_manager_args(&self) -> Vec<String> {
         let mut args = vec![format!(
             "--kubeconfig={}",
-            self.control_plane.data_dir.join("controller-manager.kubeconfig").display()
+            self.control_plane
+                .data_dir
+                .join("controller-manager.kubeconfig")
+                .display()
         )];
         if let Some(cidr) = &self.cluster_cidr {
             args.push(format!("--cluster-cidr={cidr}"));
@@ -142,13 +145,17 @@ fn parse_go_duration(text: &str) -> Result<std::time::Duration, String> {
     let mut total = 0f64;
     let mut rest = rest;
     while !rest.is_empty() {
-        let number_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(invalid)?;
+        let number_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(invalid)?;
         let (number, after) = rest.split_at(number_end);
         if number.is_empty() || number == "." || number.matches('.').count() > 1 {
             return Err(invalid());
         }
         let value: f64 = number.parse().map_err(|_| invalid())?;
-        let unit_end = after.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(after.len());
+        let unit_end = after
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(after.len());
         let (unit, after) = after.split_at(unit_end);
         let nanos_per_unit = match unit {
             "ns" => 1.0,
@@ -334,15 +341,17 @@ fn main() -> ExitCode {
         })
         .and_then(|c| run_async(styrman_scheduler::run(c))),
         Command::HollowNodes(args) => args.config().and_then(|c| run_async(styrman_hollow::run(c))),
-        Command::ControllerManager(args) => run_async(styrman_controller_manager::run(styrman_controller_manager::Config {
-            kubeconfig: args.kubeconfig,
-            controllers: args.controllers,
-            leader_elect: args.leader_elect,
-            cluster_cidr: args.cluster_cidr,
-            node_cidr_mask_size: args.node_cidr_mask_size,
-            node_monitor_grace_period: args.node_monitor_grace_period,
-            node_monitor_period: args.node_monitor_period,
-        })),
+        Command::ControllerManager(args) => {
+            run_async(styrman_controller_manager::run(styrman_controller_manager::Config {
+                kubeconfig: args.kubeconfig,
+                controllers: args.controllers,
+                leader_elect: args.leader_elect,
+                cluster_cidr: args.cluster_cidr,
+                node_cidr_mask_size: args.node_cidr_mask_size,
+                node_monitor_grace_period: args.node_monitor_grace_period,
+                node_monitor_period: args.node_monitor_period,
+            }))
+        }
         Command::Server(args) => run_async(supervisor::run(vec![
             supervisor::Component {
                 name: "apiserver",
@@ -351,7 +360,10 @@ fn main() -> ExitCode {
             supervisor::Component {
                 name: "scheduler",
                 args: vec![
-                    format!("--kubeconfig={}", args.control_plane.data_dir.join("scheduler.kubeconfig").display()),
+                    format!(
+                        "--kubeconfig={}",
+                        args.control_plane.data_dir.join("scheduler.kubeconfig").display()
+                    ),
                     // kube-scheduler's port; a second control plane on this host goes without.
                     "--metrics-bind-address=127.0.0.1:10259".to_string(),
                 ],
@@ -419,17 +431,33 @@ mod tests {
             "--node-monitor-grace-period=1m30s",
         ])
         .unwrap();
-        let Command::Server(args) = cli.command else { panic!("not the server command") };
+        let Command::Server(args) = cli.command else {
+            panic!("not the server command")
+        };
         assert_eq!(
             args.controller_manager_args(),
-            ["--kubeconfig=/d/controller-manager.kubeconfig", "--cluster-cidr=10.1.0.0/16", "--node-monitor-grace-period=90000ms"]
+            [
+                "--kubeconfig=/d/controller-manager.kubeconfig",
+                "--cluster-cidr=10.1.0.0/16",
+                "--node-monitor-grace-period=90000ms"
+            ]
         );
-        let cli = Cli::try_parse_from(["styrman", "controller-manager", "--kubeconfig=k", "--node-monitor-grace-period=90000ms"])
-            .unwrap();
-        let Command::ControllerManager(args) = cli.command else { panic!("not the controller-manager command") };
+        let cli = Cli::try_parse_from([
+            "styrman",
+            "controller-manager",
+            "--kubeconfig=k",
+            "--node-monitor-grace-period=90000ms",
+        ])
+        .unwrap();
+        let Command::ControllerManager(args) = cli.command else {
+            panic!("not the controller-manager command")
+        };
         assert_eq!(args.node_monitor_grace_period, std::time::Duration::from_secs(90));
         assert_eq!(args.node_monitor_period, std::time::Duration::from_secs(5));
-        assert_eq!((args.cluster_cidr.as_str(), args.node_cidr_mask_size), ("10.244.0.0/16", 24));
+        assert_eq!(
+            (args.cluster_cidr.as_str(), args.node_cidr_mask_size),
+            ("10.244.0.0/16", 24)
+        );
     }
 
     #[test]

@@ -112,8 +112,18 @@ metadata:
     });
     let waiting = json(&c.kubectl_ok(&["get", "cm", "owner", "-o", "json"]));
     assert!(waiting["metadata"]["deletionTimestamp"].is_string(), "{waiting}");
-    assert_eq!(waiting["metadata"]["finalizers"], serde_json::json!(["foregroundDeletion"]));
-    c.kubectl_ok(&["patch", "cm", "blocking", "--type=merge", "-p", r#"{"metadata":{"finalizers":null}}"#]);
+    assert_eq!(
+        waiting["metadata"]["finalizers"],
+        serde_json::json!(["foregroundDeletion"])
+    );
+    c.kubectl_ok(&[
+        "patch",
+        "cm",
+        "blocking",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":null}}"#,
+    ]);
     c.kubectl_ok(&["wait", "--for=delete", "cm/owner", "cm/blocking", "--timeout=20s"]);
 }
 
@@ -146,8 +156,19 @@ metadata:
         cm["metadata"]["ownerReferences"].as_array().map(Vec::len) == Some(1)
     });
     assert!(exists(&c, "cm/half-owned"));
-    let lease = json(&c.kubectl_ok(&["get", "lease", "-n", "kube-system", "kube-controller-manager", "-o", "json"]));
-    assert!(lease["spec"]["holderIdentity"].as_str().is_some_and(|h| !h.is_empty()), "{lease}");
+    let lease = json(&c.kubectl_ok(&[
+        "get",
+        "lease",
+        "-n",
+        "kube-system",
+        "kube-controller-manager",
+        "-o",
+        "json",
+    ]));
+    assert!(
+        lease["spec"]["holderIdentity"].as_str().is_some_and(|h| !h.is_empty()),
+        "{lease}"
+    );
 }
 
 #[test]
@@ -156,7 +177,9 @@ fn deleting_a_namespace_deletes_its_content_then_the_namespace() {
     c.kubectl_ok(&["create", "namespace", "team"]);
     c.kubectl_ok(&["-n", "team", "create", "deployment", "web", "--image=nginx"]);
     c.kubectl_ok(&["-n", "team", "create", "service", "clusterip", "web", "--tcp=80:80"]);
-    c.apply("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: held, namespace: team, finalizers: [example.com/hold]}\n");
+    c.apply(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: held, namespace: team, finalizers: [example.com/hold]}\n",
+    );
     c.kubectl_ok(&["delete", "namespace", "team", "--wait=false"]);
     eventually("the namespace reports the finalizer holding it", TIMEOUT, || {
         let ns = json(&c.kubectl_ok(&["get", "namespace", "team", "-o", "json"]));
@@ -167,13 +190,25 @@ fn deleting_a_namespace_deletes_its_content_then_the_namespace() {
                     == "Some content in the namespace has finalizers remaining: example.com/hold in 1 resource instances"
         })
     });
-    assert_eq!(c.kubectl_ok(&["get", "namespace", "team", "-o", "jsonpath={.status.phase}"]), "Terminating");
+    assert_eq!(
+        c.kubectl_ok(&["get", "namespace", "team", "-o", "jsonpath={.status.phase}"]),
+        "Terminating"
+    );
     assert!(!exists(&c, "-n=team deployment/web"));
     let listed = c.kubectl_ok(&["-n", "team", "get", "deployments,services", "-o", "name"]);
     assert_eq!(listed.trim(), "", "everything without a finalizer is gone");
     let refused = c.kubectl_err(&["-n", "team", "create", "configmap", "late"]);
     assert!(refused.contains("because it is being terminated"), "{refused}");
-    c.kubectl_ok(&["-n", "team", "patch", "cm", "held", "--type=merge", "-p", r#"{"metadata":{"finalizers":null}}"#]);
+    c.kubectl_ok(&[
+        "-n",
+        "team",
+        "patch",
+        "cm",
+        "held",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":null}}"#,
+    ]);
     c.kubectl_ok(&["wait", "--for=delete", "namespace/team", "--timeout=20s"]);
 }
 
@@ -181,7 +216,9 @@ fn deleting_a_namespace_deletes_its_content_then_the_namespace() {
 fn every_namespace_gets_a_default_service_account() {
     let c = cluster();
     c.kubectl_ok(&["create", "namespace", "apps"]);
-    eventually("the default service account exists", TIMEOUT, || exists(&c, "-n=apps serviceaccount/default"));
+    eventually("the default service account exists", TIMEOUT, || {
+        exists(&c, "-n=apps serviceaccount/default")
+    });
     let first = c.kubectl_ok(&["-n", "apps", "get", "sa", "default", "-o", "jsonpath={.metadata.uid}"]);
     c.kubectl_ok(&["-n", "apps", "delete", "sa", "default"]);
     eventually("the default service account is made again", TIMEOUT, || {
@@ -189,6 +226,8 @@ fn every_namespace_gets_a_default_service_account() {
         out.status.success() && String::from_utf8_lossy(&out.stdout) != first
     });
     for system in ["default", "kube-system", "kube-public", "kube-node-lease"] {
-        eventually("system namespaces have one too", TIMEOUT, || exists(&c, &format!("-n={system} serviceaccount/default")));
+        eventually("system namespaces have one too", TIMEOUT, || {
+            exists(&c, &format!("-n={system} serviceaccount/default"))
+        });
     }
 }

@@ -32,12 +32,20 @@ spec:
 }
 
 fn get(c: &Cluster, what: &[&str]) -> Value {
-    let args: Vec<&str> = ["get"].iter().copied().chain(what.iter().copied()).chain(["-o", "json"]).collect();
+    let args: Vec<&str> = ["get"]
+        .iter()
+        .copied()
+        .chain(what.iter().copied())
+        .chain(["-o", "json"])
+        .collect();
     json(&c.kubectl_ok(&args))
 }
 
 fn pod_ip(c: &Cluster, name: &str) -> String {
-    get(c, &["pod", name])["status"]["podIP"].as_str().unwrap_or("").to_string()
+    get(c, &["pod", name])["status"]["podIP"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
 }
 
 /// The Endpoints' addresses as "ip:port" by readiness, sorted: (ready, not ready); each
@@ -65,7 +73,10 @@ fn endpoint_addresses(endpoints: &Value) -> (Vec<String>, Vec<String>) {
 
 /// The EndpointSlices of Service `service`.
 fn slices(c: &Cluster, service: &str) -> Vec<Value> {
-    let list = get(c, &["endpointslices", "-l", &format!("kubernetes.io/service-name={service}")]);
+    let list = get(
+        c,
+        &["endpointslices", "-l", &format!("kubernetes.io/service-name={service}")],
+    );
     list["items"].as_array().cloned().unwrap_or_default()
 }
 
@@ -81,7 +92,11 @@ fn slice_endpoints(c: &Cluster, service: &str) -> Vec<(String, Value)> {
 }
 
 fn expect_eq<T: PartialEq + std::fmt::Debug>(seen: T, want: T) -> Result<(), String> {
-    if seen == want { Ok(()) } else { Err(format!("{seen:?}, want {want:?}")) }
+    if seen == want {
+        Ok(())
+    } else {
+        Err(format!("{seen:?}, want {want:?}"))
+    }
 }
 
 #[test]
@@ -103,15 +118,23 @@ spec:
     let mut ips = Vec::new();
     eventually("the three pods run with IPs", POD_START, || {
         ips = ["a", "b", "c"].iter().map(|p| pod_ip(&c, p)).collect();
-        if ips.iter().all(|ip| !ip.is_empty()) { Ok(()) } else { Err(format!("{ips:?}")) }
+        if ips.iter().all(|ip| !ip.is_empty()) {
+            Ok(())
+        } else {
+            Err(format!("{ips:?}"))
+        }
     });
     let (ip_a, ip_b, ip_c) = (ips[0].clone(), ips[1].clone(), ips[2].clone());
     let mut all_ready = vec![format!("{ip_a}:8080"), format!("{ip_b}:8080"), format!("{ip_c}:9090")];
     all_ready.sort();
-    eventually("Endpoints list the three ready pods on their own ports", REACTION, || {
-        let endpoints = get(&c, &["endpoints", "web"]);
-        expect_eq(endpoint_addresses(&endpoints), (all_ready.clone(), vec![]))
-    });
+    eventually(
+        "Endpoints list the three ready pods on their own ports",
+        REACTION,
+        || {
+            let endpoints = get(&c, &["endpoints", "web"]);
+            expect_eq(endpoint_addresses(&endpoints), (all_ready.clone(), vec![]))
+        },
+    );
 
     let endpoints = get(&c, &["endpoints", "web"]);
     // The named targetPort resolved per pod: two port sets, so two subsets.
@@ -130,9 +153,19 @@ spec:
     assert_eq!(address["targetRef"]["name"], "a");
     assert_eq!(address["targetRef"]["namespace"], "default");
     assert_eq!(address["targetRef"]["uid"], get(&c, &["pod", "a"])["metadata"]["uid"]);
-    assert!(address["nodeName"].as_str().unwrap().starts_with("hollow-"), "{address}");
-    assert_eq!(endpoints["metadata"]["labels"]["tier"], "front", "the Service's labels: {endpoints}");
-    assert!(endpoints["metadata"]["labels"].get("service.kubernetes.io/headless").is_none());
+    assert!(
+        address["nodeName"].as_str().unwrap().starts_with("hollow-"),
+        "{address}"
+    );
+    assert_eq!(
+        endpoints["metadata"]["labels"]["tier"], "front",
+        "the Service's labels: {endpoints}"
+    );
+    assert!(
+        endpoints["metadata"]["labels"]
+            .get("service.kubernetes.io/headless")
+            .is_none()
+    );
     let trigger = endpoints["metadata"]["annotations"]["endpoints.kubernetes.io/last-change-trigger-time"].as_str();
     assert!(trigger.is_some_and(|t| t.ends_with('Z')), "{endpoints}");
 
@@ -143,29 +176,58 @@ spec:
             .into_iter()
             .map(|(name, e)| (name, e["conditions"]["ready"].clone()))
             .collect();
-        expect_eq(seen, vec![("a".into(), Value::Bool(true)), ("b".into(), Value::Bool(true)), ("c".into(), Value::Bool(true))])
+        expect_eq(
+            seen,
+            vec![
+                ("a".into(), Value::Bool(true)),
+                ("b".into(), Value::Bool(true)),
+                ("c".into(), Value::Bool(true)),
+            ],
+        )
     });
     let web_slices = slices(&c, "web");
     assert_eq!(web_slices.len(), 2, "{web_slices:?}");
     for slice in &web_slices {
         assert_eq!(slice["addressType"], "IPv4");
         assert_eq!(slice["metadata"]["generateName"], "web-");
-        assert_eq!(slice["metadata"]["labels"]["endpointslice.kubernetes.io/managed-by"], "endpointslice-controller.k8s.io");
+        assert_eq!(
+            slice["metadata"]["labels"]["endpointslice.kubernetes.io/managed-by"],
+            "endpointslice-controller.k8s.io"
+        );
         assert_eq!(slice["metadata"]["labels"]["tier"], "front");
         let owner = &slice["metadata"]["ownerReferences"][0];
-        assert_eq!((&owner["kind"], &owner["uid"]), (&Value::from("Service"), &service_uid), "{slice}");
-        assert_eq!((&owner["controller"], &owner["blockOwnerDeletion"]), (&Value::Bool(true), &Value::Bool(true)));
+        assert_eq!(
+            (&owner["kind"], &owner["uid"]),
+            (&Value::from("Service"), &service_uid),
+            "{slice}"
+        );
+        assert_eq!(
+            (&owner["controller"], &owner["blockOwnerDeletion"]),
+            (&Value::Bool(true), &Value::Bool(true))
+        );
         let port = &slice["ports"][0];
         assert_eq!(port["name"], "http");
-        let numbers: Vec<&Value> = slice["endpoints"].as_array().unwrap().iter().map(|e| &e["targetRef"]["name"]).collect();
-        let want = if numbers.contains(&&Value::from("c")) { 9090 } else { 8080 };
+        let numbers: Vec<&Value> = slice["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| &e["targetRef"]["name"])
+            .collect();
+        let want = if numbers.contains(&&Value::from("c")) {
+            9090
+        } else {
+            8080
+        };
         assert_eq!(port["port"], want, "{slice}");
     }
     let (_, endpoint_a) = slice_endpoints(&c, "web").into_iter().find(|(n, _)| n == "a").unwrap();
     assert_eq!(endpoint_a["addresses"], serde_json::json!([ip_a]));
     assert_eq!(endpoint_a["zone"], "zone-a");
     assert!(endpoint_a["nodeName"].as_str().unwrap().starts_with("hollow-"));
-    assert_eq!(endpoint_a["conditions"], serde_json::json!({"ready": true, "serving": true, "terminating": false}));
+    assert_eq!(
+        endpoint_a["conditions"],
+        serde_json::json!({"ready": true, "serving": true, "terminating": false})
+    );
 
     // Pod a stops being ready: not ready in both.
     c.kubectl_ok(&[
@@ -179,19 +241,31 @@ spec:
     eventually("pod a is a not-ready address", REACTION, || {
         let endpoints = get(&c, &["endpoints", "web"]);
         let want_ready = vec![format!("{ip_b}:8080"), format!("{ip_c}:9090")];
-        expect_eq(endpoint_addresses(&endpoints), (want_ready, vec![format!("{ip_a}:8080")]))
+        expect_eq(
+            endpoint_addresses(&endpoints),
+            (want_ready, vec![format!("{ip_a}:8080")]),
+        )
     });
     eventually("pod a's slice endpoint is neither ready nor serving", REACTION, || {
         let endpoints = slice_endpoints(&c, "web");
-        let a = endpoints.iter().find(|(n, _)| n == "a").map(|(_, e)| e["conditions"].clone());
-        expect_eq(a, Some(serde_json::json!({"ready": false, "serving": false, "terminating": false})))
+        let a = endpoints
+            .iter()
+            .find(|(n, _)| n == "a")
+            .map(|(_, e)| e["conditions"].clone());
+        expect_eq(
+            a,
+            Some(serde_json::json!({"ready": false, "serving": false, "terminating": false})),
+        )
     });
 
     // Pod b goes: from both.
     c.kubectl_ok(&["delete", "pod", "b", "--timeout=30s"]);
     eventually("pod b is gone from the Endpoints", REACTION, || {
         let endpoints = get(&c, &["endpoints", "web"]);
-        expect_eq(endpoint_addresses(&endpoints), (vec![format!("{ip_c}:9090")], vec![format!("{ip_a}:8080")]))
+        expect_eq(
+            endpoint_addresses(&endpoints),
+            (vec![format!("{ip_c}:9090")], vec![format!("{ip_a}:8080")]),
+        )
     });
     eventually("pod b is gone from the slices", REACTION, || {
         let names: Vec<String> = slice_endpoints(&c, "web").into_iter().map(|(n, _)| n).collect();
@@ -208,7 +282,9 @@ spec:
     // The Service goes: its Endpoints and (through the garbage collector) its slices too.
     c.kubectl_ok(&["delete", "service", "web"]);
     c.kubectl_ok(&["wait", "--for=delete", "endpoints/web", "--timeout=30s"]);
-    eventually("the slices are gone", REACTION, || expect_eq(slices(&c, "web").len(), 0));
+    eventually("the slices are gone", REACTION, || {
+        expect_eq(slices(&c, "web").len(), 0)
+    });
 }
 
 #[test]
@@ -247,7 +323,11 @@ subsets: [{addresses: [{ip: 192.0.2.7}], ports: [{port: 80}]}]
     let mut ips = Vec::new();
     eventually("both pods run with IPs", POD_START, || {
         ips = ["named", "plain"].iter().map(|p| pod_ip(&c, p)).collect();
-        if ips.iter().all(|ip| !ip.is_empty()) { Ok(()) } else { Err(format!("{ips:?}")) }
+        if ips.iter().all(|ip| !ip.is_empty()) {
+            Ok(())
+        } else {
+            Err(format!("{ips:?}"))
+        }
     });
     let mut both: Vec<String> = ips.iter().map(|ip| format!("{ip}:-")).collect();
     both.sort();
@@ -255,7 +335,10 @@ subsets: [{addresses: [{ip: 192.0.2.7}], ports: [{port: 80}]}]
     // Headless without ports: addresses only, the pod naming the Service as its subdomain
     // with its hostname, and the headless label.
     eventually("the headless Service lists both pods", REACTION, || {
-        expect_eq(endpoint_addresses(&get(&c, &["endpoints", "db"])), (both.clone(), vec![]))
+        expect_eq(
+            endpoint_addresses(&get(&c, &["endpoints", "db"])),
+            (both.clone(), vec![]),
+        )
     });
     let db = get(&c, &["endpoints", "db"]);
     assert_eq!(db["metadata"]["labels"]["service.kubernetes.io/headless"], "", "{db}");
@@ -273,15 +356,24 @@ subsets: [{addresses: [{ip: 192.0.2.7}], ports: [{port: 80}]}]
         expect_eq(slice_endpoints(&c, "db").len(), 2)
     });
     let db_slice = &slices(&c, "db")[0];
-    assert_eq!(db_slice["metadata"]["labels"]["service.kubernetes.io/headless"], "", "{db_slice}");
-    let (_, named) = slice_endpoints(&c, "db").into_iter().find(|(n, _)| n == "named").unwrap();
+    assert_eq!(
+        db_slice["metadata"]["labels"]["service.kubernetes.io/headless"], "",
+        "{db_slice}"
+    );
+    let (_, named) = slice_endpoints(&c, "db")
+        .into_iter()
+        .find(|(n, _)| n == "named")
+        .unwrap();
     assert_eq!(named["hostname"], "named-host");
 
     // publishNotReadyAddresses: a pod that is not ready is still listed as ready.
     let mut on_8080: Vec<String> = ips.iter().map(|ip| format!("{ip}:8080")).collect();
     on_8080.sort();
     eventually("the publishing Service lists both pods", REACTION, || {
-        expect_eq(endpoint_addresses(&get(&c, &["endpoints", "all"])), (on_8080.clone(), vec![]))
+        expect_eq(
+            endpoint_addresses(&get(&c, &["endpoints", "all"])),
+            (on_8080.clone(), vec![]),
+        )
     });
     c.kubectl_ok(&[
         "patch",
@@ -291,12 +383,25 @@ subsets: [{addresses: [{ip: 192.0.2.7}], ports: [{port: 80}]}]
         "-p",
         r#"{"status":{"conditions":[{"type":"Ready","status":"False"}]}}"#,
     ]);
-    eventually("the not-ready pod is not serving in the publishing Service's slice", REACTION, || {
-        let endpoints = slice_endpoints(&c, "all");
-        let plain = endpoints.iter().find(|(n, _)| n == "plain").map(|(_, e)| e["conditions"].clone());
-        expect_eq(plain, Some(serde_json::json!({"ready": true, "serving": false, "terminating": false})))
-    });
-    assert_eq!(endpoint_addresses(&get(&c, &["endpoints", "all"])), (on_8080.clone(), vec![]));
+    eventually(
+        "the not-ready pod is not serving in the publishing Service's slice",
+        REACTION,
+        || {
+            let endpoints = slice_endpoints(&c, "all");
+            let plain = endpoints
+                .iter()
+                .find(|(n, _)| n == "plain")
+                .map(|(_, e)| e["conditions"].clone());
+            expect_eq(
+                plain,
+                Some(serde_json::json!({"ready": true, "serving": false, "terminating": false})),
+            )
+        },
+    );
+    assert_eq!(
+        endpoint_addresses(&get(&c, &["endpoints", "all"])),
+        (on_8080.clone(), vec![])
+    );
     // The headless Service does not publish not-ready pods: the pod moves over.
     eventually("the headless Service lists the pod as not ready", REACTION, || {
         let (ready, not_ready) = endpoint_addresses(&get(&c, &["endpoints", "db"]));
@@ -305,7 +410,15 @@ subsets: [{addresses: [{ip: 192.0.2.7}], ports: [{port: 80}]}]
 
     // The selectorless Service's Endpoints are its user's: untouched, and no slices made.
     let manual = get(&c, &["endpoints", "manual"]);
-    assert_eq!(endpoint_addresses(&manual), (vec!["192.0.2.7:80".to_string()], vec![]), "{manual}");
-    assert!(manual["metadata"]["annotations"].get("endpoints.kubernetes.io/last-change-trigger-time").is_none());
+    assert_eq!(
+        endpoint_addresses(&manual),
+        (vec!["192.0.2.7:80".to_string()], vec![]),
+        "{manual}"
+    );
+    assert!(
+        manual["metadata"]["annotations"]
+            .get("endpoints.kubernetes.io/last-change-trigger-time")
+            .is_none()
+    );
     assert!(slices(&c, "manual").is_empty());
 }

@@ -30,7 +30,9 @@ where
         .build()
         .unwrap();
     runtime.block_on(async move {
-        let client = styrman_runtime::connect(&cluster.kubeconfig(), "kube-client-test").await.unwrap();
+        let client = styrman_runtime::connect(&cluster.kubeconfig(), "kube-client-test")
+            .await
+            .unwrap();
         test(cluster, client).await
     });
 }
@@ -79,7 +81,8 @@ async fn reconcile(source: Arc<ConfigMap>, ctx: Arc<Context>) -> Result<Action, 
         data: source.data.clone(),
         ..Default::default()
     };
-    let patch = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": mirror.metadata, "data": mirror.data});
+    let patch =
+        serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": mirror.metadata, "data": mirror.data});
     api.patch(
         &mirror.name_any(),
         &PatchParams::apply("mirror-controller").force(),
@@ -113,9 +116,12 @@ async fn controller_owns_what_it_makes(client: kube::Client) {
         .for_each(|_| async {});
     tokio::spawn(controller);
 
-    api.create(&PostParams::default(), &config_map("a", &[("mirror", "true")], &[("x", "1")]))
-        .await
-        .unwrap();
+    api.create(
+        &PostParams::default(),
+        &config_map("a", &[("mirror", "true")], &[("x", "1")]),
+    )
+    .await
+    .unwrap();
     let mirror_data = |want: &'static str| {
         let api = api.clone();
         async move {
@@ -129,13 +135,20 @@ async fn controller_owns_what_it_makes(client: kube::Client) {
     eventually("the mirror is made", || mirror_data("1")).await;
     let mirror = api.get("a-mirror").await.unwrap();
     let owner = &mirror.owner_references()[0];
-    assert_eq!((owner.kind.as_str(), owner.name.as_str(), owner.controller), ("ConfigMap", "a", Some(true)));
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str(), owner.controller),
+        ("ConfigMap", "a", Some(true))
+    );
     assert_eq!(mirror.managed_fields()[0].manager.as_deref(), Some("mirror-controller"));
 
     // A change to the source is mirrored.
-    api.patch("a", &PatchParams::default(), &Patch::Merge(serde_json::json!({"data": {"x": "2"}})))
-        .await
-        .unwrap();
+    api.patch(
+        "a",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"data": {"x": "2"}})),
+    )
+    .await
+    .unwrap();
     eventually("the change is mirrored", || mirror_data("2")).await;
 
     // A deleted mirror is made again: the controller watches what it owns.
@@ -161,9 +174,12 @@ async fn watchers_survive_a_kill(mut cluster: Cluster, client: kube::Client) {
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
     let (reader, writer) = reflector::store();
     let seen: Arc<std::sync::Mutex<BTreeMap<String, String>>> = Default::default();
-    let stream = reflector(writer, watcher(api.clone(), watcher::Config::default().labels("app=kept")))
-        .default_backoff()
-        .applied_objects();
+    let stream = reflector(
+        writer,
+        watcher(api.clone(), watcher::Config::default().labels("app=kept")),
+    )
+    .default_backoff()
+    .applied_objects();
     tokio::spawn({
         let seen = Arc::clone(&seen);
         async move {
@@ -177,9 +193,12 @@ async fn watchers_survive_a_kill(mut cluster: Cluster, client: kube::Client) {
         }
     });
     for i in 0..5 {
-        api.create(&PostParams::default(), &config_map(&format!("before-{i}"), &[("app", "kept")], &[("v", "1")]))
-            .await
-            .unwrap();
+        api.create(
+            &PostParams::default(),
+            &config_map(&format!("before-{i}"), &[("app", "kept")], &[("v", "1")]),
+        )
+        .await
+        .unwrap();
     }
     eventually("the watcher sees every object", || {
         let seen = Arc::clone(&seen);
@@ -190,13 +209,20 @@ async fn watchers_survive_a_kill(mut cluster: Cluster, client: kube::Client) {
     tokio::task::block_in_place(|| cluster.kill_component("apiserver")).expect("restart the API server");
 
     for i in 0..5 {
-        api.create(&PostParams::default(), &config_map(&format!("after-{i}"), &[("app", "kept")], &[("v", "2")]))
-            .await
-            .unwrap();
-    }
-    api.patch("before-0", &PatchParams::default(), &Patch::Merge(serde_json::json!({"data": {"v": "3"}})))
+        api.create(
+            &PostParams::default(),
+            &config_map(&format!("after-{i}"), &[("app", "kept")], &[("v", "2")]),
+        )
         .await
         .unwrap();
+    }
+    api.patch(
+        "before-0",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"data": {"v": "3"}})),
+    )
+    .await
+    .unwrap();
     api.delete("before-1", &DeleteParams::default()).await.unwrap();
     eventually("the watcher carries on after the restart", || {
         let seen = Arc::clone(&seen);

@@ -46,19 +46,28 @@ async fn eventually(what: &str, check: impl Fn() -> bool) {
 }
 
 async fn lease(client: &kube::Client) -> Lease {
-    Api::<Lease>::namespaced(client.clone(), "default").get("test-leader").await.unwrap()
+    Api::<Lease>::namespaced(client.clone(), "default")
+        .get("test-leader")
+        .await
+        .unwrap()
 }
 
 #[test]
 fn one_leader_at_a_time_with_takeover_and_handover() {
     // Started from the test's own thread: its children die with the thread that started them.
     let cluster = Cluster::start(env!("CARGO_BIN_EXE_styrman").as_ref()).expect("start styrman server");
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(leadership(cluster));
 }
 
 async fn leadership(cluster: Cluster) {
-    let client = styrman_runtime::connect(&cluster.kubeconfig(), "leader-election-test").await.unwrap();
+    let client = styrman_runtime::connect(&cluster.kubeconfig(), "leader-election-test")
+        .await
+        .unwrap();
 
     let a = candidate(&client);
     let a_id = a.identity().to_string();
@@ -75,7 +84,10 @@ async fn leadership(cluster: Cluster) {
     // B keeps trying for several lease durations while A renews: it must not lead.
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert!(!b_leading.load(Ordering::SeqCst), "two leaders at once");
-    assert_eq!(lease(&client).await.spec.unwrap().holder_identity.as_deref(), Some(a_id.as_str()));
+    assert_eq!(
+        lease(&client).await.spec.unwrap().holder_identity.as_deref(),
+        Some(a_id.as_str())
+    );
 
     // A dies without a word: B takes over once A's lease has gone unrenewed.
     a_task.abort();

@@ -22,7 +22,9 @@ fn node(c: &Cluster, name: &str) -> Value {
 
 fn pod(c: &Cluster, name: &str) -> Option<Value> {
     let out = c.kubectl(&["get", "pod", name, "-o", "json"]);
-    out.status.success().then(|| json(&String::from_utf8_lossy(&out.stdout)))
+    out.status
+        .success()
+        .then(|| json(&String::from_utf8_lossy(&out.stdout)))
 }
 
 fn condition(object: &Value, type_: &str) -> Value {
@@ -34,14 +36,21 @@ fn condition(object: &Value, type_: &str) -> Value {
 }
 
 fn ready(c: &Cluster, name: &str) -> String {
-    condition(&node(c, name), "Ready")["status"].as_str().unwrap_or("").to_string()
+    condition(&node(c, name), "Ready")["status"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
 }
 
 /// The node's taints as `key:Effect`.
 fn taints(node: &Value) -> Vec<String> {
     node["spec"]["taints"]
         .as_array()
-        .map(|ts| ts.iter().map(|t| format!("{}:{}", t["key"].as_str().unwrap(), t["effect"].as_str().unwrap())).collect())
+        .map(|ts| {
+            ts.iter()
+                .map(|t| format!("{}:{}", t["key"].as_str().unwrap(), t["effect"].as_str().unwrap()))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -87,7 +96,9 @@ fn epoch_seconds(text: &str) -> i64 {
 
 /// Whether `cidr` is a /24 inside 10.100.0.0/22.
 fn in_cluster_cidr(cidr: &str) -> bool {
-    let Some(third) = cidr.strip_prefix("10.100.").and_then(|r| r.strip_suffix(".0/24")) else { return false };
+    let Some(third) = cidr.strip_prefix("10.100.").and_then(|r| r.strip_suffix(".0/24")) else {
+        return false;
+    };
     third.parse::<u8>().is_ok_and(|t| t < 4)
 }
 
@@ -124,7 +135,12 @@ fn replicas(c: &Cluster) -> Vec<(String, bool)> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|p| (p["spec"]["nodeName"].as_str().unwrap_or("").to_string(), p["metadata"]["deletionTimestamp"].is_string()))
+        .map(|p| {
+            (
+                p["spec"]["nodeName"].as_str().unwrap_or("").to_string(),
+                p["metadata"]["deletionTimestamp"].is_string(),
+            )
+        })
         .collect()
 }
 
@@ -134,16 +150,22 @@ fn running(c: &Cluster, name: &str) -> bool {
 
 #[test]
 fn nodes_get_pod_cidrs_and_dead_nodes_are_tainted_and_drained() {
-    let c = Cluster::start_with(env!("CARGO_BIN_EXE_styrman").as_ref(), &[GRACE, CLUSTER_CIDR]).expect("start styrman server");
+    let c = Cluster::start_with(env!("CARGO_BIN_EXE_styrman").as_ref(), &[GRACE, CLUSTER_CIDR])
+        .expect("start styrman server");
     let many = c.hollow_nodes(&["--count=3", "--prefix=many-"]);
     let lone = c.hollow_nodes(&["--count=1", "--prefix=lone-"]);
     let names = ["many-0", "many-1", "many-2", "lone-0"];
     eventually("four nodes are Ready", Duration::from_secs(30), || {
-        c.kubectl_ok(&["get", "nodes", "--no-headers"]).matches(" Ready ").count() == 4
+        c.kubectl_ok(&["get", "nodes", "--no-headers"])
+            .matches(" Ready ")
+            .count()
+            == 4
     });
 
     // IPAM: each node a distinct /24 of the cluster CIDR, in podCIDR and podCIDRs alike.
-    eventually("every node has a podCIDR", Duration::from_secs(30), || names.iter().all(|n| !pod_cidr(&c, n).is_empty()));
+    eventually("every node has a podCIDR", Duration::from_secs(30), || {
+        names.iter().all(|n| !pod_cidr(&c, n).is_empty())
+    });
     let mut cidrs: Vec<String> = Vec::new();
     for name in names {
         let n = node(&c, name);
@@ -159,35 +181,64 @@ fn nodes_get_pod_cidrs_and_dead_nodes_are_tainted_and_drained() {
 
     // The range is full: a fifth node waits and says why; a deleted node's subnet goes to it.
     let extra = c.hollow_nodes(&["--count=1", "--prefix=extra-"]);
-    eventually("the fifth node is told no CIDR is left", Duration::from_secs(30), || {
-        !events(&c, "extra-0", "CIDRNotAvailable").is_empty()
-    });
-    assert_eq!(events(&c, "extra-0", "CIDRNotAvailable")[0], "Node extra-0 status is now: CIDRNotAvailable");
+    eventually(
+        "the fifth node is told no CIDR is left",
+        Duration::from_secs(30),
+        || !events(&c, "extra-0", "CIDRNotAvailable").is_empty(),
+    );
+    assert_eq!(
+        events(&c, "extra-0", "CIDRNotAvailable")[0],
+        "Node extra-0 status is now: CIDRNotAvailable"
+    );
     assert_eq!(pod_cidr(&c, "extra-0"), "");
     let freed = pod_cidr(&c, "many-2");
     c.kubectl_ok(&["delete", "node", "many-2"]);
-    eventually("the fifth node gets the freed subnet", Duration::from_secs(30), || pod_cidr(&c, "extra-0") == freed);
+    eventually("the fifth node gets the freed subnet", Duration::from_secs(30), || {
+        pod_cidr(&c, "extra-0") == freed
+    });
 
     // Pods on the lone node: one tolerating unreachability for no time at all (a pod saying
     // nothing gets five minutes from DefaultTolerationSeconds admission), one for 10 s, one
     // forever; and one elsewhere that nothing should touch.
     let lone_cidr = pod_cidr(&c, "lone-0");
-    c.apply(&pinned_pod("plain", "lone-0", &format!("{{key: {UNREACHABLE}, operator: Exists, effect: NoExecute, tolerationSeconds: 0}}")));
-    c.apply(&pinned_pod("brief", "lone-0", &format!("{{key: {UNREACHABLE}, operator: Exists, effect: NoExecute, tolerationSeconds: 10}}")));
-    c.apply(&pinned_pod("forever", "lone-0", &format!("{{key: {UNREACHABLE}, operator: Exists, effect: NoExecute}}")));
+    c.apply(&pinned_pod(
+        "plain",
+        "lone-0",
+        &format!("{{key: {UNREACHABLE}, operator: Exists, effect: NoExecute, tolerationSeconds: 0}}"),
+    ));
+    c.apply(&pinned_pod(
+        "brief",
+        "lone-0",
+        &format!("{{key: {UNREACHABLE}, operator: Exists, effect: NoExecute, tolerationSeconds: 10}}"),
+    ));
+    c.apply(&pinned_pod(
+        "forever",
+        "lone-0",
+        &format!("{{key: {UNREACHABLE}, operator: Exists, effect: NoExecute}}"),
+    ));
     c.apply(&pinned_pod("elsewhere", "many-0", ""));
     eventually("the pods run", Duration::from_secs(30), || {
-        ["plain", "brief", "forever", "elsewhere"].iter().all(|p| running(&c, p))
+        ["plain", "brief", "forever", "elsewhere"]
+            .iter()
+            .all(|p| running(&c, p))
     });
     let defaulted: Vec<(String, i64)> = pod(&c, "elsewhere").unwrap()["spec"]["tolerations"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|t| (t["key"].as_str().unwrap().to_string(), t["tolerationSeconds"].as_i64().unwrap()))
+        .map(|t| {
+            (
+                t["key"].as_str().unwrap().to_string(),
+                t["tolerationSeconds"].as_i64().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(
         defaulted,
-        [("node.kubernetes.io/not-ready".to_string(), 300), (UNREACHABLE.to_string(), 300)],
+        [
+            ("node.kubernetes.io/not-ready".to_string(), 300),
+            (UNREACHABLE.to_string(), 300)
+        ],
         "admission gives a pod five minutes"
     );
     // A ReplicaSet's pod, placed on the lone node by cordoning the others meanwhile.
@@ -197,7 +248,9 @@ fn nodes_get_pod_cidrs_and_dead_nodes_are_tainted_and_drained() {
     }
     c.apply(REPLICA_SET);
     eventually("the replica runs on the lone node", Duration::from_secs(30), || {
-        replicas(&c).iter().any(|(node, deleting)| node == "lone-0" && !deleting)
+        replicas(&c)
+            .iter()
+            .any(|(node, deleting)| node == "lone-0" && !deleting)
     });
     for name in others {
         c.kubectl_ok(&["uncordon", name]);
@@ -205,7 +258,9 @@ fn nodes_get_pod_cidrs_and_dead_nodes_are_tainted_and_drained() {
 
     // The lone node's kubelet dies.
     drop(lone);
-    eventually("the dead node turns Unknown", Duration::from_secs(60), || ready(&c, "lone-0") == "Unknown");
+    eventually("the dead node turns Unknown", Duration::from_secs(60), || {
+        ready(&c, "lone-0") == "Unknown"
+    });
     let dead = node(&c, "lone-0");
     let ready_condition = condition(&dead, "Ready");
     assert_eq!(ready_condition["reason"], "NodeStatusUnknown", "{ready_condition}");
@@ -224,14 +279,23 @@ fn nodes_get_pod_cidrs_and_dead_nodes_are_tainted_and_drained() {
     );
 
     // The pod that tolerates nothing goes at once, saying so; the others are marked not Ready.
-    eventually("the intolerant pod is evicted", Duration::from_secs(30), || deleting(&c, "plain"));
-    assert_eq!(events(&c, "plain", "TaintManagerEviction"), ["Marking for deletion Pod default/plain"]);
-    eventually("the forever-tolerating pod is marked not Ready", Duration::from_secs(30), || {
-        pod(&c, "forever").is_some_and(|p| condition(&p, "Ready")["status"] == "False")
+    eventually("the intolerant pod is evicted", Duration::from_secs(30), || {
+        deleting(&c, "plain")
     });
+    assert_eq!(
+        events(&c, "plain", "TaintManagerEviction"),
+        ["Marking for deletion Pod default/plain"]
+    );
+    eventually(
+        "the forever-tolerating pod is marked not Ready",
+        Duration::from_secs(30),
+        || pod(&c, "forever").is_some_and(|p| condition(&p, "Ready")["status"] == "False"),
+    );
 
     // The briefly tolerating pod goes 10 s after the taint was added, not before.
-    eventually("the briefly tolerating pod is evicted", Duration::from_secs(40), || deleting(&c, "brief"));
+    eventually("the briefly tolerating pod is evicted", Duration::from_secs(40), || {
+        deleting(&c, "brief")
+    });
     let tainted_at = node(&c, "lone-0")["spec"]["taints"]
         .as_array()
         .unwrap()
@@ -241,15 +305,27 @@ fn nodes_get_pod_cidrs_and_dead_nodes_are_tainted_and_drained() {
         .unwrap();
     let brief = pod(&c, "brief").expect("a pod on a dead node stays Terminating");
     let deleted_at = epoch_seconds(brief["metadata"]["deletionTimestamp"].as_str().unwrap());
-    assert!(deleted_at - tainted_at >= 9, "evicted {} s after the taint, before its 10 s toleration", deleted_at - tainted_at);
-    assert_eq!(condition(&brief, "DisruptionTarget")["reason"], "DeletionByTaintManager");
+    assert!(
+        deleted_at - tainted_at >= 9,
+        "evicted {} s after the taint, before its 10 s toleration",
+        deleted_at - tainted_at
+    );
+    assert_eq!(
+        condition(&brief, "DisruptionTarget")["reason"],
+        "DeletionByTaintManager"
+    );
 
     // The ReplicaSet's evicted pod is replaced on a live node.
-    eventually("the replica is replaced on a live node", Duration::from_secs(30), || {
-        let r = replicas(&c);
-        r.iter().any(|(node, deleting)| node == "lone-0" && *deleting)
-            && r.iter().any(|(node, deleting)| others.contains(&node.as_str()) && !deleting)
-    });
+    eventually(
+        "the replica is replaced on a live node",
+        Duration::from_secs(30),
+        || {
+            let r = replicas(&c);
+            r.iter().any(|(node, deleting)| node == "lone-0" && *deleting)
+                && r.iter()
+                    .any(|(node, deleting)| others.contains(&node.as_str()) && !deleting)
+        },
+    );
 
     // The forever-tolerating pod stays; the pod elsewhere and the live nodes are untouched
     // (the cordon's unschedulable taints gone with the cordon).
@@ -278,7 +354,9 @@ fn nodes_get_pod_cidrs_and_dead_nodes_are_tainted_and_drained() {
     // the NoExecute taints come off (the first nodes to go silent may have had them a moment).
     drop((many, extra, lone));
     let live = ["many-0", "many-1", "extra-0", "lone-0"];
-    eventually("every node turns Unknown", Duration::from_secs(60), || live.iter().all(|n| ready(&c, n) == "Unknown"));
+    eventually("every node turns Unknown", Duration::from_secs(60), || {
+        live.iter().all(|n| ready(&c, n) == "Unknown")
+    });
     eventually("no node keeps a NoExecute taint", Duration::from_secs(30), || {
         live.iter().all(|n| {
             let t = taints(&node(&c, n));

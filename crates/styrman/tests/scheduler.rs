@@ -57,7 +57,10 @@ fn pods_are_placed_by_resources_selectors_and_taints() {
     let c = Cluster::start(env!("CARGO_BIN_EXE_styrman").as_ref()).expect("start styrman server");
     let _nodes = c.hollow_nodes(&["--count=3", "--cpu=2", "--memory=4Gi"]);
     eventually("three nodes are Ready", TIMEOUT, || {
-        c.kubectl_ok(&["get", "nodes", "--no-headers"]).matches(" Ready ").count() == 3
+        c.kubectl_ok(&["get", "nodes", "--no-headers"])
+            .matches(" Ready ")
+            .count()
+            == 3
     });
     let leases = c.kubectl_ok(&["get", "leases", "-n", "kube-node-lease", "-o", "name"]);
     assert_eq!(leases.lines().count(), 3, "{leases}");
@@ -66,18 +69,28 @@ fn pods_are_placed_by_resources_selectors_and_taints() {
     for name in ["a", "b", "c"] {
         c.apply(&pod(name, "1500m", ""));
     }
-    eventually("the pods run", TIMEOUT, || ["a", "b", "c"].iter().all(|p| running(&c, p)));
+    eventually("the pods run", TIMEOUT, || {
+        ["a", "b", "c"].iter().all(|p| running(&c, p))
+    });
     let mut nodes: Vec<String> = ["a", "b", "c"].iter().map(|p| node_of(&c, p)).collect();
     nodes.sort();
     assert_eq!(nodes, ["hollow-0", "hollow-1", "hollow-2"]);
     let scheduled = events(&c, "a", "Scheduled");
-    assert_eq!(scheduled, [format!("Successfully assigned default/a to {}", node_of(&c, "a"))]);
+    assert_eq!(
+        scheduled,
+        [format!("Successfully assigned default/a to {}", node_of(&c, "a"))]
+    );
     let a = get_pod(&c, "a");
-    assert!(a["status"]["podIP"].as_str().is_some_and(|ip| ip.starts_with("10.64.")), "{a}");
+    assert!(
+        a["status"]["podIP"].as_str().is_some_and(|ip| ip.starts_with("10.64.")),
+        "{a}"
+    );
 
     // A fourth does not fit anywhere: users read why.
     c.apply(&pod("d", "1500m", ""));
-    eventually("d is reported unschedulable", TIMEOUT, || !events(&c, "d", "FailedScheduling").is_empty());
+    eventually("d is reported unschedulable", TIMEOUT, || {
+        !events(&c, "d", "FailedScheduling").is_empty()
+    });
     assert_eq!(
         events(&c, "d", "FailedScheduling")[0],
         "0/3 nodes are available: 3 Insufficient cpu. preemption: 0/3 nodes are available: 3 No preemption victims found for incoming pod."
@@ -90,7 +103,10 @@ fn pods_are_placed_by_resources_selectors_and_taints() {
         .find(|c| c["type"] == "PodScheduled")
         .unwrap()
         .clone();
-    assert_eq!((condition["status"].as_str(), condition["reason"].as_str()), (Some("False"), Some("Unschedulable")));
+    assert_eq!(
+        (condition["status"].as_str(), condition["reason"].as_str()),
+        (Some("False"), Some("Unschedulable"))
+    );
     // Room is made: the pending pod is placed where it was made.
     let freed = node_of(&c, "b");
     c.kubectl_ok(&["delete", "pod", "b"]);
@@ -101,7 +117,9 @@ fn pods_are_placed_by_resources_selectors_and_taints() {
     c.apply(&pod("amd64", "10m", "  nodeSelector: {kubernetes.io/arch: amd64}"));
     c.apply(&pod("x86", "10m", "  nodeSelector: {kubernetes.io/arch: x86}"));
     eventually("the amd64 pod runs", TIMEOUT, || running(&c, "amd64"));
-    eventually("the x86 pod is reported", TIMEOUT, || !events(&c, "x86", "FailedScheduling").is_empty());
+    eventually("the x86 pod is reported", TIMEOUT, || {
+        !events(&c, "x86", "FailedScheduling").is_empty()
+    });
     assert!(
         events(&c, "x86", "FailedScheduling")[0]
             .starts_with("0/3 nodes are available: 3 node(s) didn't match Pod's node affinity/selector."),
@@ -110,17 +128,31 @@ fn pods_are_placed_by_resources_selectors_and_taints() {
     );
 
     // Taints: a tainted pool only takes pods that tolerate it.
-    let _gpu = c.hollow_nodes(&["--count=1", "--prefix=gpu-", "--labels=pool=gpu", "--taints=gpu=yes:NoSchedule"]);
-    eventually("the gpu node is Ready", TIMEOUT, || c.kubectl_ok(&["get", "nodes", "--no-headers"]).matches(" Ready ").count() == 4);
+    let _gpu = c.hollow_nodes(&[
+        "--count=1",
+        "--prefix=gpu-",
+        "--labels=pool=gpu",
+        "--taints=gpu=yes:NoSchedule",
+    ]);
+    eventually("the gpu node is Ready", TIMEOUT, || {
+        c.kubectl_ok(&["get", "nodes", "--no-headers"])
+            .matches(" Ready ")
+            .count()
+            == 4
+    });
     c.apply(&pod("intolerant", "10m", "  nodeSelector: {pool: gpu}"));
     c.apply(&pod(
         "tolerant",
         "10m",
         "  nodeSelector: {pool: gpu}\n  tolerations: [{key: gpu, operator: Equal, value: 'yes', effect: NoSchedule}]",
     ));
-    eventually("the tolerant pod runs on the gpu node", TIMEOUT, || running(&c, "tolerant"));
+    eventually("the tolerant pod runs on the gpu node", TIMEOUT, || {
+        running(&c, "tolerant")
+    });
     assert_eq!(node_of(&c, "tolerant"), "gpu-0");
-    eventually("the intolerant pod is reported", TIMEOUT, || !events(&c, "intolerant", "FailedScheduling").is_empty());
+    eventually("the intolerant pod is reported", TIMEOUT, || {
+        !events(&c, "intolerant", "FailedScheduling").is_empty()
+    });
     let message = &events(&c, "intolerant", "FailedScheduling")[0];
     assert!(
         message.starts_with(
@@ -137,7 +169,14 @@ fn pods_are_placed_by_resources_selectors_and_taints() {
             .is_some_and(|cs| cs.iter().any(|c| c["reason"] == "SchedulingGated"))
     });
     assert_eq!(node_of(&c, "gated"), "");
-    c.kubectl_ok(&["patch", "pod", "gated", "--type=json", "-p", r#"[{"op":"remove","path":"/spec/schedulingGates"}]"#]);
+    c.kubectl_ok(&[
+        "patch",
+        "pod",
+        "gated",
+        "--type=json",
+        "-p",
+        r#"[{"op":"remove","path":"/spec/schedulingGates"}]"#,
+    ]);
     eventually("the ungated pod runs", TIMEOUT, || running(&c, "gated"));
 
     // A pod for another scheduler is left alone.
@@ -155,17 +194,25 @@ fn spread_over_zones_and_anti_affinity_between_replicas() {
     let _a = c.hollow_nodes(&["--count=2", "--prefix=a-", "--labels=topology.kubernetes.io/zone=a"]);
     let _b = c.hollow_nodes(&["--count=2", "--prefix=b-", "--labels=topology.kubernetes.io/zone=b"]);
     eventually("four nodes are Ready", TIMEOUT, || {
-        c.kubectl_ok(&["get", "nodes", "--no-headers"]).matches(" Ready ").count() == 4
+        c.kubectl_ok(&["get", "nodes", "--no-headers"])
+            .matches(" Ready ")
+            .count()
+            == 4
     });
     let spread = "  topologySpreadConstraints:
   - {maxSkew: 1, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: DoNotSchedule,
      labelSelector: {matchLabels: {app: web}}}";
     for i in 0..4 {
-        c.apply(&pod(&format!("web-{i}"), "10m", spread).replace("metadata: {name:", "metadata: {labels: {app: web}, name:"));
+        c.apply(
+            &pod(&format!("web-{i}"), "10m", spread)
+                .replace("metadata: {name:", "metadata: {labels: {app: web}, name:"),
+        );
         // One at a time: each placement is counted before the next is decided.
         eventually("the pod runs", TIMEOUT, || running(&c, &format!("web-{i}")));
     }
-    let zones: Vec<String> = (0..4).map(|i| node_of(&c, &format!("web-{i}"))[..1].to_string()).collect();
+    let zones: Vec<String> = (0..4)
+        .map(|i| node_of(&c, &format!("web-{i}"))[..1].to_string())
+        .collect();
     assert_eq!(zones.iter().filter(|z| *z == "a").count(), 2, "{zones:?}");
 
     let apart = "  affinity:
@@ -173,15 +220,28 @@ fn spread_over_zones_and_anti_affinity_between_replicas() {
       requiredDuringSchedulingIgnoredDuringExecution:
       - {labelSelector: {matchLabels: {app: solo}}, topologyKey: kubernetes.io/hostname}";
     for i in 0..5 {
-        c.apply(&pod(&format!("solo-{i}"), "10m", apart).replace("metadata: {name:", "metadata: {labels: {app: solo}, name:"));
+        c.apply(
+            &pod(&format!("solo-{i}"), "10m", apart)
+                .replace("metadata: {name:", "metadata: {labels: {app: solo}, name:"),
+        );
     }
-    eventually("four solo pods run", TIMEOUT, || (0..5).filter(|i| running(&c, &format!("solo-{i}"))).count() == 4);
-    let mut hosts: Vec<String> = (0..5).map(|i| node_of(&c, &format!("solo-{i}"))).filter(|n| !n.is_empty()).collect();
+    eventually("four solo pods run", TIMEOUT, || {
+        (0..5).filter(|i| running(&c, &format!("solo-{i}"))).count() == 4
+    });
+    let mut hosts: Vec<String> = (0..5)
+        .map(|i| node_of(&c, &format!("solo-{i}")))
+        .filter(|n| !n.is_empty())
+        .collect();
     hosts.sort();
     hosts.dedup();
     assert_eq!(hosts.len(), 4, "one per node: {hosts:?}");
-    let pending = (0..5).map(|i| format!("solo-{i}")).find(|p| node_of(&c, p).is_empty()).unwrap();
-    eventually("the fifth is reported", TIMEOUT, || !events(&c, &pending, "FailedScheduling").is_empty());
+    let pending = (0..5)
+        .map(|i| format!("solo-{i}"))
+        .find(|p| node_of(&c, p).is_empty())
+        .unwrap();
+    eventually("the fifth is reported", TIMEOUT, || {
+        !events(&c, &pending, "FailedScheduling").is_empty()
+    });
     let message = &events(&c, &pending, "FailedScheduling")[0];
     assert!(
         message.starts_with("0/4 nodes are available: 4 node(s) didn't match pod anti-affinity rules."),
@@ -194,30 +254,47 @@ fn a_higher_priority_pod_preempts_lower_priority_ones() {
     let c = Cluster::start(env!("CARGO_BIN_EXE_styrman").as_ref()).expect("start styrman server");
     let _nodes = c.hollow_nodes(&["--count=2", "--cpu=2", "--memory=4Gi"]);
     eventually("two nodes are Ready", TIMEOUT, || {
-        c.kubectl_ok(&["get", "nodes", "--no-headers"]).matches(" Ready ").count() == 2
+        c.kubectl_ok(&["get", "nodes", "--no-headers"])
+            .matches(" Ready ")
+            .count()
+            == 2
     });
     c.apply("apiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata: {name: high}\nvalue: 1000\n");
     c.apply("apiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata: {name: low}\nvalue: 10\n");
     let classes = c.kubectl_ok(&["get", "priorityclasses", "-o", "name"]);
-    assert!(classes.contains("system-cluster-critical") && classes.contains("system-node-critical"), "{classes}");
+    assert!(
+        classes.contains("system-cluster-critical") && classes.contains("system-node-critical"),
+        "{classes}"
+    );
     // Priority admission: the class sets the number; an unknown class is refused.
-    let err = c.kubectl_stdin(&["apply", "-f", "-"], &pod("nameless", "10m", "  priorityClassName: nope"));
+    let err = c.kubectl_stdin(
+        &["apply", "-f", "-"],
+        &pod("nameless", "10m", "  priorityClassName: nope"),
+    );
     let err = String::from_utf8_lossy(&err.stderr);
     assert!(err.contains("no PriorityClass with name nope was found"), "{err}");
 
     for i in 0..2 {
         c.apply(&pod(&format!("filler-{i}"), "1500m", "  priorityClassName: low"));
     }
-    eventually("the fillers run", TIMEOUT, || (0..2).all(|i| running(&c, &format!("filler-{i}"))));
+    eventually("the fillers run", TIMEOUT, || {
+        (0..2).all(|i| running(&c, &format!("filler-{i}")))
+    });
     assert_eq!(get_pod(&c, "filler-0")["spec"]["priority"], 10);
     c.apply(&pod("urgent", "1500m", "  priorityClassName: high"));
     eventually("the urgent pod runs", TIMEOUT, || running(&c, "urgent"));
-    let victim = (0..2).map(|i| format!("filler-{i}")).find(|f| !c.kubectl(&["get", "pod", f]).status.success());
+    let victim = (0..2)
+        .map(|i| format!("filler-{i}"))
+        .find(|f| !c.kubectl(&["get", "pod", f]).status.success());
     let victim = victim.expect("one filler was preempted");
     assert!(
-        c.kubectl(&["get", "pod", &format!("filler-{}", if victim.ends_with('0') { 1 } else { 0 })])
-            .status
-            .success(),
+        c.kubectl(&[
+            "get",
+            "pod",
+            &format!("filler-{}", if victim.ends_with('0') { 1 } else { 0 })
+        ])
+        .status
+        .success(),
         "only one victim"
     );
     let preempted = events(&c, &victim, "Preempted");
@@ -229,7 +306,11 @@ fn a_higher_priority_pod_preempts_lower_priority_ones() {
 fn scrape(addr: &str) -> Option<String> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr).ok()?;
-    write!(stream, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut text = String::new();
     stream.read_to_string(&mut text).ok()?;
     Some(text)
@@ -241,9 +322,16 @@ fn a_second_scheduler_places_its_own_pods_and_serves_metrics() {
     let _nodes = c.hollow_nodes(&["--count=1"]);
     let addr = format!("127.0.0.1:{}", styrman_testkit::free_port().unwrap());
     let metrics = format!("--metrics-bind-address={addr}");
-    let _second = c.run_styrman("scheduler", &["--leader-elect=false", "--scheduler-name=metered", &metrics]);
+    let _second = c.run_styrman(
+        "scheduler",
+        &["--leader-elect=false", "--scheduler-name=metered", &metrics],
+    );
     c.apply(&pod("mine", "10m", "  schedulerName: metered"));
-    c.apply(&pod("stuck", "10m", "  schedulerName: metered\n  nodeSelector: {kubernetes.io/arch: x86}"));
+    c.apply(&pod(
+        "stuck",
+        "10m",
+        "  schedulerName: metered\n  nodeSelector: {kubernetes.io/arch: x86}",
+    ));
     eventually("the second scheduler places its pod", TIMEOUT, || running(&c, "mine"));
     eventually("its metrics count both attempts", TIMEOUT, || {
         scrape(&addr).is_some_and(|m| {
@@ -274,7 +362,9 @@ fn a_standby_scheduler_takes_over_when_the_leader_dies() {
     for i in 0..5 {
         c.apply(&pod(&format!("after-{i}"), "10m", ""));
     }
-    eventually("a new leader places the pods", TIMEOUT, || (0..5).all(|i| running(&c, &format!("after-{i}"))));
+    eventually("a new leader places the pods", TIMEOUT, || {
+        (0..5).all(|i| running(&c, &format!("after-{i}")))
+    });
     assert_ne!(holder(&c), first, "the lease changed hands");
     for name in ["before", "after-0", "after-1", "after-2", "after-3", "after-4"] {
         assert_eq!(events(&c, name, "Scheduled").len(), 1, "{name} was bound once");
@@ -282,7 +372,9 @@ fn a_standby_scheduler_takes_over_when_the_leader_dies() {
 }
 
 fn ready_nodes(c: &Cluster) -> usize {
-    c.kubectl_ok(&["get", "nodes", "--no-headers"]).matches(" Ready ").count()
+    c.kubectl_ok(&["get", "nodes", "--no-headers"])
+        .matches(" Ready ")
+        .count()
 }
 
 /// A pod with labels, an image and extra spec lines.
@@ -323,7 +415,10 @@ fn scheduled_by(c: &Cluster, pod: &str) -> String {
         "-o",
         "json",
     ]));
-    list["items"][0]["reportingComponent"].as_str().unwrap_or("").to_string()
+    list["items"][0]["reportingComponent"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
 }
 
 #[test]
@@ -365,10 +460,24 @@ spec:
         );
         (name.to_string(), manifest)
     };
-    let packed = place_one_by_one(&c, &(0..4).map(|i| pod(&format!("packed-{i}"), "packer", "pack")).collect::<Vec<_>>());
+    let packed = place_one_by_one(
+        &c,
+        &(0..4)
+            .map(|i| pod(&format!("packed-{i}"), "packer", "pack"))
+            .collect::<Vec<_>>(),
+    );
     assert_eq!(distinct(&packed), 1, "MostAllocated fills one node first: {packed:?}");
-    let spread = place_one_by_one(&c, &(0..3).map(|i| pod(&format!("spread-{i}"), "spreader", "spread")).collect::<Vec<_>>());
-    assert_eq!(distinct(&spread), 3, "LeastAllocated takes the emptiest node: {spread:?}");
+    let spread = place_one_by_one(
+        &c,
+        &(0..3)
+            .map(|i| pod(&format!("spread-{i}"), "spreader", "spread"))
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(
+        distinct(&spread),
+        3,
+        "LeastAllocated takes the emptiest node: {spread:?}"
+    );
     assert_eq!(scheduled_by(&c, "packed-0"), "packer");
     assert_eq!(scheduled_by(&c, "spread-0"), "spreader");
 }
@@ -390,14 +499,19 @@ profiles:
     )
     .unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_styrman"))
-        .args(["scheduler", "--kubeconfig=/nonexistent", &format!("--config={}", config.display())])
+        .args([
+            "scheduler",
+            "--kubeconfig=/nonexistent",
+            &format!("--config={}", config.display()),
+        ])
         .output()
         .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         stderr.contains("invalid KubeSchedulerConfiguration")
-            && stderr.contains("requestedToCapacityRatio.shape[0].score: Invalid value: 20: not in valid range [0, 10]"),
+            && stderr
+                .contains("requestedToCapacityRatio.shape[0].score: Invalid value: 20: not in valid range [0, 10]"),
         "{stderr}"
     );
 }
@@ -405,15 +519,28 @@ profiles:
 #[test]
 fn image_locality_prefers_the_node_that_has_the_image() {
     let c = Cluster::start(env!("CARGO_BIN_EXE_styrman").as_ref()).expect("start styrman server");
-    let _cached = c.hollow_nodes(&["--count=1", "--prefix=cached-", "--images=registry.example.com/big:v1:900Mi"]);
+    let _cached = c.hollow_nodes(&[
+        "--count=1",
+        "--prefix=cached-",
+        "--images=registry.example.com/big:v1:900Mi",
+    ]);
     let _plain = c.hollow_nodes(&["--count=3", "--prefix=plain-", "--image-size=900Mi"]);
     eventually("four nodes are Ready", TIMEOUT, || ready_nodes(&c) == 4);
     let cached = json(&c.kubectl_ok(&["get", "node", "cached-0", "-o", "json"]));
-    assert_eq!(cached["status"]["images"][0]["names"][1], "registry.example.com/big:v1", "{}", cached["status"]);
+    assert_eq!(
+        cached["status"]["images"][0]["names"][1], "registry.example.com/big:v1",
+        "{}",
+        cached["status"]
+    );
     assert_eq!(cached["status"]["images"][0]["sizeBytes"], 900 * 1024 * 1024);
 
     let big: Vec<(String, String)> = (0..3)
-        .map(|i| (format!("big-{i}"), labelled_pod(&format!("big-{i}"), "app: big", "registry.example.com/big:v1", "")))
+        .map(|i| {
+            (
+                format!("big-{i}"),
+                labelled_pod(&format!("big-{i}"), "app: big", "registry.example.com/big:v1", ""),
+            )
+        })
         .collect();
     assert_eq!(place_one_by_one(&c, &big), ["cached-0", "cached-0", "cached-0"]);
 
@@ -426,7 +553,12 @@ fn image_locality_prefers_the_node_that_has_the_image() {
             .is_some_and(|images| images.iter().any(|i| i["names"][1] == "docker.io/library/fresh:latest"))
     });
     let fresh: Vec<(String, String)> = (0..2)
-        .map(|i| (format!("fresh-{i}"), labelled_pod(&format!("fresh-{i}"), "app: fresh", "fresh", "")))
+        .map(|i| {
+            (
+                format!("fresh-{i}"),
+                labelled_pod(&format!("fresh-{i}"), "app: fresh", "fresh", ""),
+            )
+        })
         .collect();
     assert_eq!(place_one_by_one(&c, &fresh), ["plain-1", "plain-1"]);
 }
@@ -450,10 +582,18 @@ fn existing_pods_affinity_terms_weigh_on_new_pods() {
     ));
     eventually("the loner runs", TIMEOUT, || running(&c, "loner"));
     let crowd: Vec<(String, String)> = (0..6)
-        .map(|i| (format!("crowd-{i}"), labelled_pod(&format!("crowd-{i}"), "app: crowd", "nginx", "")))
+        .map(|i| {
+            (
+                format!("crowd-{i}"),
+                labelled_pod(&format!("crowd-{i}"), "app: crowd", "nginx", ""),
+            )
+        })
         .collect();
     let nodes = place_one_by_one(&c, &crowd);
-    assert!(nodes.iter().all(|n| n == "hollow-1"), "crowd pods keep away from the loner: {nodes:?}");
+    assert!(
+        nodes.iter().all(|n| n == "hollow-1"),
+        "crowd pods keep away from the loner: {nodes:?}"
+    );
 
     // An existing pod that requires followers near it draws them (hardPodAffinityWeight).
     c.apply(&labelled_pod(
@@ -468,10 +608,18 @@ fn existing_pods_affinity_terms_weigh_on_new_pods() {
     ));
     eventually("the magnet runs", TIMEOUT, || running(&c, "magnet"));
     let followers: Vec<(String, String)> = (0..4)
-        .map(|i| (format!("follower-{i}"), labelled_pod(&format!("follower-{i}"), "app: follower", "nginx", "")))
+        .map(|i| {
+            (
+                format!("follower-{i}"),
+                labelled_pod(&format!("follower-{i}"), "app: follower", "nginx", ""),
+            )
+        })
         .collect();
     let nodes = place_one_by_one(&c, &followers);
-    assert!(nodes.iter().all(|n| n == "hollow-0"), "followers join the magnet: {nodes:?}");
+    assert!(
+        nodes.iter().all(|n| n == "hollow-0"),
+        "followers join the magnet: {nodes:?}"
+    );
 }
 
 #[test]
@@ -479,9 +627,16 @@ fn pods_a_service_selects_spread_over_nodes_by_default() {
     let c = Cluster::start(env!("CARGO_BIN_EXE_styrman").as_ref()).expect("start styrman server");
     let _nodes = c.hollow_nodes(&["--count=4"]);
     eventually("four nodes are Ready", TIMEOUT, || ready_nodes(&c) == 4);
-    c.apply("apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  selector: {app: web}\n  ports: [{port: 80}]\n");
+    c.apply(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  selector: {app: web}\n  ports: [{port: 80}]\n",
+    );
     let web: Vec<(String, String)> = (0..8)
-        .map(|i| (format!("web-{i}"), labelled_pod(&format!("web-{i}"), "app: web", "nginx", "")))
+        .map(|i| {
+            (
+                format!("web-{i}"),
+                labelled_pod(&format!("web-{i}"), "app: web", "nginx", ""),
+            )
+        })
         .collect();
     let nodes = place_one_by_one(&c, &web);
     assert_eq!(distinct(&nodes[..4]), 4, "one per node first: {nodes:?}");

@@ -60,7 +60,12 @@ fn managers(object: &Value) -> Vec<(String, String)> {
         .into_iter()
         .flatten()
         .filter(|e| e["manager"] != "kube-controller-manager")
-        .map(|e| (e["manager"].as_str().unwrap().to_string(), e["operation"].as_str().unwrap().to_string()))
+        .map(|e| {
+            (
+                e["manager"].as_str().unwrap().to_string(),
+                e["operation"].as_str().unwrap().to_string(),
+            )
+        })
         .collect();
     all.sort();
     all
@@ -80,12 +85,18 @@ fn managers_share_fields_conflict_and_force() {
     let entries = d["metadata"]["managedFields"].as_array().unwrap();
     let fields = &entries.iter().find(|e| e["manager"] == "kubectl").unwrap()["fieldsV1"];
     assert!(fields["f:spec"]["f:replicas"].is_object(), "{fields}");
-    assert!(fields["f:metadata"].get("f:name").is_none(), "names are not owned: {fields}");
+    assert!(
+        fields["f:metadata"].get("f:name").is_none(),
+        "names are not owned: {fields}"
+    );
 
     // Another manager applying the same value co-owns it.
     let replicas_only = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec: {replicas: 2}\n";
     ssa(&c, replicas_only, &["--field-manager=autoscaler"]).unwrap();
-    assert_eq!(managers(&get(&c, "deployment/web")), [pair("autoscaler", "Apply"), pair("kubectl", "Apply")]);
+    assert_eq!(
+        managers(&get(&c, "deployment/web")),
+        [pair("autoscaler", "Apply"), pair("kubectl", "Apply")]
+    );
 
     // A different value is a conflict, reported with the manager and the field.
     let five = replicas_only.replace("replicas: 2", "replicas: 5");
@@ -94,7 +105,10 @@ fn managers_share_fields_conflict_and_force() {
         err.contains(r#"Apply failed with 1 conflict: conflict with "kubectl": .spec.replicas"#),
         "{err}"
     );
-    assert_eq!(c.kubectl_ok(&["get", "deploy", "web", "-o", "jsonpath={.spec.replicas}"]), "2");
+    assert_eq!(
+        c.kubectl_ok(&["get", "deploy", "web", "-o", "jsonpath={.spec.replicas}"]),
+        "2"
+    );
 
     // Forcing takes the field over.
     ssa(&c, &five, &["--field-manager=autoscaler", "--force-conflicts"]).unwrap();
@@ -106,12 +120,18 @@ fn managers_share_fields_conflict_and_force() {
         .iter()
         .find(|e| e["manager"] == "kubectl")
         .unwrap();
-    assert!(kubectl_entry["fieldsV1"]["f:spec"].get("f:replicas").is_none(), "{kubectl_entry}");
+    assert!(
+        kubectl_entry["fieldsV1"]["f:spec"].get("f:replicas").is_none(),
+        "{kubectl_entry}"
+    );
 
     // An imperative change by an updater conflicts with the applier too.
     c.kubectl_ok(&["scale", "deployment", "web", "--replicas=3"]);
     let err = ssa(&c, &five, &["--field-manager=autoscaler"]).unwrap_err();
-    assert!(err.contains(r#"conflict with "kubectl""#) && err.contains("using apps/v1: .spec.replicas"), "{err}");
+    assert!(
+        err.contains(r#"conflict with "kubectl""#) && err.contains("using apps/v1: .spec.replicas"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -135,7 +155,16 @@ spec:
 ";
     ssa(&c, sidecar, &["--field-manager=injector"]).unwrap();
     // The first manager drops its env var.
-    ssa(&c, &deployment("web", 1, &WEB.replace("        env: [{name: MODE, value: debug}]\n", "")), &[]).unwrap();
+    ssa(
+        &c,
+        &deployment(
+            "web",
+            1,
+            &WEB.replace("        env: [{name: MODE, value: debug}]\n", ""),
+        ),
+        &[],
+    )
+    .unwrap();
     let d = get(&c, "deployment/web");
     let containers = d["spec"]["template"]["spec"]["containers"].as_array().unwrap();
     let names: Vec<&str> = containers.iter().map(|c| c["name"].as_str().unwrap()).collect();
@@ -162,12 +191,21 @@ fn client_side_apply_upgrades_to_server_side() {
     let c = cluster();
     let manifest = deployment("csa", 1, WEB);
     c.apply(&manifest);
-    assert_eq!(managers(&get(&c, "deployment/csa")), [pair("kubectl-client-side-apply", "Update")]);
+    assert_eq!(
+        managers(&get(&c, "deployment/csa")),
+        [pair("kubectl-client-side-apply", "Update")]
+    );
     let out = c.kubectl_stdin(&["apply", "--server-side", "-f", "-", "-v=6"], &manifest);
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{log}");
-    let patches = log.lines().filter(|l| l.contains(r#"verb="PATCH""#) && l.contains("200 OK")).count();
-    assert_eq!(patches, 4, "apply, last-applied, managed fields migration, apply again:\n{log}");
+    let patches = log
+        .lines()
+        .filter(|l| l.contains(r#"verb="PATCH""#) && l.contains("200 OK"))
+        .count();
+    assert_eq!(
+        patches, 4,
+        "apply, last-applied, managed fields migration, apply again:\n{log}"
+    );
     assert_eq!(
         managers(&get(&c, "deployment/csa")),
         [pair("kubectl", "Apply"), pair("kubectl-last-applied", "Apply")]
@@ -175,7 +213,13 @@ fn client_side_apply_upgrades_to_server_side() {
     // From now on the image belongs to the server-side applier: changing it is no conflict.
     ssa(&c, &manifest.replace("image: nginx", "image: nginx:1.27"), &[]).unwrap();
     assert_eq!(
-        c.kubectl_ok(&["get", "deploy", "csa", "-o", "jsonpath={.spec.template.spec.containers[0].image}"]),
+        c.kubectl_ok(&[
+            "get",
+            "deploy",
+            "csa",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].image}"
+        ]),
         "nginx:1.27"
     );
 }
@@ -209,7 +253,10 @@ spec:
     // Applying the same again changes nothing, not even the resource version.
     let before = c.kubectl_ok(&["get", "cm", "settings", "-o", "jsonpath={.metadata.resourceVersion}"]);
     ssa(&c, manifests, &[]).unwrap();
-    assert_eq!(c.kubectl_ok(&["get", "cm", "settings", "-o", "jsonpath={.metadata.resourceVersion}"]), before);
+    assert_eq!(
+        c.kubectl_ok(&["get", "cm", "settings", "-o", "jsonpath={.metadata.resourceVersion}"]),
+        before
+    );
     // A Service port's protocol is part of its key and defaults to TCP.
     let svc = get(&c, "service/web");
     assert!(

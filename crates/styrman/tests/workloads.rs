@@ -41,11 +41,16 @@ fn live_pods(c: &Cluster, selector: &str) -> Vec<Value> {
 }
 
 fn running_pods(c: &Cluster, selector: &str) -> Vec<Value> {
-    live_pods(c, selector).into_iter().filter(|p| p["status"]["phase"] == "Running").collect()
+    live_pods(c, selector)
+        .into_iter()
+        .filter(|p| p["status"]["phase"] == "Running")
+        .collect()
 }
 
 fn images(pods: &[Value]) -> Vec<String> {
-    pods.iter().map(|p| p["spec"]["containers"][0]["image"].as_str().unwrap().to_string()).collect()
+    pods.iter()
+        .map(|p| p["spec"]["containers"][0]["image"].as_str().unwrap().to_string())
+        .collect()
 }
 
 fn rollout_status(c: &Cluster, what: &str) -> String {
@@ -61,7 +66,16 @@ struct PodWatch {
 impl PodWatch {
     fn start(c: &Cluster, selector: &str) -> PodWatch {
         let mut child = c
-            .kubectl_command(&["get", "pods", "-l", selector, "--watch", "--output-watch-events", "-o", "json"])
+            .kubectl_command(&[
+                "get",
+                "pods",
+                "-l",
+                selector,
+                "--watch",
+                "--output-watch-events",
+                "-o",
+                "json",
+            ])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -108,10 +122,16 @@ fn replay(events: &[(String, Value)]) -> Vec<(usize, usize, BTreeMap<String, usi
         } else {
             pods.insert(name, pod.clone());
         }
-        let live: Vec<&Value> = pods.values().filter(|p| p["metadata"]["deletionTimestamp"].is_null()).collect();
+        let live: Vec<&Value> = pods
+            .values()
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+            .collect();
         let mut per_hash = BTreeMap::new();
         for p in &live {
-            let hash = p["metadata"]["labels"]["pod-template-hash"].as_str().unwrap_or("").to_string();
+            let hash = p["metadata"]["labels"]["pod-template-hash"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
             *per_hash.entry(hash).or_default() += 1;
         }
         states.push((live.len(), live.iter().filter(|p| is_ready(p)).count(), per_hash));
@@ -143,14 +163,26 @@ fn a_deployment_runs_scales_and_rolls_out() {
     assert_eq!(d["status"]["observedGeneration"], d["metadata"]["generation"]);
     assert_eq!(d["metadata"]["annotations"]["deployment.kubernetes.io/revision"], "1");
     let conditions = d["status"]["conditions"].as_array().unwrap();
-    assert!(conditions.iter().any(|c| c["type"] == "Available" && c["status"] == "True"), "{conditions:?}");
-    assert!(conditions.iter().any(|c| c["type"] == "Progressing" && c["reason"] == "NewReplicaSetAvailable"));
+    assert!(
+        conditions
+            .iter()
+            .any(|c| c["type"] == "Available" && c["status"] == "True"),
+        "{conditions:?}"
+    );
+    assert!(
+        conditions
+            .iter()
+            .any(|c| c["type"] == "Progressing" && c["reason"] == "NewReplicaSetAvailable")
+    );
     // Every pod belongs to the one ReplicaSet, which belongs to the Deployment.
     let sets = get(&c, &["rs", "-l", "app=web"]);
     assert_eq!(sets["items"].as_array().unwrap().len(), 1);
     let rs = &sets["items"][0];
     assert_eq!(rs["metadata"]["ownerReferences"][0]["uid"], d["metadata"]["uid"]);
-    let hash = rs["metadata"]["labels"]["pod-template-hash"].as_str().unwrap().to_string();
+    let hash = rs["metadata"]["labels"]["pod-template-hash"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_eq!(rs["metadata"]["name"], format!("web-{hash}"));
 
     c.kubectl_ok(&["scale", "deployment/web", "--replicas=10"]);
@@ -170,17 +202,32 @@ fn a_deployment_runs_scales_and_rolls_out() {
     std::thread::sleep(Duration::from_millis(500));
     let states = replay(&watch.events());
     assert!(states.len() > 6, "the watch saw the rollout: {states:?}");
-    let initial_ready = states.iter().position(|s| s.1 == 3).expect("the watch starts with 3 ready pods");
+    let initial_ready = states
+        .iter()
+        .position(|s| s.1 == 3)
+        .expect("the watch starts with 3 ready pods");
     for (live, ready, per_hash) in &states[initial_ready..] {
-        assert!(*live <= 4, "never more than replicas + maxSurge pods: {live} {per_hash:?}");
-        assert!(*ready >= 3, "never fewer than replicas - maxUnavailable ready: {ready} {per_hash:?}");
+        assert!(
+            *live <= 4,
+            "never more than replicas + maxSurge pods: {live} {per_hash:?}"
+        );
+        assert!(
+            *ready >= 3,
+            "never fewer than replicas - maxUnavailable ready: {ready} {per_hash:?}"
+        );
     }
-    assert!(states.iter().any(|s| s.2.len() == 2), "old and new pods ran side by side");
+    assert!(
+        states.iter().any(|s| s.2.len() == 2),
+        "old and new pods ran side by side"
+    );
     let d = get(&c, &["deployment", "web"]);
     assert_eq!(d["metadata"]["annotations"]["deployment.kubernetes.io/revision"], "2");
 
     let history = c.kubectl_ok(&["rollout", "history", "deployment/web"]);
-    assert!(history.lines().any(|l| l.starts_with("1 ")) && history.lines().any(|l| l.starts_with("2 ")), "{history}");
+    assert!(
+        history.lines().any(|l| l.starts_with("1 ")) && history.lines().any(|l| l.starts_with("2 ")),
+        "{history}"
+    );
 
     // Undo brings revision 1's template back, as revision 3.
     c.kubectl_ok(&["rollout", "undo", "deployment/web"]);
@@ -191,7 +238,11 @@ fn a_deployment_runs_scales_and_rolls_out() {
     });
     let d = get(&c, &["deployment", "web"]);
     assert_eq!(d["metadata"]["annotations"]["deployment.kubernetes.io/revision"], "3");
-    assert_eq!(get(&c, &["rs", "-l", "app=web"])["items"].as_array().unwrap().len(), 2, "undo reuses the old ReplicaSet");
+    assert_eq!(
+        get(&c, &["rs", "-l", "app=web"])["items"].as_array().unwrap().len(),
+        2,
+        "undo reuses the old ReplicaSet"
+    );
 
     // A paused Deployment takes template changes without rolling them out.
     c.kubectl_ok(&["rollout", "pause", "deployment/web"]);
@@ -199,30 +250,54 @@ fn a_deployment_runs_scales_and_rolls_out() {
     eventually("the controller saw the paused change", TIMEOUT, || {
         let d = get(&c, &["deployment", "web"]);
         d["status"]["observedGeneration"] == d["metadata"]["generation"]
-            && d["status"]["conditions"].as_array().unwrap().iter().any(|c| c["reason"] == "DeploymentPaused")
+            && d["status"]["conditions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["reason"] == "DeploymentPaused")
     });
-    assert_eq!(get(&c, &["rs", "-l", "app=web"])["items"].as_array().unwrap().len(), 2, "no new ReplicaSet while paused");
+    assert_eq!(
+        get(&c, &["rs", "-l", "app=web"])["items"].as_array().unwrap().len(),
+        2,
+        "no new ReplicaSet while paused"
+    );
     assert!(images(&live_pods(&c, "app=web")).iter().all(|i| i == "nginx:1.25"));
     c.kubectl_ok(&["rollout", "resume", "deployment/web"]);
     rollout_status(&c, "deployment/web");
-    eventually("the paused change rolled out", TIMEOUT, || images(&live_pods(&c, "app=web")).iter().all(|i| i == "nginx:1.27"));
+    eventually("the paused change rolled out", TIMEOUT, || {
+        images(&live_pods(&c, "app=web")).iter().all(|i| i == "nginx:1.27")
+    });
 
     // A restart replaces every pod with the same image.
-    let before: Vec<String> = live_pods(&c, "app=web").iter().map(|p| p["metadata"]["name"].as_str().unwrap().into()).collect();
+    let before: Vec<String> = live_pods(&c, "app=web")
+        .iter()
+        .map(|p| p["metadata"]["name"].as_str().unwrap().into())
+        .collect();
     c.kubectl_ok(&["rollout", "restart", "deployment/web"]);
     rollout_status(&c, "deployment/web");
     eventually("every pod was replaced", TIMEOUT, || {
         let pods = live_pods(&c, "app=web");
-        pods.len() == 3 && pods.iter().all(|p| !before.contains(&p["metadata"]["name"].as_str().unwrap().to_string()))
+        pods.len() == 3
+            && pods
+                .iter()
+                .all(|p| !before.contains(&p["metadata"]["name"].as_str().unwrap().to_string()))
     });
-    let events = c.kubectl_ok(&["get", "events", "--field-selector", "involvedObject.kind=Deployment,reason=ScalingReplicaSet"]);
+    let events = c.kubectl_ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.kind=Deployment,reason=ScalingReplicaSet",
+    ]);
     assert!(events.contains("Scaled up replica set web-"), "{events}");
 }
 
 #[test]
 fn a_recreate_deployment_stops_old_pods_before_starting_new_ones() {
     let (c, _nodes) = cluster();
-    c.apply(&WEB.replace("{type: RollingUpdate, rollingUpdate: {maxSurge: 1, maxUnavailable: 0}}", "{type: Recreate}"));
+    c.apply(&WEB.replace(
+        "{type: RollingUpdate, rollingUpdate: {maxSurge: 1, maxUnavailable: 0}}",
+        "{type: Recreate}",
+    ));
     rollout_status(&c, "deployment/web");
     let watch = PodWatch::start(&c, "app=web");
     c.kubectl_ok(&["set", "image", "deployment/web", "web=nginx:1.26"]);
@@ -246,7 +321,11 @@ fn a_recreate_deployment_stops_old_pods_before_starting_new_ones() {
             pods.insert(name, pod.clone());
         }
     }
-    assert!(pods.is_empty(), "old pods were gone before the first new one: {:?}", pods.keys());
+    assert!(
+        pods.is_empty(),
+        "old pods were gone before the first new one: {:?}",
+        pods.keys()
+    );
 }
 
 #[test]
@@ -272,7 +351,10 @@ spec:
     let uid = get(&c, &["rs", "cache"])["metadata"]["uid"].clone();
 
     // A deleted pod is replaced.
-    let victim = live_pods(&c, "app=cache")[0]["metadata"]["name"].as_str().unwrap().to_string();
+    let victim = live_pods(&c, "app=cache")[0]["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
     c.kubectl_ok(&["delete", "pod", &victim, "--wait=false"]);
     eventually("a replacement runs", TIMEOUT, || {
         let pods = running_pods(&c, "app=cache");
@@ -293,15 +375,25 @@ spec: {containers: [{name: c, image: redis}]}
     });
 
     // A pod relabelled out of the selector is released and replaced.
-    let released = live_pods(&c, "app=cache")[0]["metadata"]["name"].as_str().unwrap().to_string();
+    let released = live_pods(&c, "app=cache")[0]["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
     c.kubectl_ok(&["label", "pod", &released, "app=other", "--overwrite"]);
     eventually("the released pod has no owner", TIMEOUT, || {
-        get(&c, &["pod", &released])["metadata"]["ownerReferences"].as_array().is_none_or(|r| r.is_empty())
+        get(&c, &["pod", &released])["metadata"]["ownerReferences"]
+            .as_array()
+            .is_none_or(|r| r.is_empty())
     });
-    eventually("a replacement runs", TIMEOUT, || running_pods(&c, "app=cache").len() == 3);
+    eventually("a replacement runs", TIMEOUT, || {
+        running_pods(&c, "app=cache").len() == 3
+    });
 
     let events = c.kubectl_ok(&["describe", "rs", "cache"]);
-    assert!(events.contains("SuccessfulCreate") && events.contains("Created pod: cache-"), "{events}");
+    assert!(
+        events.contains("SuccessfulCreate") && events.contains("Created pod: cache-"),
+        "{events}"
+    );
 
     // ReplicationControllers work the same way.
     c.apply(
@@ -327,7 +419,10 @@ spec:
 fn deleting_a_deployment_follows_the_propagation_policy() {
     let (c, _nodes) = cluster();
     for (name, cascade) in [("bg", "background"), ("fg", "foreground"), ("orphan", "orphan")] {
-        c.apply(&WEB.replace("name: web}", &format!("name: {name}}}")).replace("app: web", &format!("app: {name}")));
+        c.apply(
+            &WEB.replace("name: web}", &format!("name: {name}}}"))
+                .replace("app: web", &format!("app: {name}")),
+        );
         rollout_status(&c, &format!("deployment/{name}"));
         c.kubectl_ok(&["delete", "deployment", name, &format!("--cascade={cascade}")]);
         let selector = format!("app={name}");
@@ -336,11 +431,20 @@ fn deleting_a_deployment_follows_the_propagation_policy() {
             assert_eq!(running_pods(&c, &selector).len(), 3, "orphaned pods keep running");
             let sets = get(&c, &["rs", "-l", &selector]);
             let rs = &sets["items"][0];
-            assert!(rs["metadata"]["ownerReferences"].as_array().is_none_or(|r| r.is_empty()), "{rs}");
+            assert!(
+                rs["metadata"]["ownerReferences"]
+                    .as_array()
+                    .is_none_or(|r| r.is_empty()),
+                "{rs}"
+            );
             assert_eq!(rs["spec"]["replicas"], 3);
         } else {
             eventually("the ReplicaSet and pods are gone", TIMEOUT, || {
-                get(&c, &["rs", "-l", &selector])["items"].as_array().unwrap().is_empty() && live_pods(&c, &selector).is_empty()
+                get(&c, &["rs", "-l", &selector])["items"]
+                    .as_array()
+                    .unwrap()
+                    .is_empty()
+                    && live_pods(&c, &selector).is_empty()
             });
         }
     }
@@ -356,14 +460,19 @@ fn a_standby_controller_manager_takes_over_without_duplicating_pods() {
             .unwrap_or("")
             .to_string()
     };
-    eventually("the supervised controller manager leads", TIMEOUT, || !holder(&c).is_empty());
+    eventually("the supervised controller manager leads", TIMEOUT, || {
+        !holder(&c).is_empty()
+    });
     let first = holder(&c);
     let _standby = c.run_styrman("controller-manager", &[]);
     c.apply(WEB);
     rollout_status(&c, "deployment/web");
-    c.kill_component("controller-manager").expect("kill the leading controller manager");
+    c.kill_component("controller-manager")
+        .expect("kill the leading controller manager");
     c.kubectl_ok(&["scale", "deployment/web", "--replicas=6"]);
-    eventually("a new leader scales the deployment", TIMEOUT, || running_pods(&c, "app=web").len() == 6);
+    eventually("a new leader scales the deployment", TIMEOUT, || {
+        running_pods(&c, "app=web").len() == 6
+    });
     assert_ne!(holder(&c), first, "the lease changed hands");
     // Nothing made pods twice: the count stays put.
     std::thread::sleep(Duration::from_secs(2));
@@ -377,20 +486,40 @@ fn a_deployment_schedules_by_architecture_or_waits_with_a_reason() {
     let with_arch = |name: &str, arch: &str| {
         WEB.replace("name: web}", &format!("name: {name}}}"))
             .replace("app: web", &format!("app: {name}"))
-            .replace("spec: {containers:", &format!("spec: {{nodeSelector: {{kubernetes.io/arch: {arch}}}, containers:"))
+            .replace(
+                "spec: {containers:",
+                &format!("spec: {{nodeSelector: {{kubernetes.io/arch: {arch}}}, containers:"),
+            )
     };
     c.apply(&with_arch("amd", "amd64"));
     rollout_status(&c, "deployment/amd");
     assert_eq!(running_pods(&c, "app=amd").len(), 3);
     c.apply(&with_arch("x86", "x86"));
-    eventually("the x86 pods are pending with a FailedScheduling event", TIMEOUT, || {
-        let pods = live_pods(&c, "app=x86");
-        let events = c.kubectl_ok(&["get", "events", "--field-selector", "reason=FailedScheduling", "-o", "json"]);
-        pods.len() == 3
-            && pods.iter().all(|p| p["status"]["phase"] == "Pending" && p["spec"]["nodeName"].is_null())
-            && json(&events)["items"].as_array().unwrap().iter().any(|e| {
-                e["involvedObject"]["name"].as_str().is_some_and(|n| n.starts_with("x86-"))
-                    && e["message"].as_str().is_some_and(|m| m.contains("didn't match Pod's node affinity/selector"))
-            })
-    });
+    eventually(
+        "the x86 pods are pending with a FailedScheduling event",
+        TIMEOUT,
+        || {
+            let pods = live_pods(&c, "app=x86");
+            let events = c.kubectl_ok(&[
+                "get",
+                "events",
+                "--field-selector",
+                "reason=FailedScheduling",
+                "-o",
+                "json",
+            ]);
+            pods.len() == 3
+                && pods
+                    .iter()
+                    .all(|p| p["status"]["phase"] == "Pending" && p["spec"]["nodeName"].is_null())
+                && json(&events)["items"].as_array().unwrap().iter().any(|e| {
+                    e["involvedObject"]["name"]
+                        .as_str()
+                        .is_some_and(|n| n.starts_with("x86-"))
+                        && e["message"]
+                            .as_str()
+                            .is_some_and(|m| m.contains("didn't match Pod's node affinity/selector"))
+                })
+        },
+    );
 }

@@ -21,9 +21,9 @@ use futures::future::BoxFuture;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus, ReplicaSet, ReplicaSetSpec};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
-use kube::ResourceExt;
 use serde_json::json;
 use styrman_runtime::labels::{selector_is_empty, selector_matches};
 use styrman_runtime::{Recorder, WorkQueue, reference_to};
@@ -45,7 +45,6 @@ struct Controller {
     queue: Arc<WorkQueue<String>>,
     recorder: Recorder,
 }
-
 
 fn owning_deployment(rs: &ReplicaSet) -> Option<String> {
     let owner = controller_of(&rs.metadata)?;
@@ -85,7 +84,9 @@ pub fn start(client: kube::Client, informers: &mut Informers) -> BoxFuture<'stat
             if controller_of(&new.metadata).is_none() {
                 let namespace = new.metadata.namespace.as_deref().unwrap_or("");
                 for d in deployments.list(namespace) {
-                    let selects = d.spec.as_ref().is_some_and(|s| !selector_is_empty(&s.selector) && selector_matches(&s.selector, labels_of(&**new)));
+                    let selects = d.spec.as_ref().is_some_and(|s| {
+                        !selector_is_empty(&s.selector) && selector_matches(&s.selector, labels_of(&**new))
+                    });
                     if selects {
                         queue.add(key_of(&*d));
                     }
@@ -143,7 +144,11 @@ impl Rollout {
     }
 
     fn replace(&mut self, updated: ReplicaSet) {
-        match self.sets.iter_mut().find(|rs| rs.metadata.name == updated.metadata.name) {
+        match self
+            .sets
+            .iter_mut()
+            .find(|rs| rs.metadata.name == updated.metadata.name)
+        {
             Some(slot) => *slot = updated,
             None => self.sets.push(updated),
         }
@@ -157,9 +162,13 @@ impl Rollout {
 impl Controller {
     async fn sync(&self, key: &str) -> anyhow::Result<()> {
         let (namespace, name) = key.split_once('/').context("deployment key")?;
-        let Some(d) = self.deployments.get(namespace, name) else { return Ok(()) };
+        let Some(d) = self.deployments.get(namespace, name) else {
+            return Ok(());
+        };
         let d = (*d).clone();
-        let Some(selector) = d.spec.as_ref().map(|s| s.selector.clone()) else { return Ok(()) };
+        let Some(selector) = d.spec.as_ref().map(|s| s.selector.clone()) else {
+            return Ok(());
+        };
         if selector_is_empty(&selector) {
             self.recorder.warning(
                 reference_to(&d),
@@ -195,7 +204,12 @@ impl Controller {
 
     /// The ReplicaSets this Deployment controls, adopting matching orphans and releasing ones
     /// that no longer match.
-    async fn claim(&self, d: &Deployment, selector: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector, adopt: bool) -> anyhow::Result<Vec<ReplicaSet>> {
+    async fn claim(
+        &self,
+        d: &Deployment,
+        selector: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
+        adopt: bool,
+    ) -> anyhow::Result<Vec<ReplicaSet>> {
         let uid = d.metadata.uid.as_deref().unwrap_or("");
         let namespace = d.metadata.namespace.as_deref().unwrap_or("");
         let api: Api<ReplicaSet> = Api::namespaced(self.client.clone(), namespace);
@@ -208,12 +222,18 @@ impl Controller {
                         mine.push((*rs).clone());
                     } else {
                         let patch = json!({"metadata": {"ownerReferences": [{"$patch": "delete", "uid": uid}], "uid": rs.metadata.uid}});
-                        ignore_gone(api.patch(&rs.name_any(), &PatchParams::default(), &Patch::Strategic(patch)).await)?;
+                        ignore_gone(
+                            api.patch(&rs.name_any(), &PatchParams::default(), &Patch::Strategic(patch))
+                                .await,
+                        )?;
                     }
                 }
                 None if matches && adopt && rs.metadata.deletion_timestamp.is_none() => {
                     let patch = json!({"metadata": {"ownerReferences": [controller_ref(d)], "uid": rs.metadata.uid}});
-                    if let Some(adopted) = ignore_gone(api.patch(&rs.name_any(), &PatchParams::default(), &Patch::Strategic(patch)).await)? {
+                    if let Some(adopted) = ignore_gone(
+                        api.patch(&rs.name_any(), &PatchParams::default(), &Patch::Strategic(patch))
+                            .await,
+                    )? {
                         mine.push(adopted);
                     }
                 }
@@ -229,9 +249,21 @@ impl Controller {
         let status = rollout.d.status.get_or_insert_with(Default::default);
         let reason = status::condition(status, status::PROGRESSING).and_then(|c| c.reason.clone());
         if paused && reason.as_deref() != Some(status::PAUSED) {
-            status::set_condition(status, status::PROGRESSING, "Unknown", status::PAUSED, "Deployment is paused".into());
+            status::set_condition(
+                status,
+                status::PROGRESSING,
+                "Unknown",
+                status::PAUSED,
+                "Deployment is paused".into(),
+            );
         } else if !paused && reason.as_deref() == Some(status::PAUSED) {
-            status::set_condition(status, status::PROGRESSING, "Unknown", status::RESUMED, "Deployment is resumed".into());
+            status::set_condition(
+                status,
+                status::PROGRESSING,
+                "Unknown",
+                status::RESUMED,
+                "Deployment is resumed".into(),
+            );
         }
     }
 
@@ -254,7 +286,12 @@ impl Controller {
                 let written = self.update_rs(&updated).await?;
                 rollout.replace(written);
             }
-            if status::condition(rollout.d.status.get_or_insert_with(Default::default), status::PROGRESSING).is_none() {
+            if status::condition(
+                rollout.d.status.get_or_insert_with(Default::default),
+                status::PROGRESSING,
+            )
+            .is_none()
+            {
                 let name = existing.name_any();
                 status::set_condition(
                     rollout.d.status.get_or_insert_with(Default::default),
@@ -281,10 +318,22 @@ impl Controller {
         let collisions = d.status.as_ref().and_then(|s| s.collision_count);
         let hash = util::template_hash(&spec.template, collisions);
         let mut template = spec.template.clone();
-        template.metadata.get_or_insert_with(Default::default).labels.get_or_insert_with(BTreeMap::new).insert(util::TEMPLATE_HASH.into(), hash.clone());
+        template
+            .metadata
+            .get_or_insert_with(Default::default)
+            .labels
+            .get_or_insert_with(BTreeMap::new)
+            .insert(util::TEMPLATE_HASH.into(), hash.clone());
         let mut selector = spec.selector.clone();
-        selector.match_labels.get_or_insert_with(BTreeMap::new).insert(util::TEMPLATE_HASH.into(), hash.clone());
-        let size = if util::is_recreate(d) { replicas(d) } else { sizes::rolling_new_size(d, &rollout.sets, 0) };
+        selector
+            .match_labels
+            .get_or_insert_with(BTreeMap::new)
+            .insert(util::TEMPLATE_HASH.into(), hash.clone());
+        let size = if util::is_recreate(d) {
+            replicas(d)
+        } else {
+            sizes::rolling_new_size(d, &rollout.sets, 0)
+        };
         let mut rs = ReplicaSet {
             metadata: ObjectMeta {
                 name: Some(format!("{}-{hash}", d.name_any())),
@@ -316,7 +365,11 @@ impl Controller {
                     format!("Created new replica set {name:?}"),
                 );
                 if size > 0 {
-                    self.recorder.normal(reference_to(&rollout.d), "ScalingReplicaSet", format!("Scaled up replica set {name} from 0 to {size}"));
+                    self.recorder.normal(
+                        reference_to(&rollout.d),
+                        "ScalingReplicaSet",
+                        format!("Scaled up replica set {name} from 0 to {size}"),
+                    );
                 }
                 Ok(created)
             }
@@ -325,17 +378,28 @@ impl Controller {
                 // template with the same hash, which a collision count moves past.
                 let existing = api.get(&rs.name_any()).await?;
                 let ours = controller_of(&existing.metadata).is_some_and(|r| Some(&r.uid) == d.metadata.uid.as_ref());
-                let same = existing.spec.as_ref().and_then(|s| s.template.as_ref()).is_some_and(|t| util::same_template(t, &spec.template));
+                let same = existing
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.template.as_ref())
+                    .is_some_and(|t| util::same_template(t, &spec.template));
                 if ours && same {
                     return Ok(existing);
                 }
                 let status = rollout.d.status.get_or_insert_with(Default::default);
                 status.collision_count = Some(collisions.unwrap_or(0) + 1);
                 self.write_status(rollout).await?;
-                anyhow::bail!("hash collision for the new ReplicaSet of {}; will retry", rollout.d.name_any())
+                anyhow::bail!(
+                    "hash collision for the new ReplicaSet of {}; will retry",
+                    rollout.d.name_any()
+                )
             }
             Err(e) => {
-                self.recorder.warning(reference_to(d), "FailedCreate", format!("Failed to create new replica set {:?}: {e}", rs.name_any()));
+                self.recorder.warning(
+                    reference_to(d),
+                    "FailedCreate",
+                    format!("Failed to create new replica set {:?}: {e}", rs.name_any()),
+                );
                 Err(e).context("creating the new ReplicaSet")
             }
         }
@@ -344,12 +408,24 @@ impl Controller {
     /// The Deployment's revision annotation follows its new ReplicaSet's.
     async fn set_deployment_revision(&self, rollout: &mut Rollout, revision: i64) -> anyhow::Result<()> {
         let value = revision.to_string();
-        if rollout.d.metadata.annotations.as_ref().and_then(|a| a.get(util::REVISION)) == Some(&value) {
+        if rollout
+            .d
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(util::REVISION))
+            == Some(&value)
+        {
             return Ok(());
         }
-        let api: Api<Deployment> = Api::namespaced(self.client.clone(), rollout.d.metadata.namespace.as_deref().unwrap_or(""));
+        let api: Api<Deployment> = Api::namespaced(
+            self.client.clone(),
+            rollout.d.metadata.namespace.as_deref().unwrap_or(""),
+        );
         let patch = json!({"metadata": {"annotations": {util::REVISION: value}}});
-        let patched = api.patch(&rollout.d.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await?;
+        let patched = api
+            .patch(&rollout.d.name_any(), &PatchParams::default(), &Patch::Merge(patch))
+            .await?;
         rollout.d.metadata = patched.metadata;
         Ok(())
     }
@@ -363,11 +439,14 @@ impl Controller {
 
     /// Sizes a ReplicaSet and stamps it with the Deployment's size, with upstream's event.
     async fn scale_rs(&self, rollout: &mut Rollout, name: &str, size: i32) -> anyhow::Result<bool> {
-        let Some(rs) = rollout.sets.iter().find(|rs| rs.metadata.name.as_deref() == Some(name)) else { return Ok(false) };
+        let Some(rs) = rollout.sets.iter().find(|rs| rs.metadata.name.as_deref() == Some(name)) else {
+            return Ok(false);
+        };
         let mut updated = rs.clone();
         let before = rs_replicas(rs);
         let d = &rollout.d;
-        let annotations_changed = util::set_replicas_annotations(&mut updated, replicas(d), replicas(d) + util::max_surge(d));
+        let annotations_changed =
+            util::set_replicas_annotations(&mut updated, replicas(d), replicas(d) + util::max_surge(d));
         if before == size && !annotations_changed {
             return Ok(false);
         }
@@ -394,7 +473,11 @@ impl Controller {
         // Scale the new set up (or down, if it is above the Deployment's size).
         if let Some(new) = rollout.new_set().cloned() {
             let current = rs_replicas(&new);
-            let size = if current > desired { desired } else { sizes::rolling_new_size(&d, &rollout.sets, current) };
+            let size = if current > desired {
+                desired
+            } else {
+                sizes::rolling_new_size(&d, &rollout.sets, current)
+            };
             if size != current {
                 self.scale_rs(rollout, &new.name_any(), size).await?;
                 return Ok(());
@@ -467,7 +550,10 @@ impl Controller {
             return Ok(false);
         }
         let old_uids: Vec<&str> = old.iter().filter_map(|rs| rs.metadata.uid.as_deref()).collect();
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), rollout.d.metadata.namespace.as_deref().unwrap_or(""));
+        let api: Api<Pod> = Api::namespaced(
+            self.client.clone(),
+            rollout.d.metadata.namespace.as_deref().unwrap_or(""),
+        );
         let selector = selector_string(&rollout.d);
         let pods = api.list(&ListParams::default().labels(&selector)).await?;
         Ok(pods.items.iter().any(|p| {
@@ -484,7 +570,12 @@ impl Controller {
         self.ensure_new(rollout, false).await?;
         let d = rollout.d.clone();
         let desired = replicas(&d);
-        let active: Vec<ReplicaSet> = rollout.sets.iter().filter(|rs| status::is_active(rs)).cloned().collect();
+        let active: Vec<ReplicaSet> = rollout
+            .sets
+            .iter()
+            .filter(|rs| status::is_active(rs))
+            .cloned()
+            .collect();
         // One active set (or none, but a newest one): it simply takes the new size.
         let only = match active.len() {
             0 => latest(&rollout.sets).cloned(),
@@ -518,7 +609,13 @@ impl Controller {
 
     /// Deletes the oldest empty old ReplicaSets beyond `revisionHistoryLimit`.
     async fn cleanup(&self, rollout: &Rollout) -> anyhow::Result<()> {
-        let limit = rollout.d.spec.as_ref().and_then(|s| s.revision_history_limit).unwrap_or(10).max(0) as usize;
+        let limit = rollout
+            .d
+            .spec
+            .as_ref()
+            .and_then(|s| s.revision_history_limit)
+            .unwrap_or(10)
+            .max(0) as usize;
         let mut empty: Vec<ReplicaSet> = rollout
             .old_sets()
             .into_iter()
@@ -528,7 +625,10 @@ impl Controller {
             return Ok(());
         }
         empty.sort_by_key(revision);
-        let api: Api<ReplicaSet> = Api::namespaced(self.client.clone(), rollout.d.metadata.namespace.as_deref().unwrap_or(""));
+        let api: Api<ReplicaSet> = Api::namespaced(
+            self.client.clone(),
+            rollout.d.metadata.namespace.as_deref().unwrap_or(""),
+        );
         for rs in &empty[..empty.len() - limit] {
             ignore_gone(api.delete(&rs.name_any(), &DeleteParams::default()).await.map(|_| ()))?;
         }
@@ -541,18 +641,32 @@ impl Controller {
         if let Some(wait) = status::set_progress(&rollout.d, &mut status, rollout.new_set()) {
             rollout.look_again(wait + Duration::from_millis(100));
         }
-        if let Some(min_ready) = rollout.d.spec.as_ref().and_then(|s| s.min_ready_seconds).filter(|s| *s > 0)
+        if let Some(min_ready) = rollout
+            .d
+            .spec
+            .as_ref()
+            .and_then(|s| s.min_ready_seconds)
+            .filter(|s| *s > 0)
             && status.available_replicas < status.ready_replicas
         {
             rollout.look_again(Duration::from_secs(min_ready.unsigned_abs().into()));
         }
-        let stored = self.deployments.get(rollout.d.metadata.namespace.as_deref().unwrap_or(""), &rollout.d.name_any());
+        let stored = self.deployments.get(
+            rollout.d.metadata.namespace.as_deref().unwrap_or(""),
+            &rollout.d.name_any(),
+        );
         let stored_status: Option<DeploymentStatus> = stored.and_then(|d| d.status.clone());
         if stored_status.as_ref() != Some(&status) {
             let mut updated = rollout.d.clone();
             updated.status = Some(status);
-            let api: Api<Deployment> = Api::namespaced(self.client.clone(), rollout.d.metadata.namespace.as_deref().unwrap_or(""));
-            let written = api.replace_status(&rollout.d.name_any(), &PostParams::default(), &updated).await.context("updating the deployment status")?;
+            let api: Api<Deployment> = Api::namespaced(
+                self.client.clone(),
+                rollout.d.metadata.namespace.as_deref().unwrap_or(""),
+            );
+            let written = api
+                .replace_status(&rollout.d.name_any(), &PostParams::default(), &updated)
+                .await
+                .context("updating the deployment status")?;
             rollout.d = written;
         }
         if let Some(after) = rollout.again {
@@ -567,17 +681,25 @@ fn find_new<'a>(d: &Deployment, sets: &'a [ReplicaSet]) -> Option<&'a ReplicaSet
     let template = &d.spec.as_ref()?.template;
     let mut matching: Vec<&ReplicaSet> = sets
         .iter()
-        .filter(|rs| rs.spec.as_ref().and_then(|s| s.template.as_ref()).is_some_and(|t| util::same_template(t, template)))
+        .filter(|rs| {
+            rs.spec
+                .as_ref()
+                .and_then(|s| s.template.as_ref())
+                .is_some_and(|t| util::same_template(t, template))
+        })
         .collect();
     matching.sort_by(|a, b| {
         let created = |rs: &ReplicaSet| rs.metadata.creation_timestamp.as_ref().map(|t| t.0);
-        created(a).cmp(&created(b)).then_with(|| a.metadata.name.cmp(&b.metadata.name))
+        created(a)
+            .cmp(&created(b))
+            .then_with(|| a.metadata.name.cmp(&b.metadata.name))
     });
     matching.first().copied()
 }
 
 fn latest(sets: &[ReplicaSet]) -> Option<&ReplicaSet> {
-    sets.iter().max_by_key(|rs| rs.metadata.creation_timestamp.as_ref().map(|t| t.0))
+    sets.iter()
+        .max_by_key(|rs| rs.metadata.creation_timestamp.as_ref().map(|t| t.0))
 }
 
 /// A resize, not a template change: an active set's desired-replicas annotation differs from
@@ -593,8 +715,15 @@ fn is_scaling_event(rollout: &Rollout) -> bool {
 
 /// The Deployment's selector as a label-selector query string.
 fn selector_string(d: &Deployment) -> String {
-    let Some(selector) = d.spec.as_ref().map(|s| &s.selector) else { return String::new() };
-    let mut parts: Vec<String> = selector.match_labels.iter().flatten().map(|(k, v)| format!("{k}={v}")).collect();
+    let Some(selector) = d.spec.as_ref().map(|s| &s.selector) else {
+        return String::new();
+    };
+    let mut parts: Vec<String> = selector
+        .match_labels
+        .iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
     for e in selector.match_expressions.iter().flatten() {
         let values = e.values.clone().unwrap_or_default().join(",");
         parts.push(match e.operator.as_str() {

@@ -16,7 +16,11 @@ fn created(rs: &ReplicaSet) -> Option<jiff::Timestamp> {
 
 /// Oldest first (by creation, then name), the order old ReplicaSets are scaled down in.
 pub fn oldest_first(sets: &mut [ReplicaSet]) {
-    sets.sort_by(|a, b| created(a).cmp(&created(b)).then_with(|| a.metadata.name.cmp(&b.metadata.name)));
+    sets.sort_by(|a, b| {
+        created(a)
+            .cmp(&created(b))
+            .then_with(|| a.metadata.name.cmp(&b.metadata.name))
+    });
 }
 
 /// The new ReplicaSet's size for this step of a rolling update: up towards the Deployment's
@@ -103,7 +107,11 @@ pub fn proportional_sizes(d: &Deployment, active: &[ReplicaSet]) -> Vec<i32> {
                 target - size
             };
             let allowed_now = to_add - added;
-            let share = if to_add > 0 { fraction.min(allowed_now) } else { fraction.max(allowed_now) };
+            let share = if to_add > 0 {
+                fraction.min(allowed_now)
+            } else {
+                fraction.max(allowed_now)
+            };
             added += share;
             size + share
         })
@@ -125,7 +133,11 @@ pub fn sort_for_proportional(d: &Deployment, active: &mut [ReplicaSet]) {
     };
     active.sort_by(|a, b| {
         let by_size = rs_replicas(b).cmp(&rs_replicas(a));
-        let by_age = if growing { created(b).cmp(&created(a)) } else { created(a).cmp(&created(b)) };
+        let by_age = if growing {
+            created(b).cmp(&created(a))
+        } else {
+            created(a).cmp(&created(b))
+        };
         by_size.then(by_age).then_with(|| a.metadata.name.cmp(&b.metadata.name))
     });
 }
@@ -133,7 +145,9 @@ pub fn sort_for_proportional(d: &Deployment, active: &mut [ReplicaSet]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::apps::v1::{DeploymentSpec, DeploymentStrategy, ReplicaSetSpec, ReplicaSetStatus, RollingUpdateDeployment};
+    use k8s_openapi::api::apps::v1::{
+        DeploymentSpec, DeploymentStrategy, ReplicaSetSpec, ReplicaSetStatus, RollingUpdateDeployment,
+    };
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
     use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
@@ -158,7 +172,8 @@ mod tests {
         ReplicaSet {
             metadata: ObjectMeta {
                 name: Some(name.into()),
-                annotations: max_annotation.map(|m| [(super::super::util::MAX_REPLICAS.to_string(), m.to_string())].into()),
+                annotations: max_annotation
+                    .map(|m| [(super::super::util::MAX_REPLICAS.to_string(), m.to_string())].into()),
                 ..Default::default()
             },
             spec: Some(ReplicaSetSpec {
@@ -184,7 +199,10 @@ mod tests {
         // With 3 new pods not yet available, 13 - 8 - 3 = 2 old pods may go.
         let new = rs("new", 3, 0, None);
         assert_eq!(old_scale_down_budget(&d, &[old.clone(), new.clone()], Some(&new)), 2);
-        assert_eq!(scale_down_available(&d, &[old.clone(), new.clone()], std::slice::from_ref(&old)), vec![8]);
+        assert_eq!(
+            scale_down_available(&d, &[old.clone(), new.clone()], std::slice::from_ref(&old)),
+            vec![8]
+        );
         // Never above replicas + maxSurge.
         assert_eq!(rolling_new_size(&d, &[rs("old", 8, 8, None), new.clone()], 3), 5);
     }

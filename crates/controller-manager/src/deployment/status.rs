@@ -80,16 +80,40 @@ pub fn calculate(d: &Deployment, all: &[ReplicaSet], new: Option<&ReplicaSet>) -
         terminating_replicas: None,
     };
     if available >= desired - max_unavailable(d) {
-        set_condition(&mut status, AVAILABLE, "True", "MinimumReplicasAvailable", "Deployment has minimum availability.".into());
+        set_condition(
+            &mut status,
+            AVAILABLE,
+            "True",
+            "MinimumReplicasAvailable",
+            "Deployment has minimum availability.".into(),
+        );
     } else {
-        set_condition(&mut status, AVAILABLE, "False", "MinimumReplicasUnavailable", "Deployment does not have minimum availability.".into());
+        set_condition(
+            &mut status,
+            AVAILABLE,
+            "False",
+            "MinimumReplicasUnavailable",
+            "Deployment does not have minimum availability.".into(),
+        );
     }
     // A ReplicaSet that cannot create pods shows through as the Deployment's failure.
     let failure = all.iter().find_map(|rs| {
-        rs.status.as_ref()?.conditions.iter().flatten().find(|c| c.type_ == REPLICA_FAILURE && c.status == "True").cloned()
+        rs.status
+            .as_ref()?
+            .conditions
+            .iter()
+            .flatten()
+            .find(|c| c.type_ == REPLICA_FAILURE && c.status == "True")
+            .cloned()
     });
     match failure {
-        Some(f) => set_condition(&mut status, REPLICA_FAILURE, "True", f.reason.as_deref().unwrap_or(""), f.message.unwrap_or_default()),
+        Some(f) => set_condition(
+            &mut status,
+            REPLICA_FAILURE,
+            "True",
+            f.reason.as_deref().unwrap_or(""),
+            f.message.unwrap_or_default(),
+        ),
         None => remove_condition(&mut status, REPLICA_FAILURE),
     }
     status
@@ -121,7 +145,11 @@ fn deadline(d: &Deployment) -> Option<i32> {
 
 /// Sets the Progressing condition as upstream's syncRolloutStatus does. Returns how long until
 /// the deadline would pass, when the rollout is still under way, so the caller can look again.
-pub fn set_progress(d: &Deployment, status: &mut DeploymentStatus, new: Option<&ReplicaSet>) -> Option<std::time::Duration> {
+pub fn set_progress(
+    d: &Deployment,
+    status: &mut DeploymentStatus,
+    new: Option<&ReplicaSet>,
+) -> Option<std::time::Duration> {
     let deadline = deadline(d)?;
     let name = new.and_then(|rs| rs.metadata.name.clone()).unwrap_or_default();
     let current = condition(status, PROGRESSING).cloned();
@@ -134,7 +162,13 @@ pub fn set_progress(d: &Deployment, status: &mut DeploymentStatus, new: Option<&
         return None;
     }
     if is_complete(d, status) {
-        set_condition(status, PROGRESSING, "True", NEW_RS_AVAILABLE, format!("ReplicaSet {name:?} has successfully progressed."));
+        set_condition(
+            status,
+            PROGRESSING,
+            "True",
+            NEW_RS_AVAILABLE,
+            format!("ReplicaSet {name:?} has successfully progressed."),
+        );
         return None;
     }
     if progressed(d, status) || current.is_none() {
@@ -145,12 +179,20 @@ pub fn set_progress(d: &Deployment, status: &mut DeploymentStatus, new: Option<&
             c.last_update_time = Some(now());
         }
     }
-    let since = condition(status, PROGRESSING).and_then(|c| c.last_update_time.clone())?.0;
+    let since = condition(status, PROGRESSING)
+        .and_then(|c| c.last_update_time.clone())?
+        .0;
     let expires = since + jiff::SignedDuration::from_secs(deadline.into());
     let now = jiff::Timestamp::now();
     if expires <= now {
         if reason.as_deref() != Some(TIMED_OUT) {
-            set_condition(status, PROGRESSING, "False", TIMED_OUT, format!("ReplicaSet {name:?} has timed out progressing."));
+            set_condition(
+                status,
+                PROGRESSING,
+                "False",
+                TIMED_OUT,
+                format!("ReplicaSet {name:?} has timed out progressing."),
+            );
         }
         return None;
     }

@@ -34,7 +34,11 @@ pub fn rs_status(rs: &ReplicaSet) -> (i32, i32, i32) {
 }
 
 pub fn is_recreate(d: &Deployment) -> bool {
-    d.spec.as_ref().and_then(|s| s.strategy.as_ref()).and_then(|s| s.type_.as_deref()) == Some("Recreate")
+    d.spec
+        .as_ref()
+        .and_then(|s| s.strategy.as_ref())
+        .and_then(|s| s.type_.as_deref())
+        == Some("Recreate")
 }
 
 pub fn is_paused(d: &Deployment) -> bool {
@@ -51,7 +55,11 @@ fn scaled(value: &IntOrString, total: i32, round_up: bool) -> anyhow::Result<i32
                 .and_then(|p| p.parse().ok())
                 .ok_or_else(|| anyhow::anyhow!("invalid value for IntOrString: invalid value {s:?}"))?;
             let product = percent * i64::from(total);
-            let value = if round_up { (product + 99).div_euclid(100) } else { product.div_euclid(100) };
+            let value = if round_up {
+                (product + 99).div_euclid(100)
+            } else {
+                product.div_euclid(100)
+            };
             Ok(i32::try_from(value).unwrap_or(i32::MAX))
         }
     }
@@ -60,10 +68,22 @@ fn scaled(value: &IntOrString, total: i32, round_up: bool) -> anyhow::Result<i32
 /// (maxSurge, maxUnavailable) in pods for `desired` replicas; both zero means one may be
 /// unavailable, or the rollout could never move (ResolveFenceposts).
 pub fn fenceposts(d: &Deployment, desired: i32) -> anyhow::Result<(i32, i32)> {
-    let rolling = d.spec.as_ref().and_then(|s| s.strategy.as_ref()).and_then(|s| s.rolling_update.as_ref());
+    let rolling = d
+        .spec
+        .as_ref()
+        .and_then(|s| s.strategy.as_ref())
+        .and_then(|s| s.rolling_update.as_ref());
     let quarter = IntOrString::String("25%".into());
-    let surge = scaled(rolling.and_then(|r| r.max_surge.as_ref()).unwrap_or(&quarter), desired, true)?;
-    let unavailable = scaled(rolling.and_then(|r| r.max_unavailable.as_ref()).unwrap_or(&quarter), desired, false)?;
+    let surge = scaled(
+        rolling.and_then(|r| r.max_surge.as_ref()).unwrap_or(&quarter),
+        desired,
+        true,
+    )?;
+    let unavailable = scaled(
+        rolling.and_then(|r| r.max_unavailable.as_ref()).unwrap_or(&quarter),
+        desired,
+        false,
+    )?;
     if surge == 0 && unavailable == 0 {
         return Ok((0, 1));
     }
@@ -86,9 +106,9 @@ pub fn max_unavailable(d: &Deployment) -> i32 {
 
 /// 32-bit FNV-1a, the hash upstream names pod templates with.
 fn fnv1a32(bytes: &[u8]) -> u32 {
-    bytes
-        .iter()
-        .fold(0x811c_9dc5_u32, |hash, b| (hash ^ u32::from(*b)).wrapping_mul(0x0100_0193))
+    bytes.iter().fold(0x811c_9dc5_u32, |hash, b| {
+        (hash ^ u32::from(*b)).wrapping_mul(0x0100_0193)
+    })
 }
 
 /// The `pod-template-hash` of a template: the same for the same template and collision count,
@@ -225,7 +245,11 @@ mod tests {
         let d = deployment(10, pct("25%"), pct("25%"));
         assert_eq!((max_surge(&d), max_unavailable(&d)), (3, 2));
         let d = deployment(3, IntOrString::Int(0), pct("10%"));
-        assert_eq!((max_surge(&d), max_unavailable(&d)), (0, 1), "both zero: one may be unavailable");
+        assert_eq!(
+            (max_surge(&d), max_unavailable(&d)),
+            (0, 1),
+            "both zero: one may be unavailable"
+        );
         let d = deployment(2, IntOrString::Int(1), IntOrString::Int(5));
         assert_eq!(max_unavailable(&d), 2, "never more than the replicas");
         assert!(fenceposts(&deployment(2, pct("x%"), IntOrString::Int(1)), 2).is_err());

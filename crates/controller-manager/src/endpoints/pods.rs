@@ -38,7 +38,11 @@ pub fn wants_endpoints(service: &Service) -> bool {
 }
 
 fn cluster_ip(service: &Service) -> &str {
-    service.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()).unwrap_or("")
+    service
+        .spec
+        .as_ref()
+        .and_then(|s| s.cluster_ip.as_deref())
+        .unwrap_or("")
 }
 
 pub fn is_headless(service: &Service) -> bool {
@@ -62,11 +66,22 @@ pub fn pod_ips(pod: &Pod) -> Vec<&str> {
     let Some(status) = pod.status.as_ref() else {
         return Vec::new();
     };
-    let ips: Vec<&str> = status.pod_ips.iter().flatten().map(|p| p.ip.as_str()).filter(|ip| !ip.is_empty()).collect();
+    let ips: Vec<&str> = status
+        .pod_ips
+        .iter()
+        .flatten()
+        .map(|p| p.ip.as_str())
+        .filter(|ip| !ip.is_empty())
+        .collect();
     if !ips.is_empty() {
         return ips;
     }
-    status.pod_ip.as_deref().filter(|ip| !ip.is_empty()).into_iter().collect()
+    status
+        .pod_ip
+        .as_deref()
+        .filter(|ip| !ip.is_empty())
+        .into_iter()
+        .collect()
 }
 
 pub fn is_ready(pod: &Pod) -> bool {
@@ -74,7 +89,12 @@ pub fn is_ready(pod: &Pod) -> bool {
 }
 
 fn ready_condition(pod: &Pod) -> Option<&k8s_openapi::api::core::v1::PodCondition> {
-    pod.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == "Ready")
+    pod.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Ready")
 }
 
 /// When the pod last became ready or unready: the change its endpoints reflect.
@@ -83,7 +103,10 @@ pub fn ready_transition(pod: &Pod) -> Option<jiff::Timestamp> {
 }
 
 fn is_terminal(pod: &Pod) -> bool {
-    matches!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"))
+    matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    )
 }
 
 pub fn is_terminating(pod: &Pod) -> bool {
@@ -127,7 +150,9 @@ pub fn target_port(pod: &Pod, port: &ServicePort) -> Option<i32> {
                 .iter()
                 .chain(sidecars)
                 .flat_map(|c| c.ports.iter().flatten())
-                .find(|p| p.name.as_ref() == Some(name) && protocol(p.protocol.as_ref()) == protocol(port.protocol.as_ref()))
+                .find(|p| {
+                    p.name.as_ref() == Some(name) && protocol(p.protocol.as_ref()) == protocol(port.protocol.as_ref())
+                })
                 .map(|p| p.container_port)
         }
     }
@@ -196,7 +221,11 @@ pub fn selected_pods(pods: &Cache<Pod>, service: &Service) -> Vec<std::sync::Arc
     let (Some(namespace), Some(selector)) = (service.metadata.namespace.as_deref(), selector(service)) else {
         return Vec::new();
     };
-    let mut selected: Vec<_> = pods.list(namespace).into_iter().filter(|p| selects(selector, p)).collect();
+    let mut selected: Vec<_> = pods
+        .list(namespace)
+        .into_iter()
+        .filter(|p| selects(selector, p))
+        .collect();
     // A stable order keeps what the controllers write stable.
     selected.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
     selected
@@ -285,8 +314,14 @@ pub mod tests {
     fn named_target_ports_resolve_per_pod() {
         let svc = service(&[("http", 80, IntOrString::String("web".into()))]);
         let port = &svc.spec.as_ref().unwrap().ports.as_ref().unwrap()[0];
-        assert_eq!(target_port(&pod("a", "10.0.0.1", true, &[("web", 8080)]), port), Some(8080));
-        assert_eq!(target_port(&pod("b", "10.0.0.2", true, &[("web", 9090)]), port), Some(9090));
+        assert_eq!(
+            target_port(&pod("a", "10.0.0.1", true, &[("web", 8080)]), port),
+            Some(8080)
+        );
+        assert_eq!(
+            target_port(&pod("b", "10.0.0.2", true, &[("web", 9090)]), port),
+            Some(9090)
+        );
         assert_eq!(target_port(&pod("c", "10.0.0.3", true, &[("other", 1)]), port), None);
         let numeric = ServicePort {
             port: 80,
@@ -300,7 +335,9 @@ pub mod tests {
     fn which_pods_belong_in_endpoints() {
         let mut p = pod("a", "10.0.0.1", false, &[]);
         assert!(belongs_in_endpoints(&p, false));
-        p.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH));
+        p.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            jiff::Timestamp::UNIX_EPOCH,
+        ));
         assert!(!belongs_in_endpoints(&p, false));
         assert!(belongs_in_endpoints(&p, true));
         let mut done = pod("b", "10.0.0.2", false, &[]);
@@ -317,13 +354,22 @@ pub mod tests {
         let old = pod("a", "10.0.0.1", true, &[]);
         let mut relabelled = old.clone();
         relabelled.metadata.labels = Some([("app".to_string(), "other".to_string())].into());
-        assert_eq!(services_for_pod_change(&services, Some(&old), Some(&relabelled)), ["default/web"]);
-        assert_eq!(services_for_pod_change(&services, None, Some(&relabelled)), Vec::<String>::new());
+        assert_eq!(
+            services_for_pod_change(&services, Some(&old), Some(&relabelled)),
+            ["default/web"]
+        );
+        assert_eq!(
+            services_for_pod_change(&services, None, Some(&relabelled)),
+            Vec::<String>::new()
+        );
         // An update that changes nothing endpoints show wakes no Service.
         let mut annotated = old.clone();
         annotated.metadata.annotations = Some([("x".to_string(), "y".to_string())].into());
         assert!(services_for_pod_change(&services, Some(&old), Some(&annotated)).is_empty());
         let unready = pod("a", "10.0.0.1", false, &[]);
-        assert_eq!(services_for_pod_change(&services, Some(&old), Some(&unready)), ["default/web"]);
+        assert_eq!(
+            services_for_pod_change(&services, Some(&old), Some(&unready)),
+            ["default/web"]
+        );
     }
 }

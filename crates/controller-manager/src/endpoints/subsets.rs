@@ -45,7 +45,10 @@ pub struct Offer {
 type AddressKey = (String, Option<String>);
 
 fn address_key(address: &EndpointAddress) -> AddressKey {
-    (address.ip.clone(), address.target_ref.as_ref().and_then(|r| r.uid.clone()))
+    (
+        address.ip.clone(),
+        address.target_ref.as_ref().and_then(|r| r.uid.clone()),
+    )
 }
 
 /// The packed subsets for `service` from its selected `pods`.
@@ -65,7 +68,11 @@ pub fn for_service(service: &Service, pods: &[Arc<Pod>]) -> Vec<EndpointSubset> 
         if ports.is_empty() {
             // Only a headless Service may have no ports: its pods are listed for DNS alone.
             if pods::is_headless(service) {
-                offers.push(Offer { address, port: None, ready });
+                offers.push(Offer {
+                    address,
+                    port: None,
+                    ready,
+                });
             }
             continue;
         }
@@ -96,7 +103,9 @@ fn address_for(service: &Service, pod: &Pod) -> Option<EndpointAddress> {
     let spec = service.spec.as_ref();
     let want_ipv6 = match spec.and_then(|s| s.ip_families.as_ref()).and_then(|f| f.first()) {
         Some(family) => family == "IPv6",
-        None if pods::has_cluster_ip(service) => pods::is_ipv6(spec.and_then(|s| s.cluster_ip.as_deref()).unwrap_or("")),
+        None if pods::has_cluster_ip(service) => {
+            pods::is_ipv6(spec.and_then(|s| s.cluster_ip.as_deref()).unwrap_or(""))
+        }
         None => ips.first().is_some_and(|ip| pods::is_ipv6(ip)),
     };
     let ip = ips.into_iter().find(|ip| pods::is_ipv6(ip) == want_ipv6)?;
@@ -266,7 +275,10 @@ mod tests {
         let first = &subsets[0].addresses.as_ref().unwrap()[0];
         assert_eq!(first.node_name.as_deref(), Some("node-1"));
         let target = first.target_ref.as_ref().unwrap();
-        assert_eq!((target.kind.as_deref(), target.name.as_deref(), target.uid.as_deref()), (Some("Pod"), Some("a"), Some("uid-a")));
+        assert_eq!(
+            (target.kind.as_deref(), target.name.as_deref(), target.uid.as_deref()),
+            (Some("Pod"), Some("a"), Some("uid-a"))
+        );
     }
 
     #[test]
@@ -280,9 +292,16 @@ mod tests {
             Arc::new(pod("d", "10.0.0.4", true, &[("other", 1)])),
         ];
         let subsets = for_service(&svc, &pods);
-        let mut seen: Vec<(Vec<&str>, Vec<i32>)> = subsets.iter().map(|s| (ips(&s.addresses), port_numbers(s))).collect();
+        let mut seen: Vec<(Vec<&str>, Vec<i32>)> =
+            subsets.iter().map(|s| (ips(&s.addresses), port_numbers(s))).collect();
         seen.sort();
-        assert_eq!(seen, [(vec!["10.0.0.1", "10.0.0.3"], vec![8080]), (vec!["10.0.0.2"], vec![9090])]);
+        assert_eq!(
+            seen,
+            [
+                (vec!["10.0.0.1", "10.0.0.3"], vec![8080]),
+                (vec!["10.0.0.2"], vec![9090])
+            ]
+        );
         assert_eq!(subsets[0].ports.as_ref().unwrap()[0].name.as_deref(), Some("http"));
     }
 
@@ -291,7 +310,9 @@ mod tests {
         let mut svc = service(&[("", 80, IntOrString::Int(80))]);
         svc.spec.as_mut().unwrap().publish_not_ready_addresses = Some(true);
         let mut deleting = pod("b", "10.0.0.2", true, &[]);
-        deleting.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH));
+        deleting.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            jiff::Timestamp::UNIX_EPOCH,
+        ));
         let subsets = for_service(&svc, &[Arc::new(pod("a", "10.0.0.1", false, &[])), Arc::new(deleting)]);
         assert_eq!(ips(&subsets[0].addresses), ["10.0.0.1", "10.0.0.2"]);
         assert!(subsets[0].not_ready_addresses.is_none());
@@ -310,7 +331,12 @@ mod tests {
         let subsets = for_service(&svc, &[Arc::new(named), Arc::new(pod("b", "10.0.0.2", true, &[]))]);
         assert_eq!(subsets.len(), 1);
         assert!(subsets[0].ports.is_none());
-        let hostnames: Vec<Option<&str>> = subsets[0].addresses.iter().flatten().map(|a| a.hostname.as_deref()).collect();
+        let hostnames: Vec<Option<&str>> = subsets[0]
+            .addresses
+            .iter()
+            .flatten()
+            .map(|a| a.hostname.as_deref())
+            .collect();
         assert_eq!(hostnames, [Some("a-host"), None]);
         // With a cluster IP and no ports nothing is listed.
         let svc = service(&[]);
@@ -332,9 +358,21 @@ mod tests {
             })
         };
         let subsets = repack(vec![
-            Offer { address: address("10.0.0.1"), port: port(80), ready: true },
-            Offer { address: address("10.0.0.1"), port: port(80), ready: false },
-            Offer { address: address("10.0.0.1"), port: port(81), ready: true },
+            Offer {
+                address: address("10.0.0.1"),
+                port: port(80),
+                ready: true,
+            },
+            Offer {
+                address: address("10.0.0.1"),
+                port: port(80),
+                ready: false,
+            },
+            Offer {
+                address: address("10.0.0.1"),
+                port: port(81),
+                ready: true,
+            },
         ]);
         assert_eq!(subsets.len(), 2, "{subsets:?}");
         let not_ready: Vec<&EndpointSubset> = subsets.iter().filter(|s| s.not_ready_addresses.is_some()).collect();
@@ -344,11 +382,26 @@ mod tests {
     #[test]
     fn truncation_drops_not_ready_addresses_first() {
         let list = |n: usize, base: usize| {
-            Some((0..n).map(|i| EndpointAddress { ip: format!("10.{}.{}.{}", base, i / 250, i % 250), ..Default::default() }).collect::<Vec<_>>())
+            Some(
+                (0..n)
+                    .map(|i| EndpointAddress {
+                        ip: format!("10.{}.{}.{}", base, i / 250, i % 250),
+                        ..Default::default()
+                    })
+                    .collect::<Vec<_>>(),
+            )
         };
         let mut subsets = vec![
-            EndpointSubset { addresses: list(600, 1), not_ready_addresses: list(300, 2), ports: None },
-            EndpointSubset { addresses: list(200, 3), not_ready_addresses: list(100, 4), ports: None },
+            EndpointSubset {
+                addresses: list(600, 1),
+                not_ready_addresses: list(300, 2),
+                ports: None,
+            },
+            EndpointSubset {
+                addresses: list(200, 3),
+                not_ready_addresses: list(100, 4),
+                ports: None,
+            },
         ];
         assert!(truncate(&mut subsets));
         assert_eq!(count(&subsets[0].addresses) + count(&subsets[1].addresses), 800);
@@ -357,11 +410,22 @@ mod tests {
         assert!(!over_capacity(&subsets));
 
         let mut all_ready = vec![
-            EndpointSubset { addresses: list(900, 1), not_ready_addresses: list(10, 2), ports: None },
-            EndpointSubset { addresses: list(300, 3), not_ready_addresses: None, ports: None },
+            EndpointSubset {
+                addresses: list(900, 1),
+                not_ready_addresses: list(10, 2),
+                ports: None,
+            },
+            EndpointSubset {
+                addresses: list(300, 3),
+                not_ready_addresses: None,
+                ports: None,
+            },
         ];
         assert!(truncate(&mut all_ready));
-        assert_eq!((count(&all_ready[0].addresses), count(&all_ready[1].addresses)), (750, 250));
+        assert_eq!(
+            (count(&all_ready[0].addresses), count(&all_ready[1].addresses)),
+            (750, 250)
+        );
         assert!(all_ready[0].not_ready_addresses.is_none());
         assert!(!truncate(&mut all_ready));
     }

@@ -92,7 +92,10 @@ mod tests {
         let tracker = TriggerTimes::default();
         let mut svc = service(&[]);
         svc.metadata.creation_timestamp = Some(Time(at(0)));
-        assert_eq!(tracker.compute("default/web", &svc, &[ready_since("a", 5)]), Some(at(0)));
+        assert_eq!(
+            tracker.compute("default/web", &svc, &[ready_since("a", 5)]),
+            Some(at(0))
+        );
         // Nothing new.
         assert_eq!(tracker.compute("default/web", &svc, &[ready_since("a", 5)]), None);
         // Two pods changed: the earlier one counts.

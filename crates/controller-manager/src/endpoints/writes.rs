@@ -144,7 +144,10 @@ mod tests {
         writes.wrote("ns/web", "web-abc", Some("7".into()));
         writes.deleted("ns/web", "web-old");
         assert!(writes.outstanding("ns/web"));
-        assert!(!writes.observed("ns/web", "web-abc", Some("6")), "an older version is not the echo");
+        assert!(
+            !writes.observed("ns/web", "web-abc", Some("6")),
+            "an older version is not the echo"
+        );
         assert!(writes.observed("ns/web", "web-abc", Some("7")));
         assert!(writes.outstanding("ns/web"));
         assert!(writes.observed("ns/web", "web-old", None));

@@ -85,7 +85,8 @@ fn address_types(service: &Service) -> Vec<&'static str> {
         .collect();
     types.dedup();
     if types.is_empty() {
-        let ipv6 = pods::has_cluster_ip(service) && pods::is_ipv6(spec.and_then(|s| s.cluster_ip.as_deref()).unwrap_or(""));
+        let ipv6 =
+            pods::has_cluster_ip(service) && pods::is_ipv6(spec.and_then(|s| s.cluster_ip.as_deref()).unwrap_or(""));
         types.push(if ipv6 { "IPv6" } else { "IPv4" });
     }
     types
@@ -106,7 +107,10 @@ fn endpoint_id(endpoint: &Endpoint) -> EndpointId {
     EndpointId {
         addresses,
         hostname: endpoint.hostname.clone(),
-        target: endpoint.target_ref.as_ref().map(|r| (r.namespace.clone(), r.name.clone())),
+        target: endpoint
+            .target_ref
+            .as_ref()
+            .map(|r| (r.namespace.clone(), r.name.clone())),
     }
 }
 
@@ -166,7 +170,11 @@ fn pod_to_endpoint(pod: &Pod, zone: Option<String>, service: &Service, address_t
             terminating: Some(terminating),
         }),
         hostname: pods::hostname_for(pod, service),
-        node_name: pod.spec.as_ref().and_then(|s| s.node_name.clone()).filter(|n| !n.is_empty()),
+        node_name: pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.clone())
+            .filter(|n| !n.is_empty()),
         target_ref: Some(pod_reference(pod)),
         zone,
         ..Default::default()
@@ -188,15 +196,21 @@ pub fn slice_labels(service: &Service) -> BTreeMap<String, String> {
     if !pods::has_cluster_ip(service) {
         labels.insert(crate::endpoints::HEADLESS_LABEL.into(), String::new());
     }
-    labels.insert(SERVICE_NAME_LABEL.into(), service.metadata.name.clone().unwrap_or_default());
+    labels.insert(
+        SERVICE_NAME_LABEL.into(),
+        service.metadata.name.clone().unwrap_or_default(),
+    );
     labels.insert(MANAGED_BY_LABEL.into(), CONTROLLER_NAME.into());
     labels
 }
 
 fn owned_by(slice: &EndpointSlice, service: &Service) -> bool {
-    slice.metadata.owner_references.iter().flatten().any(|o| {
-        Some(&o.uid) == service.metadata.uid.as_ref() && o.kind == "Service" && o.api_version == "v1"
-    })
+    slice
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| Some(&o.uid) == service.metadata.uid.as_ref() && o.kind == "Service" && o.api_version == "v1")
 }
 
 fn new_slice(service: &Service, ports: Vec<EndpointPort>, address_type: &str) -> EndpointSlice {
@@ -238,7 +252,10 @@ fn plan_for_address_type(inputs: &Inputs, existing: &[Arc<EndpointSlice>], addre
     let mut existing_by_ports: BTreeMap<PortsKey, Vec<Arc<EndpointSlice>>> = BTreeMap::new();
     for slice in existing {
         if owned_by(slice, service) {
-            existing_by_ports.entry(ports_key(slice.ports.as_ref())).or_default().push(Arc::clone(slice));
+            existing_by_ports
+                .entry(ports_key(slice.ports.as_ref()))
+                .or_default()
+                .push(Arc::clone(slice));
         } else {
             // Left by an earlier Service of the same name.
             plan.delete.push(Arc::clone(slice));
@@ -397,7 +414,8 @@ fn best_fit<'a>(slices: impl Iterator<Item = &'a EndpointSlice>, count: usize, m
 fn merge_creates_into_deletes(service: &Service, mut typed: Plan, plan: &mut Plan) {
     let mut deletes = Vec::new();
     for old in typed.delete {
-        let reusable = owned_by(&old, service) && typed.create.last().is_some_and(|c| c.address_type == old.address_type);
+        let reusable =
+            owned_by(&old, service) && typed.create.last().is_some_and(|c| c.address_type == old.address_type);
         if !reusable {
             deletes.push(old);
             continue;
@@ -422,7 +440,14 @@ mod tests {
 
     fn pods(n: usize) -> Vec<Arc<Pod>> {
         (0..n)
-            .map(|i| Arc::new(pod(&format!("p{i:03}"), &format!("10.1.{}.{}", i / 250, i % 250 + 1), true, &[("web", 8080)])))
+            .map(|i| {
+                Arc::new(pod(
+                    &format!("p{i:03}"),
+                    &format!("10.1.{}.{}", i / 250, i % 250 + 1),
+                    true,
+                    &[("web", 8080)],
+                ))
+            })
             .collect()
     }
 
@@ -476,9 +501,20 @@ mod tests {
         assert_eq!(labels[SERVICE_NAME_LABEL], "web");
         assert_eq!(labels[MANAGED_BY_LABEL], CONTROLLER_NAME);
         let owner = &slice.metadata.owner_references.as_ref().unwrap()[0];
-        assert_eq!((owner.kind.as_str(), owner.uid.as_str(), owner.controller, owner.block_owner_deletion), ("Service", "uid-web", Some(true), Some(true)));
+        assert_eq!(
+            (
+                owner.kind.as_str(),
+                owner.uid.as_str(),
+                owner.controller,
+                owner.block_owner_deletion
+            ),
+            ("Service", "uid-web", Some(true), Some(true))
+        );
         let port = &slice.ports.as_ref().unwrap()[0];
-        assert_eq!((port.name.as_deref(), port.port, port.protocol.as_deref()), (Some("http"), Some(8080), Some("TCP")));
+        assert_eq!(
+            (port.name.as_deref(), port.port, port.protocol.as_deref()),
+            (Some("http"), Some(8080), Some("TCP"))
+        );
         let endpoint = &slice.endpoints[0];
         assert_eq!(endpoint.zone.as_deref(), Some("zone-a"));
         assert_eq!(endpoint.node_name.as_deref(), Some("node-1"));
@@ -505,7 +541,11 @@ mod tests {
         let total: usize = after.iter().map(|s| s.endpoints.len()).sum();
         assert_eq!(total, 150);
         assert!(after.iter().all(|s| s.endpoints.len() <= 100));
-        let unready = after.iter().flat_map(|s| &s.endpoints).find(|e| e.addresses == ["10.1.0.2"]).unwrap();
+        let unready = after
+            .iter()
+            .flat_map(|s| &s.endpoints)
+            .find(|e| e.addresses == ["10.1.0.2"])
+            .unwrap();
         assert_eq!(unready.conditions.as_ref().unwrap().ready, Some(false));
         let (settled, _) = run(&svc, &next, &after);
         assert!(settled.create.is_empty() && settled.update.is_empty() && settled.delete.is_empty());
@@ -556,7 +596,10 @@ mod tests {
         assert!(deleted.contains(&"web-old".to_string()), "{deleted:?}");
         let after = stored(plan, &with_foreign);
         assert_eq!(after.iter().map(|s| s.endpoints.len()).sum::<usize>(), 10);
-        assert!(after.iter().all(|s| !s.endpoints.is_empty()), "emptied slices are deleted");
+        assert!(
+            after.iter().all(|s| !s.endpoints.is_empty()),
+            "emptied slices are deleted"
+        );
         // Slices of an address type the Service does not have go too.
         let mut other = (*after[0]).clone();
         other.metadata.name = Some("web-v6".into());
@@ -589,9 +632,14 @@ mod tests {
     fn terminating_pods_stay_with_their_conditions() {
         let svc = web();
         let mut leaving = pod("a", "10.0.0.1", true, &[("web", 8080)]);
-        leaving.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH));
+        leaving.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            jiff::Timestamp::UNIX_EPOCH,
+        ));
         let (plan, _) = run(&svc, &[Arc::new(leaving)], &[]);
         let conditions = plan.create[0].endpoints[0].conditions.clone().unwrap();
-        assert_eq!((conditions.ready, conditions.serving, conditions.terminating), (Some(false), Some(true), Some(true)));
+        assert_eq!(
+            (conditions.ready, conditions.serving, conditions.terminating),
+            (Some(false), Some(true), Some(true))
+        );
     }
 }

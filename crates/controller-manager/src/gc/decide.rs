@@ -116,15 +116,24 @@ mod tests {
 
     #[test]
     fn a_waiting_owner_deletes_a_dependent_with_dependents_in_the_foreground() {
-        assert_eq!(decide(&owners(&[Waiting]), true, &[]), Action::Delete(Propagation::Foreground));
-        assert_eq!(decide(&owners(&[Waiting]), false, &[]), Action::Delete(Propagation::Background));
+        assert_eq!(
+            decide(&owners(&[Waiting]), true, &[]),
+            Action::Delete(Propagation::Foreground)
+        );
+        assert_eq!(
+            decide(&owners(&[Waiting]), false, &[]),
+            Action::Delete(Propagation::Background)
+        );
     }
 
     #[test]
     fn the_objects_own_finalizers_choose_the_policy() {
         let orphan = vec![ORPHAN_FINALIZER.to_string()];
         let foreground = vec![FOREGROUND_FINALIZER.to_string()];
-        assert_eq!(decide(&owners(&[Dangling]), false, &orphan), Action::Delete(Propagation::Orphan));
+        assert_eq!(
+            decide(&owners(&[Dangling]), false, &orphan),
+            Action::Delete(Propagation::Orphan)
+        );
         assert_eq!(
             decide(&owners(&[Dangling]), false, &foreground),
             Action::Delete(Propagation::Foreground)

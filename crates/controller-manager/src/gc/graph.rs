@@ -83,7 +83,9 @@ impl Graph {
     pub fn upsert(&mut self, node: Node) -> Vec<String> {
         let mut look = Vec::new();
         let old = self.nodes.get(&node.uid);
-        let old_owner_uids: BTreeSet<String> = old.map(|o| o.owners.iter().map(|r| r.uid.clone()).collect()).unwrap_or_default();
+        let old_owner_uids: BTreeSet<String> = old
+            .map(|o| o.owners.iter().map(|r| r.uid.clone()).collect())
+            .unwrap_or_default();
         let new_owner_uids: BTreeSet<String> = node.owners.iter().map(|r| r.uid.clone()).collect();
         let owners_changed = old.is_none_or(|o| o.owners != node.owners);
         if node.needs_collector() || (owners_changed && !node.owners.is_empty()) {
@@ -102,13 +104,18 @@ impl Graph {
             }
         }
         for added in new_owner_uids.difference(&old_owner_uids) {
-            self.dependents.entry(added.clone()).or_default().insert(node.uid.clone());
+            self.dependents
+                .entry(added.clone())
+                .or_default()
+                .insert(node.uid.clone());
         }
         // A blocking reference turned non-blocking also frees a waiting owner.
         if let Some(old) = old {
             for r in &old.owners {
                 let was_blocking = r.block_owner_deletion == Some(true);
-                let blocks = node.reference_to(&r.uid).is_some_and(|n| n.block_owner_deletion == Some(true));
+                let blocks = node
+                    .reference_to(&r.uid)
+                    .is_some_and(|n| n.block_owner_deletion == Some(true));
                 if was_blocking && !blocks && self.nodes.get(&r.uid).is_some_and(Node::waits_for_dependents) {
                     look.push(r.uid.clone());
                 }
@@ -176,7 +183,10 @@ mod tests {
         assert!(g.upsert(node("owner", &[])).is_empty());
         assert_eq!(g.upsert(node("dep", &[("owner", true)])), vec!["dep"]);
         assert_eq!(g.dependents_of("owner").len(), 1);
-        assert!(g.upsert(node("dep", &[("owner", true)])).is_empty(), "unchanged owners: nothing to do");
+        assert!(
+            g.upsert(node("dep", &[("owner", true)])).is_empty(),
+            "unchanged owners: nothing to do"
+        );
     }
 
     #[test]
@@ -201,6 +211,10 @@ mod tests {
         assert_eq!(g.remove("dep"), vec!["owner"]);
         assert!(!g.has_dependents("owner"));
         g.upsert(node("dep2", &[("owner", true)]));
-        assert_eq!(g.upsert(node("dep2", &[("owner", false)])), vec!["dep2", "owner"], "unblocked");
+        assert_eq!(
+            g.upsert(node("dep2", &[("owner", false)])),
+            vec!["dep2", "owner"],
+            "unblocked"
+        );
     }
 }

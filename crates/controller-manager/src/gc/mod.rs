@@ -30,8 +30,8 @@ use kube::core::PartialObjectMeta;
 use kube::discovery::verbs;
 
 use crate::discovery::Resource;
-use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
 use serde_json::json;
 use styrman_runtime::WorkQueue;
 
@@ -82,7 +82,9 @@ pub async fn run(client: kube::Client) -> anyhow::Result<()> {
         let tx = events_tx.clone();
         let plural = resource.api.plural.clone();
         tokio::spawn(async move {
-            let mut stream = watcher::watcher(api, watcher::Config::default()).default_backoff().boxed();
+            let mut stream = watcher::watcher(api, watcher::Config::default())
+                .default_backoff()
+                .boxed();
             while let Some(event) = stream.next().await {
                 match event {
                     Ok(event) => {
@@ -194,7 +196,8 @@ impl Collector {
             graph.dependents_of(&owner.uid).into_iter().cloned().collect()
         };
         for dependent in &dependents {
-            self.remove_references(dependent, std::slice::from_ref(&owner.uid)).await?;
+            self.remove_references(dependent, std::slice::from_ref(&owner.uid))
+                .await?;
         }
         self.remove_finalizer(owner, ORPHAN_FINALIZER).await
     }
@@ -207,7 +210,10 @@ impl Collector {
             graph
                 .dependents_of(&owner.uid)
                 .into_iter()
-                .filter(|d| d.reference_to(&owner.uid).is_some_and(|r| r.block_owner_deletion == Some(true)))
+                .filter(|d| {
+                    d.reference_to(&owner.uid)
+                        .is_some_and(|r| r.block_owner_deletion == Some(true))
+                })
                 .map(|d| d.uid.clone())
                 .collect()
         };
@@ -272,8 +278,16 @@ impl Collector {
         Ok(match owner {
             Some(o) if o.metadata.uid.as_deref() == Some(reference.uid.as_str()) => {
                 let waiting = o.metadata.deletion_timestamp.is_some()
-                    && o.metadata.finalizers.iter().flatten().any(|f| f == FOREGROUND_FINALIZER);
-                if waiting { OwnerState::Waiting } else { OwnerState::Solid }
+                    && o.metadata
+                        .finalizers
+                        .iter()
+                        .flatten()
+                        .any(|f| f == FOREGROUND_FINALIZER);
+                if waiting {
+                    OwnerState::Waiting
+                } else {
+                    OwnerState::Solid
+                }
             }
             _ => OwnerState::Dangling,
         })
@@ -305,7 +319,11 @@ impl Collector {
             }),
             ..Default::default()
         };
-        match self.api(resource, node.namespace.as_deref()).delete(&node.name, &params).await {
+        match self
+            .api(resource, node.namespace.as_deref())
+            .delete(&node.name, &params)
+            .await
+        {
             Ok(_) => Ok(()),
             // Gone already, or a namesake replaced it (the uid precondition failed).
             Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
@@ -315,7 +333,10 @@ impl Collector {
 
     /// Removes the owner references with these uids from `node`.
     async fn remove_references(&self, node: &Node, owner_uids: &[String]) -> anyhow::Result<()> {
-        let deletions: Vec<_> = owner_uids.iter().map(|u| json!({"$patch": "delete", "uid": u})).collect();
+        let deletions: Vec<_> = owner_uids
+            .iter()
+            .map(|u| json!({"$patch": "delete", "uid": u}))
+            .collect();
         let patch = json!({"metadata": {"ownerReferences": deletions, "uid": node.uid}});
         self.patch(node, patch).await
     }
@@ -327,7 +348,10 @@ impl Collector {
 
     async fn patch(&self, node: &Node, patch: serde_json::Value) -> anyhow::Result<()> {
         let api = self.api(&self.watched[node.resource], node.namespace.as_deref());
-        match api.patch(&node.name, &PatchParams::default(), &Patch::Strategic(patch)).await {
+        match api
+            .patch(&node.name, &PatchParams::default(), &Patch::Strategic(patch))
+            .await
+        {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
             Err(e) => Err(e).with_context(|| format!("patching {}", node.name)),

@@ -18,9 +18,9 @@ use futures::future::BoxFuture;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{Pod, ReplicationController};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::watcher;
-use kube::ResourceExt;
 use serde_json::{Value, json};
 use styrman_runtime::labels::{selector_is_empty, selector_matches};
 use styrman_runtime::{Recorder, WorkQueue, reference_to};
@@ -40,7 +40,10 @@ pub fn start_replicasets(client: kube::Client, informers: &mut Informers) -> Box
     Box::pin(run::<ReplicaSet>(client, informers))
 }
 
-pub fn start_replication_controllers(client: kube::Client, informers: &mut Informers) -> BoxFuture<'static, anyhow::Result<()>> {
+pub fn start_replication_controllers(
+    client: kube::Client,
+    informers: &mut Informers,
+) -> BoxFuture<'static, anyhow::Result<()>> {
     Box::pin(run::<ReplicationController>(client, informers))
 }
 
@@ -53,7 +56,6 @@ struct Controller<K> {
     recorder: Recorder,
 }
 
-
 /// The key of the owner of kind `K` that controls `pod`, if one does.
 fn owner_key<K: Replicated>(pod: &Pod) -> Option<String> {
     let owner = controller_of(&pod.metadata)?;
@@ -61,7 +63,10 @@ fn owner_key<K: Replicated>(pod: &Pod) -> Option<String> {
 }
 
 /// Registers the controller's handlers on the shared informers and returns its workers.
-fn run<K: Replicated>(client: kube::Client, informers: &mut Informers) -> impl Future<Output = anyhow::Result<()>> + Send + 'static {
+fn run<K: Replicated>(
+    client: kube::Client,
+    informers: &mut Informers,
+) -> impl Future<Output = anyhow::Result<()>> + Send + 'static {
     let queue: Arc<WorkQueue<String>> = WorkQueue::new();
     let expectations = Arc::new(Expectations::default());
 
@@ -110,7 +115,12 @@ fn run<K: Replicated>(client: kube::Client, informers: &mut Informers) -> impl F
 
 /// Enqueues the owners a pod change concerns: its controller (old and new), or, for an orphan,
 /// every owner in its namespace that would adopt it.
-fn on_pod_change<K: Replicated>(change: Change<'_, Pod>, owners: &Cache<K>, queue: &Arc<WorkQueue<String>>, expectations: &Expectations) {
+fn on_pod_change<K: Replicated>(
+    change: Change<'_, Pod>,
+    owners: &Cache<K>,
+    queue: &Arc<WorkQueue<String>>,
+    expectations: &Expectations,
+) {
     match change {
         Change::Applied { old, new } => {
             let owner = owner_key::<K>(new);
@@ -127,7 +137,10 @@ fn on_pod_change<K: Replicated>(change: Change<'_, Pod>, owners: &Cache<K>, queu
             if controller_of(&new.metadata).is_none() && labels_changed {
                 let namespace = new.metadata.namespace.as_deref().unwrap_or("");
                 for candidate in owners.list(namespace) {
-                    if candidate.selector().is_some_and(|s| !selector_is_empty(&s) && selector_matches(&s, labels_of(&**new))) {
+                    if candidate
+                        .selector()
+                        .is_some_and(|s| !selector_is_empty(&s) && selector_matches(&s, labels_of(&**new)))
+                    {
                         queue.add(key_of(&*candidate));
                     }
                 }
@@ -197,8 +210,12 @@ impl<K: Replicated> Controller<K> {
                 None if matches && !owner_deleting && pod.metadata.deletion_timestamp.is_none() => {
                     // Adopt only if the owner is still there: the cache may lag its deletion.
                     if !rechecked {
-                        let live = Api::<K>::namespaced(self.client.clone(), namespace).get_opt(&owner.name_any()).await?;
-                        if live.is_none_or(|l| l.meta().uid.as_deref() != Some(uid) || l.meta().deletion_timestamp.is_some()) {
+                        let live = Api::<K>::namespaced(self.client.clone(), namespace)
+                            .get_opt(&owner.name_any())
+                            .await?;
+                        if live.is_none_or(|l| {
+                            l.meta().uid.as_deref() != Some(uid) || l.meta().deletion_timestamp.is_some()
+                        }) {
                             return Ok(mine);
                         }
                         rechecked = true;
@@ -234,7 +251,10 @@ impl<K: Replicated> Controller<K> {
     /// A strategic merge patch of the pod's owner references; a pod gone meanwhile is no error.
     async fn patch_pod(&self, pod: &Pod, patch: Value) -> anyhow::Result<Option<Pod>> {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), pod.metadata.namespace.as_deref().unwrap_or(""));
-        match api.patch(&pod.name_any(), &PatchParams::default(), &Patch::Strategic(patch)).await {
+        match api
+            .patch(&pod.name_any(), &PatchParams::default(), &Patch::Strategic(patch))
+            .await
+        {
             Ok(pod) => Ok(Some(pod)),
             Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 || e.code == 422 => {
                 tracing::debug!(pod = pod.name_any(), error = %e, "owner references not patched");
@@ -298,11 +318,16 @@ impl<K: Replicated> Controller<K> {
             Ok(created) => {
                 let name = created.name_any();
                 self.expectations.expect_created(key, name.clone());
-                self.recorder.normal(reference_to(owner), "SuccessfulCreate", format!("Created pod: {name}"));
+                self.recorder
+                    .normal(reference_to(owner), "SuccessfulCreate", format!("Created pod: {name}"));
                 Ok(())
             }
             Err(e) => {
-                self.recorder.warning(reference_to(owner), "FailedCreate", format!("Error creating: {}", api_message(&e)));
+                self.recorder.warning(
+                    reference_to(owner),
+                    "FailedCreate",
+                    format!("Error creating: {}", api_message(&e)),
+                );
                 Err(anyhow::Error::new(e).context("FailedCreate"))
             }
         }
@@ -321,7 +346,11 @@ impl<K: Replicated> Controller<K> {
         };
         match api.delete(&pod.name_any(), &params).await {
             Ok(_) => {
-                self.recorder.normal(reference_to(owner), "SuccessfulDelete", format!("Deleted pod: {}", pod.name_any()));
+                self.recorder.normal(
+                    reference_to(owner),
+                    "SuccessfulDelete",
+                    format!("Deleted pod: {}", pod.name_any()),
+                );
                 Ok(())
             }
             Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {
@@ -330,14 +359,23 @@ impl<K: Replicated> Controller<K> {
             }
             Err(e) => {
                 self.expectations.observed(key, pod, true);
-                self.recorder.warning(reference_to(owner), "FailedDelete", format!("Error deleting: {}", api_message(&e)));
+                self.recorder.warning(
+                    reference_to(owner),
+                    "FailedDelete",
+                    format!("Error deleting: {}", api_message(&e)),
+                );
                 Err(anyhow::Error::new(e).context("FailedDelete"))
             }
         }
     }
 
     /// Writes the status the pods show, when it differs from the stored one.
-    async fn update_status(&self, owner: &K, active: &[Arc<Pod>], failure: Option<&anyhow::Error>) -> anyhow::Result<()> {
+    async fn update_status(
+        &self,
+        owner: &K,
+        active: &[Arc<Pod>],
+        failure: Option<&anyhow::Error>,
+    ) -> anyhow::Result<()> {
         let current = owner.status_json();
         let desired = desired_status(owner, active, failure, &current, jiff::Timestamp::now());
         // Compare after a round trip through the typed status, so absent and zero agree.
@@ -354,14 +392,27 @@ impl<K: Replicated> Controller<K> {
 }
 
 /// The owner's status as `active` shows it. Counts upstream omits when zero are left out.
-fn desired_status<K: Replicated>(owner: &K, active: &[Arc<Pod>], failure: Option<&anyhow::Error>, current: &Value, now: jiff::Timestamp) -> Value {
-    let template_labels = owner.template().and_then(|t| t.metadata.as_ref()).and_then(|m| m.labels.clone()).unwrap_or_default();
+fn desired_status<K: Replicated>(
+    owner: &K,
+    active: &[Arc<Pod>],
+    failure: Option<&anyhow::Error>,
+    current: &Value,
+    now: jiff::Timestamp,
+) -> Value {
+    let template_labels = owner
+        .template()
+        .and_then(|t| t.metadata.as_ref())
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default();
     let fully_labeled = active
         .iter()
         .filter(|p| template_labels.iter().all(|(k, v)| labels_of(&***p).get(k) == Some(v)))
         .count();
     let ready = active.iter().filter(|p| is_ready(p)).count();
-    let available = active.iter().filter(|p| is_available(p, owner.min_ready_seconds(), now)).count();
+    let available = active
+        .iter()
+        .filter(|p| is_available(p, owner.min_ready_seconds(), now))
+        .count();
     let nonzero = |n: usize| if n == 0 { Value::Null } else { json!(n) };
 
     let mut conditions: Vec<Value> = current["conditions"]
@@ -372,9 +423,20 @@ fn desired_status<K: Replicated>(owner: &K, active: &[Arc<Pod>], failure: Option
         .cloned()
         .collect();
     if let Some(e) = failure {
-        let reason = if format!("{e}") == "FailedDelete" { "FailedDelete" } else { "FailedCreate" };
-        let previous = current["conditions"].as_array().into_iter().flatten().find(|c| c["type"] == "ReplicaFailure");
-        let since = previous.map_or_else(|| json!(now.round(jiff::Unit::Second).unwrap_or(now).to_string()), |p| p["lastTransitionTime"].clone());
+        let reason = if format!("{e}") == "FailedDelete" {
+            "FailedDelete"
+        } else {
+            "FailedCreate"
+        };
+        let previous = current["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["type"] == "ReplicaFailure");
+        let since = previous.map_or_else(
+            || json!(now.round(jiff::Unit::Second).unwrap_or(now).to_string()),
+            |p| p["lastTransitionTime"].clone(),
+        );
         conditions.push(json!({
             "type": "ReplicaFailure",
             "status": "True",

@@ -51,7 +51,12 @@ pub fn deletion_order(pods: &mut [Arc<Pod>], related: &[Arc<Pod>]) {
             .map_or(0, |n| per_node.get(n).copied().unwrap_or(0))
     };
     pods.sort_by(|a, b| {
-        let assigned = |p: &Pod| p.spec.as_ref().and_then(|s| s.node_name.as_deref()).is_some_and(|n| !n.is_empty());
+        let assigned = |p: &Pod| {
+            p.spec
+                .as_ref()
+                .and_then(|s| s.node_name.as_deref())
+                .is_some_and(|n| !n.is_empty())
+        };
         assigned(a)
             .cmp(&assigned(b))
             .then_with(|| phase_rank(a).cmp(&phase_rank(b)))
@@ -114,7 +119,10 @@ mod tests {
         ];
         let mut order = all.clone();
         deletion_order(&mut order, &all);
-        assert_eq!(names(&order), ["unscheduled", "pending", "not-ready", "new-ready", "old-ready"]);
+        assert_eq!(
+            names(&order),
+            ["unscheduled", "pending", "not-ready", "new-ready", "old-ready"]
+        );
     }
 
     #[test]
