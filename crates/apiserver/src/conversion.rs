@@ -44,7 +44,11 @@ pub fn converts(kind: &Kind) -> bool {
 pub fn decode(kind: &Kind, stored: &[u8], revision: Revision) -> Result<Value, serde_json::Error> {
     let object = decode_from_storage(stored, revision)?;
     Ok(match conversion(kind) {
-        Some(c) => (c.from_stored)(object),
+        Some(c) => {
+            let mut served = (c.from_stored)(object);
+            crate::always_present::fill(&mut served);
+            served
+        }
         None => object,
     })
 }
@@ -52,7 +56,11 @@ pub fn decode(kind: &Kind, stored: &[u8], revision: Revision) -> Result<Value, s
 /// An object of `kind`'s version as it is stored.
 pub fn encode(kind: &Kind, object: &Value) -> Bytes {
     match conversion(kind) {
-        Some(c) => encode_for_storage(&(c.to_stored)(object.clone())),
+        Some(c) => {
+            let mut stored = (c.to_stored)(object.clone());
+            crate::always_present::fill(&mut stored);
+            encode_for_storage(&stored)
+        }
         None => encode_for_storage(object),
     }
 }

@@ -23,8 +23,9 @@ pub fn version() -> Value {
         "gitCommit": format!("styrman-v{}", env!("CARGO_PKG_VERSION")),
         "gitTreeState": "clean",
         "buildDate": "1970-01-01T00:00:00Z",
-        "goVersion": "go1.24.0",
-        "compiler": "gc",
+        // Clients read only the version numbers; these say what built this binary.
+        "goVersion": concat!("styrman ", env!("CARGO_PKG_VERSION"), " (Rust, not Go)"),
+        "compiler": "rustc",
         "platform": format!("{}/{}", std::env::consts::OS, go_arch()),
     })
 }

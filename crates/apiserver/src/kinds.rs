@@ -106,6 +106,10 @@ impl Kind {
         self.subresources = subresources;
         self
     }
+    const fn verbs(mut self, verbs: &'static [&'static str]) -> Kind {
+        self.verbs = verbs;
+        self
+    }
     /// A review: create only, answered from the request and never stored.
     const fn review(mut self) -> Kind {
         self.verbs = &["create"];
@@ -221,6 +225,17 @@ pub static KINDS: &[Kind] = &[
             },
         ]),
     kind("", "v1", "PodTemplate", "podtemplates", "podtemplate", true),
+    // Computed on each read from the components' health; deprecated upstream, still served.
+    kind(
+        "",
+        "v1",
+        "ComponentStatus",
+        "componentstatuses",
+        "componentstatus",
+        false,
+    )
+    .short(&["cs"])
+    .verbs(&["get", "list"]),
     kind(
         "",
         "v1",

@@ -7,12 +7,15 @@
 //! printer derives from.
 
 mod admission;
+mod always_present;
 mod apply;
 mod bootstrap;
+mod component_status;
 mod conversion;
 mod decoded;
 mod defaults;
 mod discovery;
+mod health;
 pub mod kinds;
 mod kubeconfig;
 mod managed;

@@ -36,8 +36,9 @@ pub enum Reply {
     Stream(mpsc::Receiver<Bytes>),
 }
 
-/// Attempts of a read-modify-write (patch) before giving up on a busy object.
-const RETRIES: usize = 16;
+/// How long a write without a precondition keeps retrying after losing to concurrent writes
+/// (upstream's GuaranteedUpdate retries until the request's own timeout, 60 s).
+const RETRY_FOR: Duration = Duration::from_secs(60);
 /// How often a watch that allows bookmarks gets one.
 const BOOKMARK_EVERY: Duration = Duration::from_secs(30);
 /// How long a watch waits for a client to take an event before giving up on it.
@@ -118,6 +119,10 @@ impl Registry {
         }
     }
 
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     async fn read(&self, kind: &Kind, key: &str, name: &str) -> ApiResult<(Value, KeyValue)> {
         let kv = self
             .store
@@ -130,6 +135,9 @@ impl Registry {
     }
 
     pub async fn get(&self, call: &Call<'_>) -> ApiResult<Reply> {
+        if crate::component_status::is(call.kind) {
+            return self.component_statuses(call).await;
+        }
         let (object, _) = self.read(call.kind, &call.key(call.name()), call.name()).await?;
         if call.request.subresource.as_deref() == Some("scale") {
             return Ok(Reply::Json(200, crate::scale::to_scale(&object)));
@@ -148,6 +156,30 @@ impl Registry {
                 ),
             ),
         })
+    }
+
+    /// `componentstatuses`: computed on each read, never stored.
+    async fn component_statuses(&self, call: &Call<'_>) -> ApiResult<Reply> {
+        call.warnings
+            .lock()
+            .expect("warnings lock")
+            .push(crate::component_status::WARNING.to_string());
+        let mut items = crate::component_status::all(&self.store).await;
+        if let Some(name) = call.request.name.as_deref() {
+            items.retain(|i| object::name(i) == name);
+            if items.is_empty() {
+                return Err(ApiError::not_found(call.kind, name));
+            }
+        }
+        let single = call.request.name.is_some();
+        Ok(Reply::Json(
+            200,
+            match call.shape {
+                Shape::Table(include) => table::table(call.kind, &items, json!({}), include, true),
+                Shape::Metadata | Shape::Object if single => items.swap_remove(0),
+                _ => json!({"kind": "ComponentStatusList", "apiVersion": "v1", "metadata": {}, "items": items}),
+            },
+        ))
     }
 
     /// Objects under the call's prefix matching its selectors, one page: (items, list
@@ -266,6 +298,9 @@ impl Registry {
     }
 
     pub async fn list(&self, call: &Call<'_>) -> ApiResult<Reply> {
+        if crate::component_status::is(call.kind) {
+            return self.component_statuses(call).await;
+        }
         let (items, revision, token) = self.list_page(call).await?;
         let mut metadata = json!({"resourceVersion": revision.to_string()});
         if let Some(t) = token {
@@ -531,12 +566,13 @@ impl Registry {
             crate::admission::default_toleration_seconds(&mut object);
         }
         crate::defaults::apply(call.kind, &mut object);
+        // Before the required fields' zero values are filled in.
+        reject_missing_required(call.kind, &object)?;
         strategy::prepare_for_create(call.kind, &mut object);
         let _allocation = match is_service(call.kind) {
             true => Some(self.services.assign(&self.store, call.kind, &mut object, None).await?),
             false => None,
         };
-        reject_missing_required(call.kind, &object)?;
         ownership.record(call.kind, None, &mut object, &call.manager, None);
         let dry_run = call.dry_run()?;
         if dry_run {
@@ -572,7 +608,7 @@ impl Registry {
             })?
             .to_string();
         let key = call.key(&name);
-        for _ in 0..RETRIES {
+        for _ in attempts() {
             let (pod, kv) = self.read(call.kind, &key, &name).await?;
             if meta_str(&pod, "deletionTimestamp").is_some() {
                 return Err(ApiError::conflict(call.kind, &name));
@@ -657,14 +693,23 @@ impl Registry {
             )));
         }
         let key = call.key(&name);
-        let (current, kv) = self.read(call.kind, &key, &name).await?;
-        if let Some(wanted) = meta_str(&incoming, "resourceVersion")
-            && parse_rv(wanted)? != kv.mod_revision
-        {
-            return Err(ApiError::conflict(call.kind, &name));
+        // A resource version in the body is a precondition; without one the update is
+        // unconditional and is retried on a concurrent write.
+        let pinned = meta_str(&incoming, "resourceVersion").map(parse_rv).transpose()?;
+        for _ in attempts() {
+            let (current, kv) = self.read(call.kind, &key, &name).await?;
+            if pinned.is_some_and(|rv| rv != kv.mod_revision) {
+                return Err(ApiError::conflict(call.kind, &name));
+            }
+            match self
+                .write_update(call, current, kv.mod_revision, incoming.clone(), &Ownership::Update)
+                .await
+            {
+                Err(e) if e.is_write_conflict() && pinned.is_none() => continue,
+                other => return other,
+            }
         }
-        self.write_update(call, current, kv.mod_revision, incoming, &Ownership::Update)
-            .await
+        Err(ApiError::conflict(call.kind, &name))
     }
 
     /// Stores `incoming` as the new state of an object currently `current` at `revision`.
@@ -681,6 +726,12 @@ impl Registry {
         let subresource = call.request.subresource.as_deref();
         let mut incoming = incoming;
         crate::defaults::apply(call.kind, &mut incoming);
+        // Checked before the required fields' zero values are filled in; refused only when the
+        // update changes the object.
+        let missing = match subresource {
+            None => crate::validation::missing_required(call.kind, &incoming),
+            Some(_) => Vec::new(),
+        };
         let mut updated = strategy::prepare_for_update(call.kind, subresource, &current, incoming)?;
         let _allocation = match is_service(call.kind) && subresource.is_none() {
             true => Some(
@@ -694,8 +745,8 @@ impl Registry {
         if unchanged && matches!(ownership, Ownership::Update) {
             return Ok(Reply::Json(200, current));
         }
-        if !unchanged && subresource.is_none() {
-            reject_missing_required(call.kind, &updated)?;
+        if !unchanged && !missing.is_empty() {
+            return Err(ApiError::invalid(call.kind, name, missing));
         }
         ownership.record(call.kind, Some(&current), &mut updated, &call.manager, subresource);
         // An apply that changes neither the object nor who owns what writes nothing.
@@ -776,7 +827,10 @@ impl Registry {
         let (value, policy) = match &class {
             Some(c) => (
                 c["value"].as_i64().unwrap_or(0),
-                c["preemptionPolicy"].as_str().unwrap_or("PreemptLowerPriority").to_string(),
+                c["preemptionPolicy"]
+                    .as_str()
+                    .unwrap_or("PreemptLowerPriority")
+                    .to_string(),
             ),
             None => (0, "PreemptLowerPriority".to_string()),
         };
@@ -818,7 +872,9 @@ impl Registry {
         let config = crate::yaml::to_json(body)?;
         for field in ["apiVersion", "kind"] {
             if config.get(field).and_then(Value::as_str).is_none_or(str::is_empty) {
-                return Err(ApiError::bad_request(format!("{field} must be set in an applied configuration")));
+                return Err(ApiError::bad_request(format!(
+                    "{field} must be set in an applied configuration"
+                )));
             }
         }
         let mut config = check_body(call.kind, config)?;
@@ -838,7 +894,7 @@ impl Registry {
         // Managed fields are the server's to keep for an applier.
         metadata_mut(&mut config).remove("managedFields");
         let key = call.key(&name);
-        for _ in 0..RETRIES {
+        for _ in attempts() {
             let (current, kv) = match self.read(call.kind, &key, &name).await {
                 Ok(found) => found,
                 Err(e) if e.code == 404 && subresource.is_none() => {
@@ -865,7 +921,7 @@ impl Registry {
                 .write_update(call, current, kv.mod_revision, plan.object, &ownership)
                 .await
             {
-                Err(e) if e.reason == "Conflict" && e.details.as_ref().is_none_or(|d| d.causes.is_empty()) => continue,
+                Err(e) if e.is_write_conflict() => continue,
                 other => return other,
             }
         }
@@ -886,7 +942,7 @@ impl Registry {
                 })
                 .await;
         }
-        for _ in 0..RETRIES {
+        for _ in attempts() {
             let (current, kv) = self.read(call.kind, &key, &name).await?;
             let mut patched = current.clone();
             crate::patch::apply(call.kind, content_type, &mut patched, &patch)?;
@@ -904,7 +960,7 @@ impl Registry {
                 .write_update(call, current, kv.mod_revision, patched, &Ownership::Update)
                 .await
             {
-                Err(e) if e.reason == "Conflict" && pinned.is_none() => continue,
+                Err(e) if e.is_write_conflict() && pinned.is_none() => continue,
                 other => return other,
             }
         }
@@ -916,7 +972,7 @@ impl Registry {
     async fn update_scale(&self, call: &Call<'_>, change: impl Fn(&Value) -> ApiResult<Value>) -> ApiResult<Reply> {
         let name = call.name().to_string();
         let key = call.key(&name);
-        for _ in 0..RETRIES {
+        for _ in attempts() {
             let (current, kv) = self.read(call.kind, &key, &name).await?;
             // As for patches: only a resource version the caller gave is a precondition.
             let scale = change(&without_resource_version(&crate::scale::to_scale(&current)))?;
@@ -932,47 +988,60 @@ impl Registry {
                 Ok(Reply::Json(code, object)) => {
                     return Ok(Reply::Json(code, crate::scale::to_scale(&object)));
                 }
-                Err(e) if e.reason == "Conflict" && pinned.is_none() => continue,
+                Err(e) if e.is_write_conflict() && pinned.is_none() => continue,
                 other => return other,
             }
         }
         Err(ApiError::conflict(call.kind, &name))
     }
 
+    /// Deletes the call's object, or marks it for deletion where something holds it. The
+    /// preconditions (`preconditions.uid`, `preconditions.resourceVersion`) are checked against
+    /// each fresh read; a delete that loses to a concurrent write is retried, as upstream's, and
+    /// answers 409 only when a precondition fails.
     pub async fn delete(&self, call: &Call<'_>, options: Value) -> ApiResult<Reply> {
         let name = call.name().to_string();
         let key = call.key(&name);
-        let (current, kv) = self.read(call.kind, &key, &name).await?;
-        if let Some(uid) = options.pointer("/preconditions/uid").and_then(Value::as_str)
-            && meta_str(&current, "uid") != Some(uid)
-        {
-            return Err(ApiError::new(
-                409,
-                "Conflict",
-                format!(
-                    "Operation cannot be fulfilled on {} \"{name}\": Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
-                    call.kind.qualified_plural(),
-                    meta_str(&current, "uid").unwrap_or("")
-                ),
-            ));
-        }
-        if let Some(rv) = options
-            .pointer("/preconditions/resourceVersion")
-            .and_then(Value::as_str)
-            && parse_rv(rv)? != kv.mod_revision
-        {
-            return Err(ApiError::conflict(call.kind, &name));
-        }
         strategy::check_delete(call.kind, &name)?;
         let dry_run = call.dry_run()?;
-        if let Some(deferred) = strategy::deferred_deletion(call.kind, &current, &options) {
+        let wanted_rv = options
+            .pointer("/preconditions/resourceVersion")
+            .and_then(Value::as_str)
+            .map(parse_rv)
+            .transpose()?;
+        for _ in attempts() {
+            let (current, kv) = self.read(call.kind, &key, &name).await?;
+            check_delete_preconditions(call.kind, &name, &current, kv.mod_revision, &options, wanted_rv)?;
+            match self
+                .delete_once(call, &key, current, kv.mod_revision, &options, dry_run)
+                .await
+            {
+                Err(e) if e.is_write_conflict() => continue,
+                other => return other,
+            }
+        }
+        Err(ApiError::conflict(call.kind, &name))
+    }
+
+    /// One attempt of [`Registry::delete`] on the object as read at `revision`.
+    async fn delete_once(
+        &self,
+        call: &Call<'_>,
+        key: &str,
+        current: Value,
+        revision: Revision,
+        options: &Value,
+        dry_run: bool,
+    ) -> ApiResult<Reply> {
+        let name = object::name(&current).to_string();
+        if let Some(deferred) = strategy::deferred_deletion(call.kind, &current, options) {
             if dry_run || deferred == current {
                 return Ok(Reply::Json(200, deferred));
             }
             let mut deferred = deferred;
             let revision = self
                 .store
-                .update(&key, conversion::encode(call.kind, &deferred), kv.mod_revision)
+                .update(key, conversion::encode(call.kind, &deferred), revision)
                 .await
                 .map_err(|e| ApiError::from_store(e, call.kind, &name))?;
             object::set_resource_version(&mut deferred, revision);
@@ -983,7 +1052,7 @@ impl Registry {
         }
         let deleted = self
             .store
-            .delete(&key, Some(kv.mod_revision))
+            .delete(key, Some(revision))
             .await
             .map_err(|e| ApiError::from_store(e, call.kind, &name))?;
         if strategy::returns_deleted_object(call.kind) {
@@ -1087,9 +1156,47 @@ impl Ownership {
     }
 }
 
+/// Attempts of a write without a precondition: as many as fit in [`RETRY_FOR`].
+fn attempts() -> impl Iterator<Item = ()> {
+    let deadline = std::time::Instant::now() + RETRY_FOR;
+    std::iter::from_fn(move || (std::time::Instant::now() < deadline).then_some(()))
+}
+
+/// DeleteOptions' preconditions against the object as read at `revision`: 409 when one fails.
+fn check_delete_preconditions(
+    kind: &Kind,
+    name: &str,
+    current: &Value,
+    revision: Revision,
+    options: &Value,
+    wanted_rv: Option<Revision>,
+) -> ApiResult<()> {
+    if let Some(uid) = options.pointer("/preconditions/uid").and_then(Value::as_str)
+        && meta_str(current, "uid") != Some(uid)
+    {
+        return Err(ApiError::new(
+            409,
+            "Conflict",
+            format!(
+                "Operation cannot be fulfilled on {} \"{name}\": Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                kind.qualified_plural(),
+                meta_str(current, "uid").unwrap_or("")
+            ),
+        ));
+    }
+    if wanted_rv.is_some_and(|rv| rv != revision) {
+        return Err(ApiError::conflict(kind, name));
+    }
+    Ok(())
+}
+
 fn reject_missing_required(kind: &Kind, object: &Value) -> ApiResult<()> {
     let causes = crate::validation::missing_required(kind, object);
-    if causes.is_empty() { Ok(()) } else { Err(ApiError::invalid(kind, object::name(object), causes)) }
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(kind, object::name(object), causes))
+    }
 }
 
 fn call_pods() -> &'static Kind {
@@ -1167,7 +1274,11 @@ fn watch_event<'e>(
         EventKind::Delete => {
             let stored = &prev?.value;
             let object = prev_object()?;
-            matches(&object).then_some(Chosen { type_: "DELETED", object, stored })
+            matches(&object).then_some(Chosen {
+                type_: "DELETED",
+                object,
+                stored,
+            })
         }
         EventKind::Put => {
             let object = decoded.get(kind, &event.kv.value, event.revision())?;
@@ -1179,7 +1290,11 @@ fn watch_event<'e>(
                 (true, false) => "DELETED",
                 (false, false) => return None,
             };
-            Some(Chosen { type_, object, stored: &event.kv.value })
+            Some(Chosen {
+                type_,
+                object,
+                stored: &event.kv.value,
+            })
         }
     }
 }

@@ -33,7 +33,8 @@ pub enum Verb {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
     Version,
-    Health(String),
+    /// `/healthz`, `/livez` or `/readyz`, and the one check asked for.
+    Health(String, Option<String>),
     /// `/api` or `/apis`
     DiscoveryRoot {
         core: bool,
@@ -62,7 +63,8 @@ pub fn route(method: &http::Method, path: &str, query: &Query) -> Route {
     let parts: Vec<&str> = path.trim_matches('/').split('/').filter(|p| !p.is_empty()).collect();
     match parts.as_slice() {
         ["version"] => Route::Version,
-        [h @ ("healthz" | "livez" | "readyz"), ..] => Route::Health(h.to_string()),
+        [h @ ("healthz" | "livez" | "readyz")] => Route::Health(h.to_string(), None),
+        [h @ ("healthz" | "livez" | "readyz"), check @ ..] => Route::Health(h.to_string(), Some(check.join("/"))),
         ["openapi", rest @ ..] => Route::OpenApi(rest.join("/")),
         ["api"] => Route::DiscoveryRoot { core: true },
         ["apis"] => Route::DiscoveryRoot { core: false },

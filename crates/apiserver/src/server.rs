@@ -167,14 +167,18 @@ impl Server {
         let request = Request::from_parts(parts, body);
         let query = Query::parse(request.uri().query());
         let route = request::route(request.method(), request.uri().path(), &query);
-        let public = matches!(route, Route::Version | Route::Health(_));
+        let public = matches!(route, Route::Version | Route::Health(..));
         if user.is_anonymous() && !public {
             return Err(ApiError::unauthorized());
         }
         let accept = header_str(&request, header::ACCEPT).to_string();
         match route {
             Route::Version => Ok(json_response(200, &discovery::version())),
-            Route::Health(_) => Ok(text_response(200, "ok")),
+            Route::Health(endpoint, check) => {
+                let (code, text) =
+                    crate::health::answer(&endpoint, check.as_deref(), &query, self.registry.store()).await;
+                Ok(bytes_response(code, "text/plain; charset=utf-8", text.into_bytes()))
+            }
             Route::DiscoveryRoot { core } => {
                 let format = Format::from_accept(&accept);
                 let doc = discovery::root(core, format, &self.address);
@@ -437,10 +441,6 @@ fn json_response(code: u16, value: &Value) -> Response<Body> {
     let mut bytes = serde_json::to_vec(value).expect("JSON values always encode");
     bytes.push(b'\n');
     bytes_response(code, "application/json", bytes)
-}
-
-fn text_response(code: u16, text: &'static str) -> Response<Body> {
-    bytes_response(code, "text/plain; charset=utf-8", text.as_bytes().to_vec())
 }
 
 pub fn error_response(e: &ApiError) -> Response<Body> {

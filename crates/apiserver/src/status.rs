@@ -103,7 +103,13 @@ impl ApiError {
         .about(kind, name)
     }
 
-    /// A validation failure (422) listing each field problem.
+    /// A write lost to a concurrent one (the store's compare-and-swap failed): what a write
+    /// without a precondition retries on a fresh read, as upstream's GuaranteedUpdate does. An
+    /// apply conflict (which names fields) is not one.
+    pub fn is_write_conflict(&self) -> bool {
+        self.code == 409 && self.reason == "Conflict" && self.details.as_ref().is_none_or(|d| d.causes.is_empty())
+    }
+
     /// A server-side apply conflict: the causes name each field and the manager owning it.
     pub fn apply_conflict(message: String, causes: Vec<Cause>) -> ApiError {
         ApiError {

@@ -87,12 +87,19 @@ pub fn prepare_for_create(kind: &Kind, object: &mut Value) {
         }
         _ => {}
     }
+    crate::always_present::fill(object);
 }
 
 /// Metadata lists and maps are `omitempty` upstream: once empty (the last owner reference
 /// removed, say), they are gone, not `[]`.
 fn drop_empty_lists_and_maps(meta: &mut serde_json::Map<String, Value>) {
-    for field in ["labels", "annotations", "ownerReferences", "finalizers", "managedFields"] {
+    for field in [
+        "labels",
+        "annotations",
+        "ownerReferences",
+        "finalizers",
+        "managedFields",
+    ] {
         let empty = match meta.get(field) {
             Some(Value::Array(a)) => a.is_empty(),
             Some(Value::Object(o)) => o.is_empty(),
@@ -182,6 +189,7 @@ pub fn prepare_for_update(
             ));
         }
     }
+    crate::always_present::fill(&mut updated);
     if tracks_generation(kind) && object::spec_part(&updated) != object::spec_part(current) {
         let generation = current_meta.get("generation").and_then(Value::as_i64).unwrap_or(0) + 1;
         metadata_mut(&mut updated).insert("generation".into(), json!(generation));

@@ -445,6 +445,17 @@ fn columns(kind: &Kind) -> Vec<Column> {
             }));
             return columns;
         }
+        ("", "ComponentStatus") => {
+            columns.push(col("Status", "string", |o| {
+                let healthy = o["conditions"]
+                    .as_array()
+                    .is_some_and(|c| c.iter().any(|c| c["type"] == "Healthy" && c["status"] == "True"));
+                json!(if healthy { "Healthy" } else { "Unhealthy" })
+            }));
+            columns.push(col("Message", "string", |o| text(o, "/conditions/0/message", "")));
+            columns.push(col("Error", "string", |o| text(o, "/conditions/0/error", "")));
+            return columns;
+        }
         ("scheduling.k8s.io", "PriorityClass") => {
             columns.push(col("Value", "integer", |o| json!(int(o, "/value"))));
             columns.push(col("Global-Default", "boolean", |o| {

@@ -1024,21 +1024,41 @@ fn diff_dry_run_replace_whoami_and_raw() {
     let out = c.kubectl_stdin(&["diff", "-f", "-"], &scaled);
     assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
     let diff = String::from_utf8_lossy(&out.stdout);
-    assert!(diff.contains("-  replicas: 1") && diff.contains("+  replicas: 3"), "{diff}");
-    assert!(!diff.contains("resourceVersion"), "a dry run keeps the resource version:\n{diff}");
+    assert!(
+        diff.contains("-  replicas: 1") && diff.contains("+  replicas: 3"),
+        "{diff}"
+    );
+    assert!(
+        !diff.contains("resourceVersion"),
+        "a dry run keeps the resource version:\n{diff}"
+    );
     let out = c.kubectl_stdin(&["diff", "-f", "-"], DEPLOYMENT);
-    assert_eq!(out.status.code(), Some(0), "no change, no diff: {}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "no change, no diff: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 
     let out = c.kubectl_stdin(&["apply", "--dry-run=server", "-f", "-"], &scaled);
     assert!(String::from_utf8_lossy(&out.stdout).contains("configured (server dry run)"));
-    assert_eq!(c.kubectl_ok(&["get", "deploy", "nginx-hpa", "-o", "jsonpath={.spec.replicas}"]), "1");
+    assert_eq!(
+        c.kubectl_ok(&["get", "deploy", "nginx-hpa", "-o", "jsonpath={.spec.replicas}"]),
+        "1"
+    );
 
     let out = c.kubectl_stdin(&["replace", "-f", "-"], &scaled);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(c.kubectl_ok(&["get", "deploy", "nginx-hpa", "-o", "jsonpath={.spec.replicas}"]), "3");
+    assert_eq!(
+        c.kubectl_ok(&["get", "deploy", "nginx-hpa", "-o", "jsonpath={.spec.replicas}"]),
+        "3"
+    );
 
     let whoami = c.kubectl_ok(&["auth", "whoami"]);
-    assert!(whoami.contains("kubernetes-admin") && whoami.contains("[system:masters system:authenticated]"), "{whoami}");
+    assert!(
+        whoami.contains("kubernetes-admin") && whoami.contains("[system:masters system:authenticated]"),
+        "{whoami}"
+    );
     assert_eq!(c.kubectl_ok(&["auth", "can-i", "create", "deployments"]).trim(), "yes");
     let err = c.kubectl_err(&["get", "selfsubjectreviews"]);
     assert!(err.contains("MethodNotAllowed"), "{err}");
@@ -1048,7 +1068,54 @@ fn diff_dry_run_replace_whoami_and_raw() {
     let apps = json(&c.kubectl_ok(&["get", "--raw", "/apis/apps/v1"]));
     assert_eq!(apps["groupVersion"], "apps/v1");
     let index = json(&c.kubectl_ok(&["get", "--raw", "/openapi/v3"]));
-    let apps_doc = index["paths"]["apis/apps/v1"]["serverRelativeURL"].as_str().unwrap().to_string();
+    let apps_doc = index["paths"]["apis/apps/v1"]["serverRelativeURL"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let doc = json(&c.kubectl_ok(&["get", "--raw", &apps_doc]));
     assert!(doc["components"]["schemas"]["io.k8s.api.apps.v1.Deployment"].is_object());
+}
+
+#[test]
+fn component_statuses_health_checks_and_version_say_what_is_true() {
+    let c = cluster();
+    // The controllers are healthy once their leaders hold their Leases.
+    styrman_testkit::eventually("every component Healthy", std::time::Duration::from_secs(30), || {
+        let out = c.kubectl(&["get", "componentstatuses"]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let healthy = ["controller-manager", "scheduler", "etcd-0"].iter().all(|name| {
+            text.lines()
+                .any(|l| l.split_whitespace().take(3).eq([*name, "Healthy", "ok"]))
+        });
+        healthy.then_some(()).ok_or(text)
+    });
+    let out = c.kubectl(&["get", "cs", "scheduler", "-o", "json"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("v1 ComponentStatus is deprecated in v1.19+"));
+    let scheduler = json(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(scheduler["conditions"][0]["type"], "Healthy");
+    let err = c.kubectl_err(&["get", "cs", "nothing"]);
+    assert!(err.contains("NotFound") || err.contains("not found"), "{err}");
+    for (endpoint, last) in [
+        ("livez", "livez check passed"),
+        ("readyz", "readyz check passed"),
+        ("healthz", "healthz check passed"),
+    ] {
+        let verbose = c.kubectl_ok(&["get", "--raw", &format!("/{endpoint}?verbose")]);
+        let lines: Vec<&str> = verbose.lines().collect();
+        assert_eq!(lines.first(), Some(&"[+]ping ok"), "{verbose}");
+        assert!(lines.contains(&"[+]etcd ok"), "{verbose}");
+        assert_eq!(lines.last(), Some(&last), "{verbose}");
+        assert_eq!(c.kubectl_ok(&["get", "--raw", &format!("/{endpoint}")]), "ok");
+        assert_eq!(c.kubectl_ok(&["get", "--raw", &format!("/{endpoint}/etcd")]), "ok");
+    }
+    let excluded = c.kubectl_ok(&["get", "--raw", "/readyz?verbose&exclude=etcd"]);
+    assert!(excluded.lines().any(|l| l == "[+]etcd excluded: ok"), "{excluded}");
+    assert!(
+        c.kubectl_err(&["get", "--raw", "/livez/no-such-check"])
+            .contains("NotFound")
+    );
+
+    let version = json(&c.kubectl_ok(&["get", "--raw", "/version"]));
+    assert_eq!(version["compiler"], "rustc");
+    assert!(!version["goVersion"].as_str().unwrap().starts_with("go"), "{version}");
 }

@@ -51,3 +51,38 @@ fn the_python_client_drives_workloads() {
         );
     }
 }
+
+#[test]
+fn every_kind_carries_the_fields_kubernetes_always_serializes() {
+    let stdout = run_script("required_fields.py");
+    let checked: usize = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("checked "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    // Every stored kind the server serves (40 today); fewer means kinds went unchecked.
+    assert!(checked >= 40, "only {checked} kinds checked:\n{stdout}");
+    for kind in [
+        "daemonsets",
+        "replicationcontrollers",
+        "deployments",
+        "jobs",
+        "horizontalpodautoscalers",
+    ] {
+        assert!(
+            stdout.lines().any(|l| l == format!("{kind} ok")),
+            "{kind} was not checked:\n{stdout}"
+        );
+    }
+}
+
+#[test]
+fn writes_without_preconditions_never_conflict_and_preconditions_do() {
+    let stdout = run_script("conflicts.py");
+    for check in ["unconditional", "preconditions"] {
+        assert!(
+            stdout.lines().any(|l| l == format!("{check} ok")),
+            "{check} did not run:\n{stdout}"
+        );
+    }
+}
