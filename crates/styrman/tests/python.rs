@@ -22,18 +22,9 @@ fn run_script(script: &str) -> String {
     stdout.into_owned()
 }
 
-#[test]
-fn the_python_client_works() {
-    let stdout = run_script("client_smoke.py");
-    for check in [
-        "namespaces",
-        "configmap",
-        "deployment",
-        "watch",
-        "service",
-        "errors",
-        "delete",
-    ] {
+/// Each of `checks` printed its `<check> ok` line.
+fn assert_ran(stdout: &str, checks: &[&str]) {
+    for check in checks {
         assert!(
             stdout.lines().any(|l| l == format!("{check} ok")),
             "{check} did not run:\n{stdout}"
@@ -42,14 +33,29 @@ fn the_python_client_works() {
 }
 
 #[test]
+fn the_python_client_works() {
+    let stdout = run_script("client_smoke.py");
+    assert_ran(
+        &stdout,
+        &[
+            "namespaces",
+            "configmap",
+            "deployment",
+            "watch",
+            "service",
+            "errors",
+            "delete",
+        ],
+    );
+}
+
+#[test]
 fn the_python_client_drives_workloads() {
     let stdout = run_script("workloads.py");
-    for check in ["configmaps", "deployments", "services", "jobs", "watch", "delete"] {
-        assert!(
-            stdout.lines().any(|l| l == format!("{check} ok")),
-            "{check} did not run:\n{stdout}"
-        );
-    }
+    assert_ran(
+        &stdout,
+        &["configmaps", "deployments", "services", "jobs", "watch", "delete"],
+    );
 }
 
 #[test]
@@ -62,27 +68,20 @@ fn every_kind_carries_the_fields_kubernetes_always_serializes() {
         .unwrap_or(0);
     // Every stored kind the server serves (40 today); fewer means kinds went unchecked.
     assert!(checked >= 40, "only {checked} kinds checked:\n{stdout}");
-    for kind in [
-        "daemonsets",
-        "replicationcontrollers",
-        "deployments",
-        "jobs",
-        "horizontalpodautoscalers",
-    ] {
-        assert!(
-            stdout.lines().any(|l| l == format!("{kind} ok")),
-            "{kind} was not checked:\n{stdout}"
-        );
-    }
+    assert_ran(
+        &stdout,
+        &[
+            "daemonsets",
+            "replicationcontrollers",
+            "deployments",
+            "jobs",
+            "horizontalpodautoscalers",
+        ],
+    );
 }
 
 #[test]
 fn writes_without_preconditions_never_conflict_and_preconditions_do() {
     let stdout = run_script("conflicts.py");
-    for check in ["unconditional", "preconditions"] {
-        assert!(
-            stdout.lines().any(|l| l == format!("{check} ok")),
-            "{check} did not run:\n{stdout}"
-        );
-    }
+    assert_ran(&stdout, &["unconditional", "preconditions"]);
 }
