@@ -9,6 +9,12 @@ STYRMAN_PACKAGES=(
   "protoc                                        protobuf-compiler"  # etcd-client's build script
   "/usr/include/google/protobuf/descriptor.proto libprotobuf-dev"    # the well-known protos it imports
   "curl                                          curl"               # raw HTTPS requests in tests
+  "/usr/lib/x86_64-linux-gnu/libc.a             libc6-dev"          # the static pause binary (crates/images)
+  "containerd                                    containerd"         # the node's container runtime (and ctr)
+  "runc                                          runc"               # what containerd runs containers with
+  "/usr/lib/cni/bridge                           containernetworking-plugins"  # pod networking
+  "nft                                           nftables"           # Services (the proxy)
+  "dpkg-deb                                      dpkg"               # scripts/images unpacks Debian packages
 )
 
 ensure_packages() {

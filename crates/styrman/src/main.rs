@@ -1,6 +1,7 @@
 //! `styrman`: the one binary. Each control-plane and node component is a subcommand, so
 //! `styrman server` can run every component as its own child process of the same executable.
 
+mod images;
 mod supervisor;
 
 /// Every component allocates per request and per watch event (JSON values, buffers); glibc's
@@ -44,6 +45,8 @@ enum Command {
     Proxy,
     /// Simulate many nodes in one process, for scale tests
     HollowNodes(HollowNodesArgs),
+    /// Images without a registry: pack a directory into an image archive, write the pause image
+    Images(images::ImagesArgs),
     /// Print styrman's version and the Kubernetes API version it serves
     Version,
 }
@@ -299,7 +302,7 @@ impl Command {
         match self {
             Command::Server(_) | Command::Apiserver(_) => None,
             Command::Scheduler(_) => None,
-            Command::HollowNodes(_) => None,
+            Command::HollowNodes(_) | Command::Images(_) => None,
             Command::ControllerManager(_) => None,
             Command::Kubelet => Some(("kubelet", 0)),
             Command::Proxy => Some(("proxy", 0)),
@@ -331,6 +334,7 @@ fn main() -> ExitCode {
             print!("{}", version_text());
             Ok(())
         }
+        Command::Images(args) => images::run(args),
         Command::Apiserver(args) => run_async(styrman_apiserver::run(args.apiserver_config())),
         Command::Scheduler(args) => styrman_scheduler::Config::from_flags(styrman_scheduler::Flags {
             kubeconfig: args.kubeconfig,

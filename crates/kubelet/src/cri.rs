@@ -1,0 +1,63 @@
+//! The Container Runtime Interface client: CRI `runtime.v1` (RuntimeService and ImageService)
+//! over the runtime's Unix socket, as the kubelet's remote runtime does it. The runtime is
+//! containerd with runc; nothing here depends on which.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use hyper_util::rt::TokioIo;
+use k8s_cri::v1::image_service_client::ImageServiceClient;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use tonic::transport::{Channel, Endpoint};
+
+/// The two CRI services of one runtime, sharing one connection.
+#[derive(Clone)]
+pub struct Runtime {
+    pub runtime: RuntimeServiceClient<Channel>,
+    pub images: ImageServiceClient<Channel>,
+}
+
+impl Runtime {
+    /// Connects to the runtime at `socket` (a path, or `unix://` and a path) and checks that
+    /// it speaks CRI v1: `Version` answers.
+    pub async fn connect(socket: &str) -> Result<Runtime> {
+        let path = PathBuf::from(socket.strip_prefix("unix://").unwrap_or(socket));
+        let channel = unix_channel(&path)
+            .await
+            .with_context(|| format!("cannot reach the container runtime at {}", path.display()))?;
+        let mut runtime = RuntimeServiceClient::new(channel.clone());
+        runtime
+            .version(k8s_cri::v1::VersionRequest::default())
+            .await
+            .with_context(|| format!("the container runtime at {} does not speak CRI v1", path.display()))?;
+        Ok(Runtime {
+            runtime,
+            images: ImageServiceClient::new(channel),
+        })
+    }
+
+    /// The runtime's name and version, as `Node.status.nodeInfo.containerRuntimeVersion` shows
+    /// them: `containerd://1.6.20~ds1`.
+    pub async fn version(&self) -> Result<String> {
+        let version = self
+            .runtime
+            .clone()
+            .version(k8s_cri::v1::VersionRequest::default())
+            .await?
+            .into_inner();
+        Ok(format!("{}://{}", version.runtime_name, version.runtime_version))
+    }
+}
+
+/// A gRPC channel over a Unix socket (the URI is a placeholder; every connection goes to the
+/// socket).
+async fn unix_channel(path: &Path) -> Result<Channel> {
+    let path = path.to_path_buf();
+    let channel = Endpoint::try_from("http://[::]:0")?
+        .connect_with_connector(tower::service_fn(move |_| {
+            let path = path.clone();
+            async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
+        }))
+        .await?;
+    Ok(channel)
+}

@@ -1,0 +1,162 @@
+//! The node agent's CRI client against a real containerd with runc: a pod sandbox from the
+//! project's own pause image, a busybox container from `scripts/images`, its exit code and its
+//! log in the CRI log format, then the pod stopped and removed, with nothing left running.
+
+use std::time::Duration;
+
+use k8s_cri::v1 as cri;
+use styrman_kubelet::cri::Runtime;
+use styrman_testkit::{Containerd, build_images, eventually};
+
+fn sandbox_config(logs: &std::path::Path) -> cri::PodSandboxConfig {
+    cri::PodSandboxConfig {
+        metadata: Some(cri::PodSandboxMetadata {
+            name: "echo".into(),
+            uid: "0b5e1c2e-uid".into(),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
+        // The node's UTS namespace goes with its network: no hostname of the pod's own.
+        hostname: String::new(),
+        log_directory: logs.to_string_lossy().into_owned(),
+        linux: Some(cri::LinuxPodSandboxConfig {
+            security_context: Some(cri::LinuxSandboxSecurityContext {
+                // The node's network: no CNI is configured in this test.
+                namespace_options: Some(cri::NamespaceOption {
+                    network: cri::NamespaceMode::Node as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_pod_runs_through_cri_on_containerd() {
+    let images = tempfile::tempdir().unwrap();
+    build_images(env!("CARGO_BIN_EXE_styrman").as_ref(), images.path());
+    let containerd = Containerd::start().unwrap();
+    for archive in ["busybox.tar", "pause.tar"] {
+        let out = containerd.ctr_cri(&["images", "import", images.path().join(archive).to_str().unwrap()]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let logs = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let socket = containerd.socket();
+        let rt = Runtime::connect(socket.to_str().unwrap()).await.unwrap();
+        let version = rt.version().await.unwrap();
+        assert!(version.starts_with("containerd://"), "{version}");
+
+        let listed = rt
+            .images
+            .clone()
+            .list_images(cri::ListImagesRequest::default())
+            .await
+            .unwrap();
+        let tags: Vec<String> = listed
+            .into_inner()
+            .images
+            .into_iter()
+            .flat_map(|i| i.repo_tags)
+            .collect();
+        assert!(
+            tags.contains(&"docker.io/library/busybox:latest".to_string()),
+            "{tags:?}"
+        );
+
+        let config = sandbox_config(logs.path());
+        let mut service = rt.runtime.clone();
+        let sandbox = service
+            .run_pod_sandbox(cri::RunPodSandboxRequest {
+                config: Some(config.clone()),
+                runtime_handler: String::new(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", containerd.log()))
+            .into_inner()
+            .pod_sandbox_id;
+        let container = service
+            .create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: sandbox.clone(),
+                config: Some(cri::ContainerConfig {
+                    metadata: Some(cri::ContainerMetadata {
+                        name: "say".into(),
+                        attempt: 0,
+                    }),
+                    image: Some(cri::ImageSpec {
+                        image: "docker.io/library/busybox:latest".into(),
+                        ..Default::default()
+                    }),
+                    command: vec!["sh".into(), "-c".into()],
+                    args: vec!["echo hi; exit 3".into()],
+                    log_path: "say/0.log".into(),
+                    linux: Some(cri::LinuxContainerConfig::default()),
+                    ..Default::default()
+                }),
+                sandbox_config: Some(config),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .container_id;
+        service
+            .start_container(cri::StartContainerRequest {
+                container_id: container.clone(),
+            })
+            .await
+            .unwrap();
+
+        let mut exit_code = None;
+        for _ in 0..100 {
+            let status = service
+                .container_status(cri::ContainerStatusRequest {
+                    container_id: container.clone(),
+                    verbose: false,
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .status
+                .unwrap();
+            if status.state == cri::ContainerState::ContainerExited as i32 {
+                exit_code = Some(status.exit_code);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(exit_code, Some(3), "the container did not exit with its code");
+        // CRI's log format: "<RFC 3339 time> stdout F hi".
+        let log = std::fs::read_to_string(logs.path().join("say/0.log")).unwrap();
+        let line = log.lines().next().unwrap_or_default();
+        let fields: Vec<&str> = line.splitn(4, ' ').collect();
+        assert_eq!(&fields[1..], ["stdout", "F", "hi"], "{log}");
+
+        service
+            .stop_pod_sandbox(cri::StopPodSandboxRequest {
+                pod_sandbox_id: sandbox.clone(),
+            })
+            .await
+            .unwrap();
+        service
+            .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+                pod_sandbox_id: sandbox.clone(),
+            })
+            .await
+            .unwrap();
+        let left = service
+            .list_pod_sandbox(cri::ListPodSandboxRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .items;
+        assert!(left.is_empty(), "{left:?}");
+    });
+    // Nothing of the pod is left running.
+    eventually("no task left", Duration::from_secs(5), || {
+        containerd.ctr_cri(&["task", "ls", "-q"]).stdout.is_empty()
+    });
+}

@@ -1,0 +1,235 @@
+//! A real containerd (Debian's `containerd` and `runc`) with its root, state, sockets and runc
+//! state in a temporary directory, configured as a node on this kind of machine needs it
+//! (cgroupfs, `restrict_oom_score_adj`, Debian's CNI plugin directory). Dropping it removes
+//! every task and container it ran, stops it, ends any shim it left and unmounts what it
+//! mounted: a test leaves nothing behind.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+/// The containerd namespace the CRI plugin keeps pods and images in.
+const CRI_NAMESPACE: &str = "k8s.io";
+
+pub struct Containerd {
+    child: Child,
+    dir: tempfile::TempDir,
+    /// The containerd namespace this handle's `ctr` calls use (one per test, so that runc's
+    /// state under /run/containerd/runc/<namespace> is never shared).
+    namespace: String,
+}
+
+impl Containerd {
+    pub fn start() -> anyhow::Result<Containerd> {
+        let dir = tempfile::Builder::new().prefix("styrman-containerd-").tempdir()?;
+        let root = dir.path();
+        std::fs::write(root.join("config.toml"), config(root))?;
+        let log = std::fs::File::create(root.join("containerd.log"))?;
+        let mut command = Command::new("containerd");
+        crate::die_with_parent(&mut command);
+        let child = command
+            .arg("--config")
+            .arg(root.join("config.toml"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("cannot run containerd: install Debian's containerd and runc (scripts/test does)")?;
+        let namespace = format!("styrman-test-{}", dir.path().file_name().unwrap().to_string_lossy());
+        let mut containerd = Containerd { child, dir, namespace };
+        containerd.wait_ready(Duration::from_secs(20))?;
+        Ok(containerd)
+    }
+
+    /// The gRPC socket (CRI and containerd's own API).
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("containerd.sock")
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// What containerd has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
+    }
+
+    /// `ctr` against this containerd, in this handle's namespace.
+    pub fn ctr(&self, args: &[&str]) -> Output {
+        self.ctr_in(&self.namespace, args)
+    }
+
+    /// `ctr` that must succeed; its standard output.
+    pub fn ctr_ok(&self, args: &[&str]) -> String {
+        let out = self.ctr(args);
+        assert!(
+            out.status.success(),
+            "ctr {}: {}\n{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                bail!("containerd exited ({status}) before it served:\n{}", self.log());
+            }
+            if self.socket().exists() && self.ctr(&["version"]).status.success() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("containerd did not serve within {timeout:?}:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `ctr` in the namespace CRI works in (`k8s.io`): images imported here are what pods
+    /// can use.
+    pub fn ctr_cri(&self, args: &[&str]) -> Output {
+        self.ctr_in(CRI_NAMESPACE, args)
+    }
+
+    fn ctr_in(&self, namespace: &str, args: &[&str]) -> Output {
+        Command::new("ctr")
+            .arg("--address")
+            .arg(self.socket())
+            .args(["--namespace", namespace])
+            .args(args)
+            .output()
+            .expect("ctr runs")
+    }
+
+    /// Kills and deletes every task and container of this handle's namespace and of CRI's.
+    fn remove_containers(&self) {
+        for namespace in [self.namespace.as_str(), CRI_NAMESPACE] {
+            let ids = |what: &str| -> Vec<String> {
+                String::from_utf8_lossy(&self.ctr_in(namespace, &[what, "ls", "-q"]).stdout)
+                    .lines()
+                    .map(str::to_string)
+                    .collect()
+            };
+            for task in ids("task") {
+                let _ = self.ctr_in(namespace, &["task", "kill", "--signal", "SIGKILL", &task]);
+            }
+            for container in ids("container") {
+                for _ in 0..50 {
+                    let deleted = self.ctr_in(namespace, &["task", "delete", &container]).status.success();
+                    if deleted || !ids("task").contains(&container) {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                let _ = self.ctr_in(namespace, &["container", "delete", &container]);
+            }
+        }
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        self.remove_containers();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline && self.child.try_wait().ok().flatten().is_none() {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        kill_processes_naming(self.dir.path());
+        unmount_below(self.dir.path());
+        // runc keeps a namespace's state here whatever containerd's own directories are.
+        let _ = std::fs::remove_dir(format!("/run/containerd/runc/{}", self.namespace));
+    }
+}
+
+/// SIGKILLs every process whose command line names `dir` (shims started with its socket).
+fn kill_processes_naming(dir: &Path) {
+    let needle = dir.to_string_lossy().into_owned();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains(&needle) {
+            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+        }
+    }
+}
+
+/// Unmounts (lazily, deepest first) every mount point below `dir`.
+fn unmount_below(dir: &Path) {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut points: Vec<&str> = mountinfo
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|p| Path::new(p).starts_with(dir))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for point in points {
+        let _ = Command::new("umount").args(["-l", point]).status();
+    }
+}
+
+fn config(root: &Path) -> String {
+    let r = root.display();
+    format!(
+        r#"version = 2
+root = "{r}/root"
+state = "{r}/state"
+[grpc]
+  address = "{r}/containerd.sock"
+[ttrpc]
+  address = "{r}/containerd.sock.ttrpc"
+[debug]
+  address = "{r}/debug.sock"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "registry.k8s.io/pause:3.10"
+  # Lowering oom_score_adj needs CAP_SYS_RESOURCE, which these machines do not grant.
+  restrict_oom_score_adj = true
+  # Pod network namespaces under the state directory, not /run/netns (which `ip netns`
+  # re-mounts, shadowing them).
+  netns_mounts_under_state_dir = true
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "{r}/cni"
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        BinaryName = "/usr/sbin/runc"
+        Root = "{r}/runc"
+        SystemdCgroup = false
+"#
+    )
+}
+
+/// Runs `scripts/images OUT` with the given styrman binary: busybox, nginx and pause archives.
+pub fn build_images(styrman: &Path, out: &Path) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/images");
+    let built = Command::new(script)
+        .arg(out)
+        .env("STYRMAN", styrman)
+        .output()
+        .expect("scripts/images runs");
+    assert!(
+        built.status.success(),
+        "scripts/images failed:\n{}\n{}",
+        String::from_utf8_lossy(&built.stdout),
+        String::from_utf8_lossy(&built.stderr)
+    );
+}
