@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use hyper_util::rt::TokioIo;
 use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use k8s_openapi::api::core::v1::ContainerImage;
 use tonic::transport::{Channel, Endpoint};
 
 /// The two CRI services of one runtime, sharing one connection.
@@ -46,6 +47,34 @@ impl Runtime {
             .await?
             .into_inner();
         Ok(format!("{}://{}", version.runtime_name, version.runtime_version))
+    }
+}
+
+/// At most this many images go into `Node.status.images` (the kubelet's
+/// `nodeStatusMaxImages`), the largest first.
+const MAX_NODE_IMAGES: usize = 50;
+
+impl Runtime {
+    /// The images on the node as `Node.status.images` lists them: digests then tags as
+    /// names, largest first.
+    pub async fn node_images(&self) -> Result<Vec<ContainerImage>> {
+        let listed = self
+            .images
+            .clone()
+            .list_images(k8s_cri::v1::ListImagesRequest::default())
+            .await?
+            .into_inner()
+            .images;
+        let mut images: Vec<ContainerImage> = listed
+            .into_iter()
+            .map(|image| ContainerImage {
+                names: Some(image.repo_digests.into_iter().chain(image.repo_tags).collect()),
+                size_bytes: i64::try_from(image.size).ok(),
+            })
+            .collect();
+        images.sort_by_key(|i| std::cmp::Reverse(i.size_bytes));
+        images.truncate(MAX_NODE_IMAGES);
+        Ok(images)
     }
 }
 

@@ -1,5 +1,9 @@
 //! The node agent (kubelet), growing in steps. Today: the CRI client it runs pods through
-//! ([`cri`]), proven against a real containerd. Next: node registration and status shared with
-//! the hollow nodes, pod workers, volumes, streaming and stats (issue 12).
+//! ([`cri`]), proven against a real containerd, and the node's registration, status and Lease
+//! ([`node_status`]), which the hollow nodes run too. Next: the agent itself, pod workers,
+//! volumes, streaming and stats (issue 12).
 
+pub mod containerd;
 pub mod cri;
+pub mod machine;
+pub mod node_status;

@@ -1,6 +1,7 @@
 //! The node agent's CRI client against a real containerd with runc: a pod sandbox from the
 //! project's own pause image, a busybox container from `scripts/images`, its exit code and its
-//! log in the CRI log format, then the pod stopped and removed, with nothing left running.
+//! log in the CRI log format, then the pod stopped and removed, with nothing left running; and
+//! a node registered with what the machine and the runtime report.
 
 use std::time::Duration;
 
@@ -159,4 +160,86 @@ fn a_pod_runs_through_cri_on_containerd() {
     eventually("no task left", Duration::from_secs(5), || {
         containerd.ctr_cri(&["task", "ls", "-q"]).stdout.is_empty()
     });
+}
+
+#[test]
+fn a_node_registers_with_what_the_machine_and_its_runtime_report() {
+    let images = tempfile::tempdir().unwrap();
+    build_images(env!("CARGO_BIN_EXE_styrman").as_ref(), images.path());
+    let containerd = Containerd::start().unwrap();
+    for archive in ["busybox.tar", "pause.tar"] {
+        let out = containerd.ctr_cri(&["images", "import", images.path().join(archive).to_str().unwrap()]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let cluster = styrman_testkit::Cluster::start(env!("CARGO_BIN_EXE_styrman").as_ref()).unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let config = styrman_kubelet::machine::NodeConfig {
+        name: "node-under-test".into(),
+        node_ip: Some("127.0.0.1".parse().unwrap()),
+        labels: [("node-role.kubernetes.io/control-plane".to_string(), String::new())].into(),
+        taints: vec![],
+        max_pods: 110,
+        root_dir: state.path().to_path_buf(),
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let rt = Runtime::connect(containerd.socket().to_str().unwrap()).await.unwrap();
+        let facts = styrman_kubelet::machine::node_facts(&config, &rt.version().await.unwrap()).unwrap();
+        let client = styrman_runtime::connect(&cluster.kubeconfig(), "kubelet/v1.33.0 (linux/amd64) styrman")
+            .await
+            .unwrap();
+        let registration = styrman_kubelet::node_status::NodeRegistration::new(facts);
+        let existed = registration
+            .register(&client, rt.node_images().await.unwrap())
+            .await
+            .unwrap();
+        assert!(!existed);
+        // A restarted agent finds its Node and posts its status over it.
+        assert!(
+            registration
+                .register(&client, rt.node_images().await.unwrap())
+                .await
+                .unwrap()
+        );
+    });
+
+    let node = styrman_testkit::json(&cluster.kubectl_ok(&["get", "node", "node-under-test", "-o", "json"]));
+    let info = &node["status"]["nodeInfo"];
+    assert!(
+        info["containerRuntimeVersion"]
+            .as_str()
+            .unwrap()
+            .starts_with("containerd://1."),
+        "{info}"
+    );
+    assert_eq!(info["kubeletVersion"], "v1.33.0");
+    let cpus = std::thread::available_parallelism().unwrap().get().to_string();
+    assert_eq!(node["status"]["capacity"]["cpu"], cpus.as_str());
+    let names: Vec<&str> = node["status"]["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|i| i["names"].as_array().unwrap().iter().filter_map(|n| n.as_str()))
+        .collect();
+    for image in ["docker.io/library/busybox:latest", "registry.k8s.io/pause:3.10"] {
+        assert!(names.contains(&image), "{names:?}");
+    }
+    let ready = cluster.kubectl_ok(&["get", "node", "node-under-test", "--no-headers"]);
+    assert!(
+        ready
+            .split_whitespace()
+            .take(3)
+            .eq(["node-under-test", "Ready", "control-plane"]),
+        "{ready}"
+    );
+    let lease = cluster.kubectl_ok(&[
+        "get",
+        "lease",
+        "-n",
+        "kube-node-lease",
+        "node-under-test",
+        "-o",
+        "jsonpath={.spec.holderIdentity}",
+    ]);
+    assert_eq!(lease, "node-under-test");
 }

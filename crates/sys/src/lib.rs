@@ -33,8 +33,46 @@ pub fn terminate(pid: u32) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The size and free space, in bytes, of the filesystem holding `path` (statvfs(3)): what a
+/// node reports as `ephemeral-storage` and watches for disk pressure.
+pub fn filesystem_space(path: &std::path::Path) -> std::io::Result<FilesystemSpace> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c_path` is a NUL-terminated string that outlives the call, and `stat` points to
+    // writable memory of the right type, which statvfs fills when it returns 0.
+    #[allow(unsafe_code)]
+    let stat = unsafe {
+        if libc::statvfs(c_path.as_ptr(), stat.as_mut_ptr()) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        stat.assume_init()
+    };
+    let block = stat.f_frsize as u64;
+    Ok(FilesystemSpace {
+        total: stat.f_blocks as u64 * block,
+        available: stat.f_bavail as u64 * block,
+    })
+}
+
+/// See [`filesystem_space`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FilesystemSpace {
+    pub total: u64,
+    /// What an unprivileged writer may still use.
+    pub available: u64,
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_root_filesystem_has_a_size() {
+        let space = super::filesystem_space(std::path::Path::new("/")).unwrap();
+        assert!(space.total > 0 && space.available <= space.total, "{space:?}");
+        assert!(super::filesystem_space(std::path::Path::new("/no/such/dir")).is_err());
+    }
+
     #[test]
     fn the_child_runs_normally() {
         let mut command = std::process::Command::new("true");

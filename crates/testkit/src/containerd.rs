@@ -1,6 +1,6 @@
 //! A real containerd (Debian's `containerd` and `runc`) with its root, state, sockets and runc
-//! state in a temporary directory, configured as a node on this kind of machine needs it
-//! (cgroupfs, `restrict_oom_score_adj`, Debian's CNI plugin directory). Dropping it removes
+//! state in a temporary directory, configured exactly as the node agent configures its own
+//! (`styrman_kubelet::containerd`). Dropping it removes
 //! every task and container it ran, stops it, ends any shim it left and unmounts what it
 //! mounted: a test leaves nothing behind.
 
@@ -9,6 +9,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use styrman_kubelet::containerd::ContainerdLayout;
 
 /// The containerd namespace the CRI plugin keeps pods and images in.
 const CRI_NAMESPACE: &str = "k8s.io";
@@ -24,14 +25,11 @@ pub struct Containerd {
 impl Containerd {
     pub fn start() -> anyhow::Result<Containerd> {
         let dir = tempfile::Builder::new().prefix("styrman-containerd-").tempdir()?;
-        let root = dir.path();
-        std::fs::write(root.join("config.toml"), config(root))?;
-        let log = std::fs::File::create(root.join("containerd.log"))?;
-        let mut command = Command::new("containerd");
+        let layout = ContainerdLayout::new(dir.path());
+        let log = std::fs::File::create(dir.path().join("containerd.log"))?;
+        let mut command = layout.prepare(styrman_images::pause::IMAGE)?;
         crate::die_with_parent(&mut command);
         let child = command
-            .arg("--config")
-            .arg(root.join("config.toml"))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -45,7 +43,7 @@ impl Containerd {
 
     /// The gRPC socket (CRI and containerd's own API).
     pub fn socket(&self) -> PathBuf {
-        self.dir.path().join("containerd.sock")
+        ContainerdLayout::new(self.dir.path()).socket()
     }
 
     pub fn namespace(&self) -> &str {
@@ -181,41 +179,6 @@ fn unmount_below(dir: &Path) {
     for point in points {
         let _ = Command::new("umount").args(["-l", point]).status();
     }
-}
-
-fn config(root: &Path) -> String {
-    let r = root.display();
-    format!(
-        r#"version = 2
-root = "{r}/root"
-state = "{r}/state"
-[grpc]
-  address = "{r}/containerd.sock"
-[ttrpc]
-  address = "{r}/containerd.sock.ttrpc"
-[debug]
-  address = "{r}/debug.sock"
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "registry.k8s.io/pause:3.10"
-  # Lowering oom_score_adj needs CAP_SYS_RESOURCE, which these machines do not grant.
-  restrict_oom_score_adj = true
-  # Pod network namespaces under the state directory, not /run/netns (which `ip netns`
-  # re-mounts, shadowing them).
-  netns_mounts_under_state_dir = true
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
-    conf_dir = "{r}/cni"
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-    default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        BinaryName = "/usr/sbin/runc"
-        Root = "{r}/runc"
-        SystemdCgroup = false
-"#
-    )
 }
 
 /// Runs `scripts/images OUT` with the given styrman binary: busybox, nginx and pause archives.
