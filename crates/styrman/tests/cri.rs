@@ -35,8 +35,8 @@ fn sandbox_config(logs: &std::path::Path) -> cri::PodSandboxConfig {
     }
 }
 
-#[test]
-fn a_pod_runs_through_cri_on_containerd() {
+/// A containerd holding `scripts/images`' busybox and pause images where CRI finds them.
+fn containerd_with_images() -> Containerd {
     let images = tempfile::tempdir().unwrap();
     build_images(env!("CARGO_BIN_EXE_styrman").as_ref(), images.path());
     let containerd = Containerd::start().unwrap();
@@ -44,6 +44,12 @@ fn a_pod_runs_through_cri_on_containerd() {
         let out = containerd.ctr_cri(&["images", "import", images.path().join(archive).to_str().unwrap()]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
+    containerd
+}
+
+#[test]
+fn a_pod_runs_through_cri_on_containerd() {
+    let containerd = containerd_with_images();
     let logs = tempfile::tempdir().unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
@@ -164,13 +170,7 @@ fn a_pod_runs_through_cri_on_containerd() {
 
 #[test]
 fn a_node_registers_with_what_the_machine_and_its_runtime_report() {
-    let images = tempfile::tempdir().unwrap();
-    build_images(env!("CARGO_BIN_EXE_styrman").as_ref(), images.path());
-    let containerd = Containerd::start().unwrap();
-    for archive in ["busybox.tar", "pause.tar"] {
-        let out = containerd.ctr_cri(&["images", "import", images.path().join(archive).to_str().unwrap()]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    }
+    let containerd = containerd_with_images();
     let cluster = styrman_testkit::Cluster::start(env!("CARGO_BIN_EXE_styrman").as_ref()).unwrap();
     let state = tempfile::tempdir().unwrap();
     let config = styrman_kubelet::machine::NodeConfig {
