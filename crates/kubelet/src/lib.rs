@@ -3,6 +3,7 @@
 //! ([`node_status`]), which the hollow nodes run too. Next: the agent itself, pod workers,
 //! volumes, streaming and stats (issue 12).
 
+pub mod cni;
 pub mod containerd;
 pub mod cri;
 pub mod machine;

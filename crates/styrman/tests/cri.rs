@@ -35,11 +35,15 @@ fn sandbox_config(logs: &std::path::Path) -> cri::PodSandboxConfig {
     }
 }
 
-/// A containerd holding `scripts/images`' busybox and pause images where CRI finds them.
-fn containerd_with_images() -> Containerd {
+/// A containerd holding `scripts/images`' busybox and pause images where CRI finds them; with
+/// a pod CIDR, in a network namespace of its own with that pod network.
+fn containerd_with_images(pod_cidr: Option<&str>) -> Containerd {
     let images = tempfile::tempdir().unwrap();
     build_images(env!("CARGO_BIN_EXE_styrman").as_ref(), images.path());
-    let containerd = Containerd::start().unwrap();
+    let containerd = match pod_cidr {
+        Some(cidr) => Containerd::start_with_pod_network(cidr).unwrap(),
+        None => Containerd::start().unwrap(),
+    };
     for archive in ["busybox.tar", "pause.tar"] {
         let out = containerd.ctr_cri(&["images", "import", images.path().join(archive).to_str().unwrap()]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -49,7 +53,7 @@ fn containerd_with_images() -> Containerd {
 
 #[test]
 fn a_pod_runs_through_cri_on_containerd() {
-    let containerd = containerd_with_images();
+    let containerd = containerd_with_images(None);
     let logs = tempfile::tempdir().unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
@@ -170,7 +174,7 @@ fn a_pod_runs_through_cri_on_containerd() {
 
 #[test]
 fn a_node_registers_with_what_the_machine_and_its_runtime_report() {
-    let containerd = containerd_with_images();
+    let containerd = containerd_with_images(None);
     let cluster = styrman_testkit::Cluster::start(env!("CARGO_BIN_EXE_styrman").as_ref()).unwrap();
     let state = tempfile::tempdir().unwrap();
     let config = styrman_kubelet::machine::NodeConfig {
@@ -242,4 +246,134 @@ fn a_node_registers_with_what_the_machine_and_its_runtime_report() {
         "jsonpath={.spec.holderIdentity}",
     ]);
     assert_eq!(lease, "node-under-test");
+}
+
+/// Runs `script` in a busybox container of `sandbox` to its end; its output.
+async fn run_in_pod(rt: &Runtime, sandbox: &str, config: &cri::PodSandboxConfig, name: &str, script: &str) -> String {
+    let mut service = rt.runtime.clone();
+    let container = service
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: sandbox.to_string(),
+            config: Some(cri::ContainerConfig {
+                metadata: Some(cri::ContainerMetadata {
+                    name: name.into(),
+                    attempt: 0,
+                }),
+                image: Some(cri::ImageSpec {
+                    image: "docker.io/library/busybox:latest".into(),
+                    ..Default::default()
+                }),
+                command: vec!["sh".into(), "-c".into(), script.into()],
+                log_path: format!("{name}/0.log"),
+                linux: Some(cri::LinuxContainerConfig::default()),
+                ..Default::default()
+            }),
+            sandbox_config: Some(config.clone()),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .container_id;
+    service
+        .start_container(cri::StartContainerRequest {
+            container_id: container.clone(),
+        })
+        .await
+        .unwrap();
+    for _ in 0..100 {
+        let status = service
+            .container_status(cri::ContainerStatusRequest {
+                container_id: container.clone(),
+                verbose: false,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status
+            .unwrap();
+        if status.state == cri::ContainerState::ContainerExited as i32 {
+            let log = std::fs::read_to_string(&status.log_path).unwrap_or_default();
+            return log
+                .lines()
+                .filter_map(|l| l.splitn(4, ' ').nth(3))
+                .collect::<Vec<_>>()
+                .join("\n");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{name} did not finish");
+}
+
+#[test]
+fn pods_get_addresses_from_the_node_pod_cidr_and_reach_each_other() {
+    let containerd = containerd_with_images(Some("10.244.7.0/24"));
+    let logs = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let rt = Runtime::connect(containerd.socket().to_str().unwrap()).await.unwrap();
+        let mut service = rt.runtime.clone();
+        let mut pods = Vec::new();
+        for name in ["first", "second"] {
+            let dir = logs.path().join(name);
+            let mut config = sandbox_config(&dir);
+            config.hostname = name.into();
+            if let Some(meta) = config.metadata.as_mut() {
+                meta.name = name.into();
+                meta.uid = format!("uid-{name}");
+            }
+            // The pod's own network namespace, set up by CNI.
+            config.linux = Some(cri::LinuxPodSandboxConfig::default());
+            let id = service
+                .run_pod_sandbox(cri::RunPodSandboxRequest {
+                    config: Some(config.clone()),
+                    runtime_handler: String::new(),
+                })
+                .await
+                .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", containerd.log()))
+                .into_inner()
+                .pod_sandbox_id;
+            let status = service
+                .pod_sandbox_status(cri::PodSandboxStatusRequest {
+                    pod_sandbox_id: id.clone(),
+                    verbose: false,
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .status
+                .unwrap();
+            let ip = status.network.unwrap().ip;
+            assert!(ip.starts_with("10.244.7."), "{name}: {ip}");
+            pods.push((id, config, ip));
+        }
+        assert_ne!(pods[0].2, pods[1].2);
+        // Each pod sees its own address on eth0 and its own host name.
+        let seen = run_in_pod(&rt, &pods[0].0, &pods[0].1, "addr", "hostname; ip -4 -o addr show eth0").await;
+        assert!(seen.starts_with("first"), "{seen}");
+        assert!(seen.contains(&format!("inet {}/24", pods[0].2)), "{seen}");
+        // The first pod reaches the second over the node's bridge.
+        let ping = run_in_pod(
+            &rt,
+            &pods[0].0,
+            &pods[0].1,
+            "ping",
+            &format!("ping -c 1 -W 3 {} && echo reached", pods[1].2),
+        )
+        .await;
+        assert!(ping.lines().any(|l| l == "reached"), "{ping}");
+        for (id, _, _) in &pods {
+            service
+                .stop_pod_sandbox(cri::StopPodSandboxRequest {
+                    pod_sandbox_id: id.clone(),
+                })
+                .await
+                .unwrap();
+            service
+                .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+                    pod_sandbox_id: id.clone(),
+                })
+                .await
+                .unwrap();
+        }
+    });
 }

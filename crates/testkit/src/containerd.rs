@@ -20,23 +20,63 @@ pub struct Containerd {
     /// The containerd namespace this handle's `ctr` calls use (one per test, so that runc's
     /// state under /run/containerd/runc/<namespace> is never shared).
     namespace: String,
+    /// The network namespace it runs in, when it has one of its own.
+    netns: Option<String>,
 }
 
 impl Containerd {
+    /// A containerd in the machine's network namespace (pods on the host network only).
     pub fn start() -> anyhow::Result<Containerd> {
+        Self::start_with(None)
+    }
+
+    /// A containerd in a network namespace of its own, as one node of a multi-node test, with
+    /// the node's pod network (`styrman_kubelet::cni`) on `pod_cidr`: its bridge and pods live
+    /// in that namespace, which goes with the handle.
+    pub fn start_with_pod_network(pod_cidr: &str) -> anyhow::Result<Containerd> {
+        Self::start_with(Some(pod_cidr))
+    }
+
+    fn start_with(pod_cidr: Option<&str>) -> anyhow::Result<Containerd> {
         let dir = tempfile::Builder::new().prefix("styrman-containerd-").tempdir()?;
         let layout = ContainerdLayout::new(dir.path());
         let log = std::fs::File::create(dir.path().join("containerd.log"))?;
         let mut command = layout.prepare(styrman_images::pause::IMAGE)?;
+        let netns = match pod_cidr {
+            Some(cidr) => {
+                styrman_kubelet::cni::install(&layout.cni_conf_dir(), cidr, &dir.path().join("ipam"))?;
+                let name = format!("styrman-{}", dir.path().file_name().unwrap().to_string_lossy());
+                run(Command::new("ip").args(["netns", "add", &name]))?;
+                run(Command::new("ip").args(["netns", "exec", &name, "ip", "link", "set", "lo", "up"]))?;
+                let program = command.get_program().to_owned();
+                let args: Vec<_> = command.get_args().map(|a| a.to_owned()).collect();
+                // nsenter joins only the network namespace; `ip netns exec` would also remount
+                // /sys, hiding the cgroup hierarchies runc needs.
+                command = Command::new("nsenter");
+                command.arg(format!("--net=/run/netns/{name}")).arg(program).args(args);
+                Some(name)
+            }
+            None => None,
+        };
         crate::die_with_parent(&mut command);
         let child = command
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
+            .inspect_err(|_| {
+                if let Some(name) = &netns {
+                    let _ = Command::new("ip").args(["netns", "del", name]).status();
+                }
+            })
             .context("cannot run containerd: install Debian's containerd and runc (scripts/test does)")?;
         let namespace = format!("styrman-test-{}", dir.path().file_name().unwrap().to_string_lossy());
-        let mut containerd = Containerd { child, dir, namespace };
+        let mut containerd = Containerd {
+            child,
+            dir,
+            namespace,
+            netns,
+        };
         containerd.wait_ready(Duration::from_secs(20))?;
         Ok(containerd)
     }
@@ -147,7 +187,19 @@ impl Drop for Containerd {
         unmount_below(self.dir.path());
         // runc keeps a namespace's state here whatever containerd's own directories are.
         let _ = std::fs::remove_dir(format!("/run/containerd/runc/{}", self.namespace));
+        if let Some(netns) = &self.netns {
+            let _ = Command::new("ip").args(["netns", "del", netns]).status();
+        }
     }
+}
+
+/// Runs a set-up command that must succeed.
+fn run(command: &mut Command) -> anyhow::Result<()> {
+    let out = command.output().with_context(|| format!("{command:?}"))?;
+    if !out.status.success() {
+        bail!("{command:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
 }
 
 /// SIGKILLs every process whose command line names `dir` (shims started with its socket).
