@@ -90,58 +90,10 @@ fn a_pod_runs_through_cri_on_containerd() {
             .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", containerd.log()))
             .into_inner()
             .pod_sandbox_id;
-        let container = service
-            .create_container(cri::CreateContainerRequest {
-                pod_sandbox_id: sandbox.clone(),
-                config: Some(cri::ContainerConfig {
-                    metadata: Some(cri::ContainerMetadata {
-                        name: "say".into(),
-                        attempt: 0,
-                    }),
-                    image: Some(cri::ImageSpec {
-                        image: "docker.io/library/busybox:latest".into(),
-                        ..Default::default()
-                    }),
-                    command: vec!["sh".into(), "-c".into()],
-                    args: vec!["echo hi; exit 3".into()],
-                    log_path: "say/0.log".into(),
-                    linux: Some(cri::LinuxContainerConfig::default()),
-                    ..Default::default()
-                }),
-                sandbox_config: Some(config),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .container_id;
-        service
-            .start_container(cri::StartContainerRequest {
-                container_id: container.clone(),
-            })
-            .await
-            .unwrap();
-
-        let mut exit_code = None;
-        for _ in 0..100 {
-            let status = service
-                .container_status(cri::ContainerStatusRequest {
-                    container_id: container.clone(),
-                    verbose: false,
-                })
-                .await
-                .unwrap()
-                .into_inner()
-                .status
-                .unwrap();
-            if status.state == cri::ContainerState::ContainerExited as i32 {
-                exit_code = Some(status.exit_code);
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        assert_eq!(exit_code, Some(3), "the container did not exit with its code");
-        // CRI's log format: "<RFC 3339 time> stdout F hi".
-        let log = std::fs::read_to_string(logs.path().join("say/0.log")).unwrap();
+        let (exit_code, log) = run_in_pod(&rt, &sandbox, &config, "say", "echo hi; exit 3").await;
+        assert_eq!(exit_code, 3, "the container did not exit with its code");
+        // CRI's log format: "<RFC 3339 time> stdout F hi", in the sandbox's log directory.
+        assert!(logs.path().join("say/0.log").exists());
         let line = log.lines().next().unwrap_or_default();
         let fields: Vec<&str> = line.splitn(4, ' ').collect();
         assert_eq!(&fields[1..], ["stdout", "F", "hi"], "{log}");
@@ -248,8 +200,23 @@ fn a_node_registers_with_what_the_machine_and_its_runtime_report() {
     assert_eq!(lease, "node-under-test");
 }
 
-/// Runs `script` in a busybox container of `sandbox` to its end; its output.
-async fn run_in_pod(rt: &Runtime, sandbox: &str, config: &cri::PodSandboxConfig, name: &str, script: &str) -> String {
+/// What a container printed, without CRI's time, stream and tag fields.
+fn messages(log: &str) -> String {
+    log.lines()
+        .filter_map(|l| l.splitn(4, ' ').nth(3))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Runs `script` in a busybox container of `sandbox` to its end: its exit code and its log as
+/// the runtime wrote it (CRI's format).
+async fn run_in_pod(
+    rt: &Runtime,
+    sandbox: &str,
+    config: &cri::PodSandboxConfig,
+    name: &str,
+    script: &str,
+) -> (i32, String) {
     let mut service = rt.runtime.clone();
     let container = service
         .create_container(cri::CreateContainerRequest {
@@ -293,11 +260,7 @@ async fn run_in_pod(rt: &Runtime, sandbox: &str, config: &cri::PodSandboxConfig,
             .unwrap();
         if status.state == cri::ContainerState::ContainerExited as i32 {
             let log = std::fs::read_to_string(&status.log_path).unwrap_or_default();
-            return log
-                .lines()
-                .filter_map(|l| l.splitn(4, ' ').nth(3))
-                .collect::<Vec<_>>()
-                .join("\n");
+            return (status.exit_code, log);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -348,11 +311,12 @@ fn pods_get_addresses_from_the_node_pod_cidr_and_reach_each_other() {
         }
         assert_ne!(pods[0].2, pods[1].2);
         // Each pod sees its own address on eth0 and its own host name.
-        let seen = run_in_pod(&rt, &pods[0].0, &pods[0].1, "addr", "hostname; ip -4 -o addr show eth0").await;
+        let (_, log) = run_in_pod(&rt, &pods[0].0, &pods[0].1, "addr", "hostname; ip -4 -o addr show eth0").await;
+        let seen = messages(&log);
         assert!(seen.starts_with("first"), "{seen}");
         assert!(seen.contains(&format!("inet {}/24", pods[0].2)), "{seen}");
         // The first pod reaches the second over the node's bridge.
-        let ping = run_in_pod(
+        let (_, log) = run_in_pod(
             &rt,
             &pods[0].0,
             &pods[0].1,
@@ -360,6 +324,7 @@ fn pods_get_addresses_from_the_node_pod_cidr_and_reach_each_other() {
             &format!("ping -c 1 -W 3 {} && echo reached", pods[1].2),
         )
         .await;
+        let ping = messages(&log);
         assert!(ping.lines().any(|l| l == "reached"), "{ping}");
         for (id, _, _) in &pods {
             service
