@@ -285,7 +285,7 @@ fn component_schemas(kinds: &[&Kind]) -> Map<String, Value> {
     out
 }
 
-fn message_schema(schema: &schema::Schema, message: &schema::Message, kind: Option<&Kind>) -> Value {
+fn message_schema(schema: &'static schema::Schema, message: &'static schema::Message, kind: Option<&Kind>) -> Value {
     if let Some(special) = special_schema(message.path) {
         return special;
     }
@@ -298,7 +298,7 @@ fn message_schema(schema: &schema::Schema, message: &schema::Message, kind: Opti
         );
         properties.insert("kind".into(), json!({"type": "string", "description": KIND_DOC}));
     }
-    for (name, field) in schema.properties(message) {
+    for &(name, field) in schema.properties(message) {
         let mut property = field_schema(schema, message, name, field);
         if !field.description.is_empty() {
             property["description"] = json!(schema::unescape(field.description));

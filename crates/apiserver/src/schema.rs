@@ -40,6 +40,9 @@ pub struct Message {
     pub description: &'static str,
     pub fields: Vec<Field>,
     by_tag: HashMap<u32, usize>,
+    /// Every JSON property, embedded structs' included: worked out once, on first use (every
+    /// write's validation walks them).
+    properties: OnceLock<Vec<(&'static str, &'static Field)>>,
 }
 
 impl Message {
@@ -63,20 +66,22 @@ impl Schema {
     }
 
     /// Every JSON property of a message, embedded structs' included.
-    pub fn properties<'a>(&'a self, message: &'a Message) -> Vec<(&'static str, &'a Field)> {
-        let mut out = Vec::new();
-        for field in &message.fields {
-            match (field.json, &field.kind) {
-                (Some(name), _) => out.push((name, field)),
-                (None, Kind::Message(inner)) => {
-                    if let Some(inner) = self.message(inner) {
-                        out.extend(self.properties(inner));
+    pub fn properties(&'static self, message: &'static Message) -> &'static [(&'static str, &'static Field)] {
+        message.properties.get_or_init(|| {
+            let mut out = Vec::new();
+            for field in &message.fields {
+                match (field.json, &field.kind) {
+                    (Some(name), _) => out.push((name, field)),
+                    (None, Kind::Message(inner)) => {
+                        if let Some(inner) = self.message(inner) {
+                            out.extend_from_slice(self.properties(inner));
+                        }
                     }
+                    (None, _) => {}
                 }
-                (None, _) => {}
             }
-        }
-        out
+            out
+        })
     }
 }
 
@@ -140,6 +145,7 @@ fn parse(text: &'static str) -> Schema {
                     description: "",
                     fields: Vec::new(),
                     by_tag: HashMap::new(),
+                    properties: OnceLock::new(),
                 });
             }
             ["F", tag, json, kind, rest @ ..] => {

@@ -53,7 +53,7 @@ pub fn check(kind: &Kind, object: &mut Value, mode: Mode) -> ApiResult<Vec<Strin
             true
         });
         for (key, value) in map.iter_mut() {
-            if let Some((_, field)) = schema.properties(message).into_iter().find(|(n, _)| *n == key) {
+            if let Some((_, field)) = schema.properties(message).iter().find(|(n, _)| *n == key) {
                 walk(schema, &field.kind, field.repeated, value, key, &mut unknown);
             }
         }
@@ -71,7 +71,7 @@ pub fn check(kind: &Kind, object: &mut Value, mode: Mode) -> ApiResult<Vec<Strin
 }
 
 fn walk(
-    schema: &Schema,
+    schema: &'static Schema,
     kind: &schema::Kind,
     repeated: bool,
     value: &mut Value,
@@ -137,23 +137,28 @@ pub fn missing_required(kind: &Kind, object: &Value) -> Vec<crate::status::Cause
 }
 
 fn required_in(
-    schema: &Schema,
-    message: &schema::Message,
+    schema: &'static Schema,
+    message: &'static schema::Message,
     value: &Value,
     path: &str,
     causes: &mut Vec<crate::status::Cause>,
 ) {
     let Value::Object(map) = value else { return };
-    for (name, field) in schema.properties(message) {
+    for &(name, field) in schema.properties(message) {
         if path.is_empty() && name == "status" {
             continue;
         }
-        let here = if path.is_empty() {
-            name.to_string()
-        } else {
-            format!("{path}.{name}")
+        // The path is built only where it is reported or descended into: this runs on every
+        // write, over every property of every present object.
+        let here = || {
+            if path.is_empty() {
+                name.to_string()
+            } else {
+                format!("{path}.{name}")
+            }
         };
-        let present = match map.get(name) {
+        let value = map.get(name);
+        let present = match value {
             None | Some(Value::Null) => false,
             Some(Value::String(s)) => !s.is_empty(),
             Some(Value::Array(a)) => !a.is_empty(),
@@ -163,21 +168,22 @@ fn required_in(
             causes.push(crate::status::Cause {
                 reason: "FieldValueRequired".into(),
                 message: "Required value".into(),
-                field: here.clone(),
+                field: here(),
             });
             continue;
         }
-        let schema::Kind::Message(inner) = field.kind else {
+        let (Some(value), schema::Kind::Message(inner)) = (value, &field.kind) else {
             continue;
         };
         let Some(inner) = schema.message(inner) else { continue };
-        match map.get(name) {
-            Some(Value::Array(items)) if field.repeated => {
+        match value {
+            Value::Array(items) if field.repeated => {
+                let here = here();
                 for (i, item) in items.iter().enumerate() {
                     required_in(schema, inner, item, &format!("{here}[{i}]"), causes);
                 }
             }
-            Some(item) if !field.repeated => required_in(schema, inner, item, &here, causes),
+            Value::Object(_) if !field.repeated => required_in(schema, inner, value, &here(), causes),
             _ => {}
         }
     }
