@@ -98,18 +98,7 @@ fn a_pod_runs_through_cri_on_containerd() {
         let fields: Vec<&str> = line.splitn(4, ' ').collect();
         assert_eq!(&fields[1..], ["stdout", "F", "hi"], "{log}");
 
-        service
-            .stop_pod_sandbox(cri::StopPodSandboxRequest {
-                pod_sandbox_id: sandbox.clone(),
-            })
-            .await
-            .unwrap();
-        service
-            .remove_pod_sandbox(cri::RemovePodSandboxRequest {
-                pod_sandbox_id: sandbox.clone(),
-            })
-            .await
-            .unwrap();
+        remove_pod(&rt, &sandbox).await;
         let left = service
             .list_pod_sandbox(cri::ListPodSandboxRequest::default())
             .await
@@ -198,6 +187,23 @@ fn a_node_registers_with_what_the_machine_and_its_runtime_report() {
         "jsonpath={.spec.holderIdentity}",
     ]);
     assert_eq!(lease, "node-under-test");
+}
+
+/// Stops a pod sandbox (its containers with it) and removes it, as the kubelet does.
+async fn remove_pod(rt: &Runtime, sandbox: &str) {
+    let mut service = rt.runtime.clone();
+    service
+        .stop_pod_sandbox(cri::StopPodSandboxRequest {
+            pod_sandbox_id: sandbox.to_string(),
+        })
+        .await
+        .unwrap();
+    service
+        .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: sandbox.to_string(),
+        })
+        .await
+        .unwrap();
 }
 
 /// What a container printed, without CRI's time, stream and tag fields.
@@ -327,18 +333,7 @@ fn pods_get_addresses_from_the_node_pod_cidr_and_reach_each_other() {
         let ping = messages(&log);
         assert!(ping.lines().any(|l| l == "reached"), "{ping}");
         for (id, _, _) in &pods {
-            service
-                .stop_pod_sandbox(cri::StopPodSandboxRequest {
-                    pod_sandbox_id: id.clone(),
-                })
-                .await
-                .unwrap();
-            service
-                .remove_pod_sandbox(cri::RemovePodSandboxRequest {
-                    pod_sandbox_id: id.clone(),
-                })
-                .await
-                .unwrap();
+            remove_pod(&rt, id).await;
         }
     });
 }
