@@ -80,16 +80,7 @@ fn a_pod_runs_through_cri_on_containerd() {
         );
 
         let config = sandbox_config(logs.path());
-        let mut service = rt.runtime.clone();
-        let sandbox = service
-            .run_pod_sandbox(cri::RunPodSandboxRequest {
-                config: Some(config.clone()),
-                runtime_handler: String::new(),
-            })
-            .await
-            .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", containerd.log()))
-            .into_inner()
-            .pod_sandbox_id;
+        let sandbox = run_pod(&rt, &config, &containerd).await;
         let (exit_code, log) = run_in_pod(&rt, &sandbox, &config, "say", "echo hi; exit 3").await;
         assert_eq!(exit_code, 3, "the container did not exit with its code");
         // CRI's log format: "<RFC 3339 time> stdout F hi", in the sandbox's log directory.
@@ -99,7 +90,9 @@ fn a_pod_runs_through_cri_on_containerd() {
         assert_eq!(&fields[1..], ["stdout", "F", "hi"], "{log}");
 
         remove_pod(&rt, &sandbox).await;
-        let left = service
+        let left = rt
+            .runtime
+            .clone()
             .list_pod_sandbox(cri::ListPodSandboxRequest::default())
             .await
             .unwrap()
@@ -187,6 +180,20 @@ fn a_node_registers_with_what_the_machine_and_its_runtime_report() {
         "jsonpath={.spec.holderIdentity}",
     ]);
     assert_eq!(lease, "node-under-test");
+}
+
+/// Runs a pod sandbox; its id (containerd's log in the failure).
+async fn run_pod(rt: &Runtime, config: &cri::PodSandboxConfig, containerd: &Containerd) -> String {
+    rt.runtime
+        .clone()
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", containerd.log()))
+        .into_inner()
+        .pod_sandbox_id
 }
 
 /// Stops a pod sandbox (its containers with it) and removes it, as the kubelet does.
@@ -292,15 +299,7 @@ fn pods_get_addresses_from_the_node_pod_cidr_and_reach_each_other() {
             }
             // The pod's own network namespace, set up by CNI.
             config.linux = Some(cri::LinuxPodSandboxConfig::default());
-            let id = service
-                .run_pod_sandbox(cri::RunPodSandboxRequest {
-                    config: Some(config.clone()),
-                    runtime_handler: String::new(),
-                })
-                .await
-                .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", containerd.log()))
-                .into_inner()
-                .pod_sandbox_id;
+            let id = run_pod(&rt, &config, &containerd).await;
             let status = service
                 .pod_sandbox_status(cri::PodSandboxStatusRequest {
                     pod_sandbox_id: id.clone(),
