@@ -2,10 +2,8 @@
 # build, the tests and the benchmarks need, when they are missing. Idempotent and quiet when
 # everything is present.
 
-# command-or-file  package
-STYRMAN_PACKAGES=(
-  "etcd                                          etcd-server"        # the HA backend, started by tests
-  "etcdctl                                       etcd-client"        # what users inspect keys with
+# command-or-file  package: what building styrman and running a node need
+STYRMAN_NODE_PACKAGES=(
   "protoc                                        protobuf-compiler"  # etcd-client's build script
   "/usr/include/google/protobuf/descriptor.proto libprotobuf-dev"    # the well-known protos it imports
   "curl                                          curl"               # raw HTTPS requests in tests
@@ -16,10 +14,18 @@ STYRMAN_PACKAGES=(
   "nft                                           nftables"           # Services (the proxy)
   "dpkg-deb                                      dpkg"               # scripts/images unpacks Debian packages
 )
+# ... and what the tests and benchmarks need besides
+STYRMAN_PACKAGES=(
+  "${STYRMAN_NODE_PACKAGES[@]}"
+  "etcd                                          etcd-server"        # the HA backend, started by tests
+  "etcdctl                                       etcd-client"        # what users inspect keys with
+)
 
-ensure_packages() {
+# Installs the packages named in the array given by name (default: every package).
+install_missing() {
+  local -n wanted=${1:-STYRMAN_PACKAGES}
   local missing=() entry what pkg
-  for entry in "${STYRMAN_PACKAGES[@]}"; do
+  for entry in "${wanted[@]}"; do
     read -r what pkg <<<"$entry"
     if [[ "$what" == /* ]]; then
       [[ -e "$what" ]] || missing+=("$pkg")
@@ -34,6 +40,16 @@ ensure_packages() {
     "${sudo[@]}" apt-get update -qq
     DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
   fi
+}
+
+# What building styrman and running its node need.
+ensure_node_packages() {
+  install_missing STYRMAN_NODE_PACKAGES
+}
+
+# Everything the tests and benchmarks need.
+ensure_packages() {
+  install_missing STYRMAN_PACKAGES
   if ! python3 -c 'import kubernetes, sys; sys.exit(not kubernetes.__version__.startswith("33."))' 2>/dev/null; then
     echo "installing the Python kubernetes client 33.x" >&2
     python3 -m pip install --quiet --disable-pip-version-check "kubernetes==33.*" >&2

@@ -223,6 +223,14 @@ pub static KINDS: &[Kind] = &[
                 kind: "Binding",
                 verbs: &["create"],
             },
+            // Read from the pod's node (`node_proxy`).
+            Subresource {
+                name: "log",
+                group: "",
+                version: "v1",
+                kind: "Pod",
+                verbs: &["get"],
+            },
         ]),
     kind("", "v1", "PodTemplate", "podtemplates", "podtemplate", true),
     // Computed on each read from the components' health; deprecated upstream, still served.

@@ -11,14 +11,29 @@ pub const ADMIN_KUBECONFIG: &str = "admin.kubeconfig";
 
 /// A kubeconfig for `user` with the given credentials, against `server`.
 pub fn render(server: &str, ca_pem: &str, user: &str, credentials: &CertAndKey) -> String {
+    render_with_server_name(server, None, ca_pem, user, credentials)
+}
+
+/// The same, checking the server's certificate for `server_name` instead of the host in
+/// `server` (a node that reaches the server at an address its certificate does not name).
+pub fn render_with_server_name(
+    server: &str,
+    server_name: Option<&str>,
+    ca_pem: &str,
+    user: &str,
+    credentials: &CertAndKey,
+) -> String {
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
+    let server_name = server_name
+        .map(|n| format!("\n    tls-server-name: {n}"))
+        .unwrap_or_default();
     format!(
         "apiVersion: v1
 kind: Config
 clusters:
 - cluster:
     certificate-authority-data: {ca}
-    server: {server}
+    server: {server}{server_name}
   name: styrman
 contexts:
 - context:

@@ -17,8 +17,9 @@ mod defaults;
 mod discovery;
 mod health;
 pub mod kinds;
-mod kubeconfig;
+pub mod kubeconfig;
 mod managed;
+mod node_proxy;
 mod object;
 mod openapi;
 mod patch;
@@ -112,7 +113,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if !config.compaction_interval.is_zero() {
         tokio::spawn(compact_periodically(store.clone(), config.compaction_interval));
     }
-    let server = Arc::new(server::Server::new(registry::Registry::new(store), address));
+    let kubelets = node_proxy::KubeletClient::new(&pki)?;
+    let server = Arc::new(server::Server::new(registry::Registry::new(store), address, kubelets));
     server.serve(listener, server::tls_config(&pki)?).await
 }
 

@@ -25,6 +25,8 @@ pub struct Pki {
     pub ca_pem: String,
     pub serving: CertAndKey,
     pub admin: CertAndKey,
+    /// What the API server calls kubelets with (`kube-apiserver-kubelet-client`).
+    pub kubelet_client: CertAndKey,
     /// One client credential per control-plane component that is an API client.
     pub components: Vec<(Component, CertAndKey)>,
     dir: PathBuf,
@@ -79,10 +81,18 @@ impl Pki {
             .map(|c| Ok((*c, client_credentials(&dir, &issuer, c.file_stem, c.user, &[])?)))
             .collect::<anyhow::Result<_>>()?;
         let serving = issue_serving(&issuer, hosts)?;
+        let kubelet_client = client_credentials(
+            &dir,
+            &issuer,
+            "apiserver-kubelet-client",
+            "kube-apiserver-kubelet-client",
+            &[],
+        )?;
         Ok(Pki {
             ca_pem,
             serving,
             admin,
+            kubelet_client,
             components,
             dir,
         })
@@ -160,6 +170,39 @@ fn new_ca() -> anyhow::Result<(String, String)> {
     let key = KeyPair::generate()?;
     let cert = params.self_signed(&key)?;
     Ok((cert.pem(), key.serialize_pem()))
+}
+
+/// A node's credentials, issued by the cluster CA under `data_dir/pki`: its client certificate
+/// (`system:node:<name>` in `system:nodes`, as the kubelet's TLS bootstrap gets it) and the
+/// serving certificate of its HTTPS port for its name and addresses.
+pub struct NodeCredentials {
+    pub ca_pem: String,
+    pub client: CertAndKey,
+    pub serving: CertAndKey,
+}
+
+pub fn node_credentials(data_dir: &Path, node: &str, addresses: &[IpAddr]) -> anyhow::Result<NodeCredentials> {
+    let dir = data_dir.join("pki");
+    let (Some(ca_pem), Some(ca_key)) = (read(&dir, CA_CERT)?, read(&dir, CA_KEY)?) else {
+        anyhow::bail!("no cluster CA in {} (has the server started there?)", dir.display());
+    };
+    let key = KeyPair::from_pem(&ca_key).context("the cluster CA key is unreadable")?;
+    let issuer = Issuer::from_ca_cert_pem(&ca_pem, key).context("the cluster CA certificate is unreadable")?;
+    let client = issue_client(&issuer, &format!("system:node:{node}"), &["system:nodes"])?;
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    let mut name = DistinguishedName::new();
+    name.push(DnType::CommonName, format!("system:node:{node}"));
+    name.push(DnType::OrganizationName, "system:nodes");
+    params.distinguished_name = name;
+    params.subject_alt_names = std::iter::once(Ok(SanType::DnsName(node.try_into()?)))
+        .chain(addresses.iter().map(|ip| Ok(SanType::IpAddress(*ip))))
+        .collect::<Result<_, rcgen::Error>>()?;
+    let serving = sign(params, ExtendedKeyUsagePurpose::ServerAuth, &issuer)?;
+    Ok(NodeCredentials {
+        ca_pem,
+        client,
+        serving,
+    })
 }
 
 fn issue_serving(issuer: &Issuer<'_, KeyPair>, hosts: &[String]) -> anyhow::Result<CertAndKey> {

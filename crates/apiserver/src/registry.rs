@@ -134,6 +134,12 @@ impl Registry {
         Ok((object, kv))
     }
 
+    /// One stored object of `kind` (for handlers that read what they act on: `pods/log`).
+    pub async fn object(&self, kind: &Kind, namespace: Option<&str>, name: &str) -> ApiResult<Value> {
+        let key = keys::object_key(kind.storage, namespace, name);
+        Ok(self.read(kind, &key, name).await?.0)
+    }
+
     pub async fn get(&self, call: &Call<'_>) -> ApiResult<Reply> {
         if crate::component_status::is(call.kind) {
             return self.component_statuses(call).await;

@@ -55,6 +55,7 @@ impl User {
 
 pub struct Server {
     registry: Registry,
+    kubelets: crate::node_proxy::KubeletClient,
     openapi: crate::openapi::OpenApi,
     /// `host:port` clients reach us at, for legacy discovery.
     address: String,
@@ -105,9 +106,10 @@ fn user_from_certificates(certs: Option<&[CertificateDer<'_>]>) -> User {
 }
 
 impl Server {
-    pub fn new(registry: Registry, address: String) -> Server {
+    pub fn new(registry: Registry, address: String, kubelets: crate::node_proxy::KubeletClient) -> Server {
         Server {
             registry,
+            kubelets,
             openapi: crate::openapi::OpenApi::build(),
             address,
         }
@@ -249,6 +251,21 @@ impl Server {
             && kind.subresource(sub).is_none()
         {
             return Err(ApiError::route_not_found());
+        }
+        if kind.plural == "pods" && kind.group.is_empty() && resource.subresource.as_deref() == Some("log") {
+            let (Some(namespace), Some(name)) = (resource.namespace.as_deref(), resource.name.as_deref()) else {
+                return Err(ApiError::route_not_found());
+            };
+            if resource.verb != Verb::Get {
+                return Err(ApiError::method_not_allowed());
+            }
+            let rx = crate::node_proxy::pod_log(&self.registry, &self.kubelets, namespace, name, query).await?;
+            let stream = tokio_stream_from(rx).map(|chunk| Ok::<_, Infallible>(Frame::data(chunk)));
+            let mut response = Response::new(StreamBody::new(stream).boxed_unsync());
+            response
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+            return Ok(response);
         }
         let shape = negotiate(accept, query)?;
         let manager = query

@@ -517,12 +517,7 @@ fn columns(kind: &Kind) -> Vec<Column> {
                     .map_or(0, |s| s.iter().filter(|c| c["ready"] == true).count());
                 json!(format!("{ready}/{total}"))
             }));
-            columns.push(col("Status", "string", |o| {
-                if meta_str(o, "deletionTimestamp").is_some() {
-                    return json!("Terminating");
-                }
-                text(o, "/status/phase", "Pending")
-            }));
+            columns.push(col("Status", "string", |o| json!(pod_status_reason(o))));
             columns.push(col("Restarts", "string", |o| {
                 let restarts: i64 = o
                     .pointer("/status/containerStatuses")
@@ -800,6 +795,83 @@ pub fn table(
     t
 }
 
+/// The pod's STATUS column, as kubectl's `printPod` works it out: the phase (or the pod's
+/// reason), then `Init:...` while init containers run or fail, else the reason of the last
+/// container that is waiting or terminated, `Terminating` once deleted.
+fn pod_status_reason(o: &Value) -> String {
+    let mut reason = o
+        .pointer("/status/reason")
+        .and_then(Value::as_str)
+        .or_else(|| o.pointer("/status/phase").and_then(Value::as_str))
+        .unwrap_or("Pending")
+        .to_string();
+    let statuses = |field: &str| o.pointer(field).and_then(Value::as_array).cloned().unwrap_or_default();
+    let terminated_reason = |t: &Value| -> String {
+        match t["reason"].as_str().filter(|r| !r.is_empty()) {
+            Some(r) => r.to_string(),
+            None if t["signal"].as_i64().unwrap_or(0) != 0 => format!("Signal:{}", t["signal"]),
+            None => format!("ExitCode:{}", t["exitCode"].as_i64().unwrap_or(0)),
+        }
+    };
+    let init_specs = o
+        .pointer("/spec/initContainers")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut initializing = false;
+    for (i, c) in statuses("/status/initContainerStatuses").iter().enumerate() {
+        let sidecar = init_specs
+            .iter()
+            .any(|s| s["name"] == c["name"] && s["restartPolicy"] == "Always");
+        let state = &c["state"];
+        if let Some(t) = state.get("terminated") {
+            if t["exitCode"] == 0 {
+                continue;
+            }
+            reason = format!("Init:{}", terminated_reason(t));
+        } else if sidecar && c["started"] == true {
+            continue;
+        } else if let Some(w) = state["waiting"]["reason"]
+            .as_str()
+            .filter(|r| !r.is_empty() && *r != "PodInitializing")
+        {
+            reason = format!("Init:{w}");
+        } else {
+            reason = format!("Init:{i}/{}", init_specs.len());
+        }
+        initializing = true;
+        break;
+    }
+    if !initializing {
+        let mut has_running = false;
+        for c in statuses("/status/containerStatuses").iter().rev() {
+            let state = &c["state"];
+            if let Some(w) = state["waiting"]["reason"].as_str().filter(|r| !r.is_empty()) {
+                reason = w.to_string();
+            } else if let Some(t) = state.get("terminated") {
+                reason = terminated_reason(t);
+            } else if state.get("running").is_some() && c["ready"] == true {
+                has_running = true;
+            }
+        }
+        if reason == "Completed" && has_running {
+            let ready = o
+                .pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"));
+            reason = if ready { "Running" } else { "NotReady" }.to_string();
+        }
+    }
+    if meta_str(o, "deletionTimestamp").is_some() {
+        reason = if o.pointer("/status/reason").and_then(Value::as_str) == Some("NodeLost") {
+            "Unknown".to_string()
+        } else {
+            "Terminating".to_string()
+        };
+    }
+    reason
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -922,5 +994,25 @@ mod more_tests {
 
     fn c_slice(cells: &[Value], from: usize, to: usize) -> Vec<Value> {
         cells[from..to].to_vec()
+    }
+
+    #[test]
+    fn pod_status_reads_as_kubectl_prints_it() {
+        let pod = |status: Value| json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "a"}]}, "status": status});
+        let completed = pod(
+            json!({"phase": "Succeeded", "containerStatuses": [{"state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}]}),
+        );
+        assert_eq!(pod_status_reason(&completed), "Completed");
+        let crash = pod(
+            json!({"phase": "Running", "containerStatuses": [{"state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}),
+        );
+        assert_eq!(pod_status_reason(&crash), "CrashLoopBackOff");
+        let mut init =
+            pod(json!({"phase": "Pending", "initContainerStatuses": [{"name": "i", "state": {"running": {}}}]}));
+        init["spec"]["initContainers"] = json!([{"name": "i"}]);
+        assert_eq!(pod_status_reason(&init), "Init:0/1");
+        let mut gone = pod(json!({"phase": "Running"}));
+        gone["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+        assert_eq!(pod_status_reason(&gone), "Terminating");
     }
 }

@@ -101,7 +101,7 @@ async fn start(client: &kube::Client, node: &HollowNode, pod: &Pod, image_size: 
         "podIP": ip, "podIPs": [{"ip": ip}],
         "startTime": now,
         "containerStatuses": containers,
-        "qosClass": qos_class(&spec),
+        "qosClass": styrman_kubelet::pods::qos_class(&spec),
     }});
     let api: Api<Pod> = Api::namespaced(client.clone(), &pod.namespace().unwrap_or_default());
     match api
@@ -138,37 +138,5 @@ async fn finish_deletion(client: &kube::Client, pod: &Pod) -> anyhow::Result<()>
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
         Err(e) => Err(e.into()),
-    }
-}
-
-/// Guaranteed when every container's requests equal its limits for cpu and memory,
-/// BestEffort when no container sets any, Burstable otherwise.
-fn qos_class(spec: &k8s_openapi::api::core::v1::PodSpec) -> &'static str {
-    let containers: Vec<_> = spec
-        .containers
-        .iter()
-        .chain(spec.init_containers.iter().flatten())
-        .collect();
-    let mut any = false;
-    let mut guaranteed = true;
-    for c in &containers {
-        let resources = c.resources.clone().unwrap_or_default();
-        let requests = resources.requests.unwrap_or_default();
-        let limits = resources.limits.unwrap_or_default();
-        if !requests.is_empty() || !limits.is_empty() {
-            any = true;
-        }
-        for r in ["cpu", "memory"] {
-            let limit = limits.get(r);
-            let request = requests.get(r).or(limit);
-            if limit.is_none() || request != limit {
-                guaranteed = false;
-            }
-        }
-    }
-    match (any, guaranteed) {
-        (false, _) => "BestEffort",
-        (true, true) => "Guaranteed",
-        (true, false) => "Burstable",
     }
 }

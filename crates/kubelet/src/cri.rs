@@ -50,6 +50,47 @@ impl Runtime {
     }
 }
 
+impl Runtime {
+    /// Whether the runtime holds `image` (a reference as a pod names it).
+    pub async fn has_image(&self, image: &str) -> Result<bool> {
+        Ok(self.image_ref(image).await?.is_some())
+    }
+
+    /// The image's id (`sha256:...`) when the runtime holds it.
+    pub async fn image_ref(&self, image: &str) -> Result<Option<String>> {
+        let status = self
+            .images
+            .clone()
+            .image_status(k8s_cri::v1::ImageStatusRequest {
+                image: Some(k8s_cri::v1::ImageSpec {
+                    image: image.to_string(),
+                    ..Default::default()
+                }),
+                verbose: false,
+            })
+            .await?
+            .into_inner();
+        Ok(status.image.map(|i| i.id))
+    }
+
+    /// Pulls `image` from its registry; the image's id.
+    pub async fn pull(&self, image: &str) -> std::result::Result<String, tonic::Status> {
+        let pulled = self
+            .images
+            .clone()
+            .pull_image(k8s_cri::v1::PullImageRequest {
+                image: Some(k8s_cri::v1::ImageSpec {
+                    image: image.to_string(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        Ok(pulled.image_ref)
+    }
+}
+
 /// At most this many images go into `Node.status.images` (the kubelet's
 /// `nodeStatusMaxImages`), the largest first.
 const MAX_NODE_IMAGES: usize = 50;

@@ -1,10 +1,13 @@
-//! The node agent (kubelet), growing in steps. Today: the CRI client it runs pods through
-//! ([`cri`]), proven against a real containerd, and the node's registration, status and Lease
-//! ([`node_status`]), which the hollow nodes run too. Next: the agent itself, pod workers,
-//! volumes, streaming and stats (issue 12).
+//! The node agent (kubelet): registers the node, runs the pods bound to it on containerd
+//! through CRI, and serves their logs to the API server. [`agent`] starts everything;
+//! [`pods`] runs pods; [`node_status`] is shared with the hollow nodes.
 
+pub mod agent;
 pub mod cni;
 pub mod containerd;
 pub mod cri;
+pub mod logs;
 pub mod machine;
 pub mod node_status;
+pub mod pods;
+pub mod server;

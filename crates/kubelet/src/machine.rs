@@ -55,10 +55,7 @@ pub fn node_facts(config: &NodeConfig, runtime_version: &str) -> Result<NodeFact
         Quantity(format!("{}Ki", memory.saturating_sub(EVICTION_MEMORY) / 1024)),
     );
     allocatable.insert("ephemeral-storage".into(), Quantity((disk.total / 10 * 9).to_string()));
-    let ip = match config.node_ip {
-        Some(ip) => ip,
-        None => node_ip(&config.name).context("cannot tell this node's IP address: give --node-ip")?,
-    };
+    let ip = resolve_node_ip(config)?;
     let taints = config
         .taints
         .iter()
@@ -100,6 +97,14 @@ pub fn node_facts(config: &NodeConfig, runtime_version: &str) -> Result<NodeFact
             ..Default::default()
         },
     })
+}
+
+/// `--node-ip`, or the address found for the node's name or on the machine.
+pub fn resolve_node_ip(config: &NodeConfig) -> Result<IpAddr> {
+    match config.node_ip {
+        Some(ip) => Ok(ip),
+        None => node_ip(&config.name).context("cannot tell this node's IP address: give --node-ip"),
+    }
 }
 
 fn read(path: &str) -> Result<String> {

@@ -99,8 +99,24 @@ impl NodeRegistration {
         &self.facts.name
     }
 
+    /// The node's InternalIP, as registered.
+    pub fn internal_ip(&self) -> String {
+        self.facts
+            .addresses
+            .iter()
+            .find(|a| a.type_ == "InternalIP")
+            .map(|a| a.address.clone())
+            .unwrap_or_default()
+    }
+
     /// The Node as this node reports it, holding `images`.
     pub fn object(&self, images: Vec<ContainerImage>) -> Node {
+        self.object_with(images, None)
+    }
+
+    /// The same, NotReady with `runtime_error` as the reason when the runtime is down (the
+    /// kubelet's runtime health check).
+    pub fn object_with(&self, images: Vec<ContainerImage>, runtime_error: Option<&str>) -> Node {
         let heartbeat = now();
         let condition = |type_: &str, status: &str, reason: &str, message: &str| NodeCondition {
             type_: type_.into(),
@@ -148,7 +164,10 @@ impl NodeRegistration {
                         "KubeletHasSufficientPID",
                         "kubelet has sufficient PID available",
                     ),
-                    condition("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
+                    match runtime_error {
+                        None => condition("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
+                        Some(error) => condition("Ready", "False", "KubeletNotReady", error),
+                    },
                 ]),
                 images: Some(images),
                 daemon_endpoints: Some(NodeDaemonEndpoints {
@@ -180,8 +199,18 @@ impl NodeRegistration {
     /// a merge patch without a resource version, so a concurrent write (the IPAM controller
     /// setting the pod CIDR, say) neither fails it nor is undone by it.
     pub async fn post_status(&self, client: &kube::Client, images: Vec<ContainerImage>) -> anyhow::Result<()> {
+        self.post_status_with(client, images, None).await
+    }
+
+    /// The same, NotReady while `runtime_error` says the runtime is down.
+    pub async fn post_status_with(
+        &self,
+        client: &kube::Client,
+        images: Vec<ContainerImage>,
+        runtime_error: Option<&str>,
+    ) -> anyhow::Result<()> {
         let nodes: Api<Node> = Api::all(client.clone());
-        let status = serde_json::json!({"status": self.object(images).status});
+        let status = serde_json::json!({"status": self.object_with(images, runtime_error).status});
         nodes
             .patch_status(&self.facts.name, &PatchParams::default(), &Patch::Merge(&status))
             .await

@@ -2,6 +2,7 @@
 //! `styrman server` can run every component as its own child process of the same executable.
 
 mod images;
+mod kubelet;
 mod supervisor;
 
 /// Every component allocates per request and per watch event (JSON values, buffers); glibc's
@@ -40,7 +41,7 @@ enum Command {
     /// Run the controller manager: turn desired state into running pods
     ControllerManager(ControllerManagerArgs),
     /// Run the node agent: register the node and run its pods through containerd
-    Kubelet,
+    Kubelet(KubeletArgs),
     /// Run the service proxy: program Services into nftables
     Proxy,
     /// Simulate many nodes in one process, for scale tests
@@ -84,6 +85,71 @@ struct ServerArgs {
     /// How long a node may go unheard before it is marked unhealthy (Go duration: 40s, 1m30s)
     #[arg(long, value_parser = parse_go_duration)]
     node_monitor_grace_period: Option<std::time::Duration>,
+    /// Run only the control plane: no node on this machine
+    #[arg(long)]
+    disable_agent: bool,
+    /// When a pull fails because no registry can be reached, run the copy of the image the
+    /// node already has (with a Warning event)
+    #[arg(long)]
+    airgap: bool,
+}
+
+/// `styrman kubelet`: the node agent's flags (upstream's names where upstream has them).
+#[derive(clap::Args, Clone)]
+struct KubeletArgs {
+    /// The kubeconfig to reach the API server with [default: issued with --server-data-dir]
+    #[arg(long)]
+    kubeconfig: Option<std::path::PathBuf>,
+    /// The node's state lives under DATA_DIR/agent (its containerd, images, pods, logs)
+    #[arg(long, default_value = "/var/lib/styrman")]
+    data_dir: std::path::PathBuf,
+    /// A server's data directory on this machine: the node's credentials (kubeconfig and
+    /// serving certificate) are issued from its cluster CA
+    #[arg(long)]
+    server_data_dir: Option<std::path::PathBuf>,
+    /// The API server's URL, with --server-data-dir
+    #[arg(long, default_value = "https://127.0.0.1:6443")]
+    server: String,
+    /// The name the API server's certificate is checked for, when --server is an address it
+    /// does not name
+    #[arg(long)]
+    tls_server_name: Option<String>,
+    /// The node's name [default: this machine's host name]
+    #[arg(long)]
+    hostname_override: Option<String>,
+    /// The node's IP address [default: found from the host name or the machine's addresses]
+    #[arg(long)]
+    node_ip: Option<std::net::IpAddr>,
+    /// Labels of the node, k=v,...
+    #[arg(long, value_delimiter = ',')]
+    node_labels: Vec<String>,
+    /// Taints the node registers with, key[=value]:Effect,...
+    #[arg(long, value_delimiter = ',')]
+    register_with_taints: Vec<String>,
+    /// How many pods the node runs at most
+    #[arg(long, default_value_t = 110)]
+    max_pods: u32,
+    /// An existing CRI socket to use instead of the agent's own containerd
+    #[arg(long)]
+    container_runtime_endpoint: Option<String>,
+    /// Run the node's copy of an image when no registry can be reached to pull it
+    #[arg(long)]
+    airgap: bool,
+    /// The address the kubelet serves HTTPS on
+    #[arg(long, default_value = "0.0.0.0")]
+    address: std::net::IpAddr,
+    /// The port the kubelet serves HTTPS on
+    #[arg(long, default_value_t = 10250)]
+    port: u16,
+    /// The serving certificate [default: issued with --server-data-dir]
+    #[arg(long)]
+    tls_cert_file: Option<std::path::PathBuf>,
+    /// The serving certificate's key
+    #[arg(long)]
+    tls_private_key_file: Option<std::path::PathBuf>,
+    /// The CA that callers' client certificates must come from
+    #[arg(long)]
+    client_ca_file: Option<std::path::PathBuf>,
 }
 
 impl ServerArgs {
@@ -304,7 +370,7 @@ impl Command {
             Command::Scheduler(_) => None,
             Command::HollowNodes(_) | Command::Images(_) => None,
             Command::ControllerManager(_) => None,
-            Command::Kubelet => Some(("kubelet", 0)),
+            Command::Kubelet(_) => None,
             Command::Proxy => Some(("proxy", 0)),
             Command::Version => None,
         }
@@ -356,7 +422,24 @@ fn main() -> ExitCode {
                 node_monitor_period: args.node_monitor_period,
             }))
         }
-        Command::Server(args) => run_async(supervisor::run(vec![
+        Command::Kubelet(args) => run_async(kubelet::run(args)),
+        Command::Server(args) => run_async(supervisor::run(args.components())),
+        _ => unreachable!("every other command is pending"),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("styrman: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+impl ServerArgs {
+    /// The control plane's components, then the local node's agent unless disabled.
+    fn components(&self) -> Vec<supervisor::Component> {
+        let args = self;
+        let mut components = vec![
             supervisor::Component {
                 name: "apiserver",
                 args: args.control_plane.to_args(),
@@ -376,15 +459,34 @@ fn main() -> ExitCode {
                 name: "controller-manager",
                 args: args.controller_manager_args(),
             },
-        ])),
-        _ => unreachable!("every other command is pending"),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("styrman: {e:#}");
-            ExitCode::FAILURE
+        ];
+        if !self.disable_agent {
+            components.push(supervisor::Component {
+                name: "kubelet",
+                args: self.kubelet_args(),
+            });
         }
+        components
+    }
+
+    fn kubelet_args(&self) -> Vec<String> {
+        let data_dir = self.control_plane.data_dir.display();
+        let host = if self.control_plane.bind_address.is_unspecified() {
+            "127.0.0.1".to_string()
+        } else {
+            self.control_plane.bind_address.to_string()
+        };
+        let mut args = vec![
+            format!("--data-dir={data_dir}"),
+            format!("--server-data-dir={data_dir}"),
+            format!("--server=https://{host}:{}", self.control_plane.secure_port),
+            // k3s's convention: the server's own node says it is one.
+            "--node-labels=node-role.kubernetes.io/control-plane=".to_string(),
+        ];
+        if self.airgap {
+            args.push("--airgap".into());
+        }
+        args
     }
 }
 

@@ -28,6 +28,17 @@ impl Cluster {
 
     /// Same, with extra flags for `styrman server`.
     pub fn start_with(styrman: &Path, extra: &[&str]) -> anyhow::Result<Cluster> {
+        Self::start_on("127.0.0.1", styrman, extra)
+    }
+
+    /// A control plane that nodes in their own network namespaces reach ([`crate::Node`]):
+    /// it listens on every address.
+    pub fn start_for_nodes(styrman: &Path) -> anyhow::Result<Cluster> {
+        Self::start_on("0.0.0.0", styrman, &[])
+    }
+
+    /// The control plane alone (`--disable-agent`): tests start nodes of their own.
+    fn start_on(bind: &str, styrman: &Path, extra: &[&str]) -> anyhow::Result<Cluster> {
         let data = tempfile::Builder::new().prefix("styrman-cluster-").tempdir()?;
         let home = tempfile::Builder::new().prefix("styrman-kubectl-home-").tempdir()?;
         let port = free_port()?;
@@ -40,7 +51,8 @@ impl Cluster {
             command
                 .arg("server")
                 .arg(format!("--data-dir={}", data.path().display()))
-                .arg("--bind-address=127.0.0.1")
+                .arg(format!("--bind-address={bind}"))
+                .arg("--disable-agent")
                 .arg(format!("--secure-port={port}"))
                 .args(extra)
                 .env("RUST_LOG", "info")

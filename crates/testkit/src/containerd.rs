@@ -194,7 +194,7 @@ impl Drop for Containerd {
 }
 
 /// Runs a set-up command that must succeed.
-fn run(command: &mut Command) -> anyhow::Result<()> {
+pub(crate) fn run(command: &mut Command) -> anyhow::Result<()> {
     let out = command.output().with_context(|| format!("{command:?}"))?;
     if !out.status.success() {
         bail!("{command:?}: {}", String::from_utf8_lossy(&out.stderr));
@@ -203,7 +203,7 @@ fn run(command: &mut Command) -> anyhow::Result<()> {
 }
 
 /// SIGKILLs every process whose command line names `dir` (shims started with its socket).
-fn kill_processes_naming(dir: &Path) {
+pub(crate) fn kill_processes_naming(dir: &Path) {
     let needle = dir.to_string_lossy().into_owned();
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return;
@@ -220,7 +220,7 @@ fn kill_processes_naming(dir: &Path) {
 }
 
 /// Unmounts (lazily, deepest first) every mount point below `dir`.
-fn unmount_below(dir: &Path) {
+pub(crate) fn unmount_below(dir: &Path) {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let mut points: Vec<&str> = mountinfo
         .lines()

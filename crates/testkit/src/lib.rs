@@ -6,6 +6,7 @@
 mod cluster;
 mod containerd;
 mod etcd;
+mod node;
 mod ports;
 mod process;
 mod wait;
@@ -13,6 +14,7 @@ mod wait;
 pub use cluster::Cluster;
 pub use containerd::{Containerd, build_images};
 pub use etcd::EtcdServer;
+pub use node::Node;
 pub use ports::free_port;
 pub use process::ChildProcess;
 pub use wait::{Outcome, eventually, json};

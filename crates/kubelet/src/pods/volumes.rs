@@ -1,0 +1,325 @@
+//! A pod's volumes on the node, as the kubelet's volume manager sets them up before the
+//! containers start: directories under the pod's own directory
+//! (`pods/<uid>/volumes/<plugin>/<name>`, the kubelet's layout) for `emptyDir` and for the
+//! files of `configMap`, `secret`, `downwardAPI` and `projected` volumes (written again on
+//! every sync, so a changed ConfigMap shows in running pods), the host's path for `hostPath`;
+//! then each container's `volumeMounts` (with `subPath` and `readOnly`) as CRI mounts.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use k8s_cri::v1 as cri;
+use k8s_openapi::api::core::v1::{ConfigMap, Container, KeyToPath, Pod, Secret, Volume};
+use kube::ResourceExt;
+use kube::api::Api;
+
+/// A volume that cannot be set up: the pod waits, with a `FailedMount` event saying why.
+#[derive(Debug)]
+pub struct MountError(pub String);
+
+/// Sets up every volume of `pod` under `pod_dir`; the host path of each, by volume name.
+pub async fn set_up(
+    client: &kube::Client,
+    pod: &Pod,
+    pod_dir: &Path,
+    pod_ip: &str,
+    node_ip: &str,
+) -> Result<HashMap<String, PathBuf>, MountError> {
+    let mut paths = HashMap::new();
+    let namespace = pod.namespace().unwrap_or_default();
+    for volume in pod.spec.as_ref().and_then(|s| s.volumes.as_ref()).into_iter().flatten() {
+        let failed = |why: String| MountError(format!("MountVolume.SetUp failed for volume {:?} : {why}", volume.name));
+        let path = match plan(volume) {
+            Plan::HostPath(path, kind) => {
+                host_path(&path, kind.as_deref()).map_err(failed)?;
+                PathBuf::from(path)
+            }
+            Plan::Directory(plugin) => {
+                let dir = pod_dir.join("volumes").join(plugin).join(&volume.name);
+                std::fs::create_dir_all(&dir).map_err(|e| failed(e.to_string()))?;
+                if plugin != EMPTY_DIR {
+                    let files = files(client, &namespace, pod, volume, pod_ip, node_ip)
+                        .await
+                        .map_err(failed)?;
+                    write_files(&dir, &files).map_err(|e| failed(e.to_string()))?;
+                }
+                dir
+            }
+            Plan::Unsupported(kind) => return Err(failed(format!("volume type {kind} is not supported by this node"))),
+        };
+        paths.insert(volume.name.clone(), path);
+    }
+    Ok(paths)
+}
+
+const EMPTY_DIR: &str = "kubernetes.io~empty-dir";
+
+enum Plan {
+    HostPath(String, Option<String>),
+    Directory(&'static str),
+    Unsupported(&'static str),
+}
+
+fn plan(volume: &Volume) -> Plan {
+    if let Some(h) = &volume.host_path {
+        Plan::HostPath(h.path.clone(), h.type_.clone())
+    } else if volume.empty_dir.is_some() {
+        Plan::Directory(EMPTY_DIR)
+    } else if volume.config_map.is_some() {
+        Plan::Directory("kubernetes.io~configmap")
+    } else if volume.secret.is_some() {
+        Plan::Directory("kubernetes.io~secret")
+    } else if volume.downward_api.is_some() {
+        Plan::Directory("kubernetes.io~downward-api")
+    } else if volume.projected.is_some() {
+        Plan::Directory("kubernetes.io~projected")
+    } else if volume.persistent_volume_claim.is_some() {
+        Plan::Unsupported("persistentVolumeClaim")
+    } else {
+        Plan::Unsupported("(this one)")
+    }
+}
+
+/// hostPath's `type` checks (and creations), as upstream's hostPath plugin does them.
+fn host_path(path: &str, kind: Option<&str>) -> Result<(), String> {
+    let p = Path::new(path);
+    let meta = std::fs::metadata(p);
+    match kind.unwrap_or("") {
+        "" => Ok(()),
+        "DirectoryOrCreate" => std::fs::create_dir_all(p).map_err(|e| e.to_string()),
+        "FileOrCreate" => {
+            if meta.is_err() {
+                if let Some(parent) = p.parent() {
+                    std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+                }
+                std::fs::File::create(p).map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        }
+        "Directory" if meta.as_ref().is_ok_and(|m| m.is_dir()) => Ok(()),
+        "Directory" => Err(format!("hostPath type check failed: {path} is not a directory")),
+        "File" if meta.as_ref().is_ok_and(|m| m.is_file()) => Ok(()),
+        "File" => Err(format!("hostPath type check failed: {path} is not a file")),
+        "Socket" | "CharDevice" | "BlockDevice" if meta.is_ok() => Ok(()),
+        other => Err(format!("hostPath type check failed: {path} is not a {other}")),
+    }
+}
+
+/// A file of a volume: path inside the volume, content, mode.
+type File = (String, Vec<u8>, i32);
+
+async fn files(
+    client: &kube::Client,
+    namespace: &str,
+    pod: &Pod,
+    volume: &Volume,
+    pod_ip: &str,
+    node_ip: &str,
+) -> Result<Vec<File>, String> {
+    let mut out = Vec::new();
+    if let Some(c) = &volume.config_map {
+        let data = config_map(client, namespace, &c.name).await?;
+        select(
+            &mut out,
+            data,
+            c.items.as_deref(),
+            c.default_mode,
+            c.optional,
+            "configmap",
+            &c.name,
+        )?;
+    } else if let Some(s) = &volume.secret {
+        let name = s.secret_name.clone().unwrap_or_default();
+        let data = secret(client, namespace, &name).await?;
+        select(
+            &mut out,
+            data,
+            s.items.as_deref(),
+            s.default_mode,
+            s.optional,
+            "secret",
+            &name,
+        )?;
+    } else if let Some(d) = &volume.downward_api {
+        for item in d.items.iter().flatten() {
+            if let Some(f) = &item.field_ref {
+                let value = super::env::field_value(pod, &f.field_path, pod_ip, node_ip)?;
+                out.push((
+                    item.path.clone(),
+                    value.into_bytes(),
+                    item.mode.or(d.default_mode).unwrap_or(0o644),
+                ));
+            }
+        }
+    } else if let Some(p) = &volume.projected {
+        for source in p.sources.iter().flatten() {
+            if let Some(c) = &source.config_map {
+                let data = config_map(client, namespace, &c.name).await?;
+                select(
+                    &mut out,
+                    data,
+                    c.items.as_deref(),
+                    p.default_mode,
+                    c.optional,
+                    "configmap",
+                    &c.name,
+                )?;
+            }
+            if let Some(s) = &source.secret {
+                let data = secret(client, namespace, &s.name).await?;
+                select(
+                    &mut out,
+                    data,
+                    s.items.as_deref(),
+                    p.default_mode,
+                    s.optional,
+                    "secret",
+                    &s.name,
+                )?;
+            }
+            if let Some(d) = &source.downward_api {
+                for item in d.items.iter().flatten() {
+                    if let Some(f) = &item.field_ref {
+                        let value = super::env::field_value(pod, &f.field_path, pod_ip, node_ip)?;
+                        out.push((
+                            item.path.clone(),
+                            value.into_bytes(),
+                            item.mode.or(p.default_mode).unwrap_or(0o644),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+async fn config_map(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<BTreeMap<String, Vec<u8>>>, String> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let found = api.get_opt(name).await.map_err(|e| e.to_string())?;
+    Ok(found.map(|c| {
+        let mut data: BTreeMap<String, Vec<u8>> = c
+            .data
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, v.into_bytes()))
+            .collect();
+        data.extend(c.binary_data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)));
+        data
+    }))
+}
+
+async fn secret(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<BTreeMap<String, Vec<u8>>>, String> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let found = api.get_opt(name).await.map_err(|e| e.to_string())?;
+    Ok(found.map(|s| s.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect()))
+}
+
+/// The files of a ConfigMap or Secret: every key, or the `items` chosen, with their modes.
+fn select(
+    out: &mut Vec<File>,
+    data: Option<BTreeMap<String, Vec<u8>>>,
+    items: Option<&[KeyToPath]>,
+    default_mode: Option<i32>,
+    optional: Option<bool>,
+    kind: &str,
+    name: &str,
+) -> Result<(), String> {
+    let mode = default_mode.unwrap_or(0o644);
+    let Some(data) = data else {
+        if optional.unwrap_or(false) {
+            return Ok(());
+        }
+        return Err(format!("{kind} {name:?} not found"));
+    };
+    match items {
+        Some(items) => {
+            for item in items {
+                match data.get(&item.key) {
+                    Some(v) => out.push((item.path.clone(), v.clone(), item.mode.unwrap_or(mode))),
+                    None if optional.unwrap_or(false) => {}
+                    None => return Err(format!("configmap references non-existent config key: {}", item.key)),
+                }
+            }
+        }
+        None => out.extend(data.into_iter().map(|(k, v)| (k, v, mode))),
+    }
+    Ok(())
+}
+
+/// Writes the files whole (each through a temporary name and a rename, so a reader never sees
+/// half a file) and removes files no longer in the volume.
+fn write_files(dir: &Path, files: &[File]) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut keep = std::collections::HashSet::new();
+    for (path, content, mode) in files {
+        let relative = Path::new(path);
+        if relative.is_absolute()
+            || relative
+                .components()
+                .any(|c| matches!(c, std::path::Component::ParentDir))
+        {
+            continue;
+        }
+        let target = dir.join(relative);
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        if std::fs::read(&target).ok().as_deref() != Some(content.as_slice()) {
+            let partial = target.with_extension("styrman-partial");
+            std::fs::write(&partial, content)?;
+            std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(*mode as u32 & 0o7777))?;
+            std::fs::rename(&partial, &target)?;
+        }
+        keep.insert(relative.components().next().map(|c| c.as_os_str().to_owned()));
+    }
+    for entry in std::fs::read_dir(dir)?.flatten() {
+        if !keep.contains(&Some(entry.file_name())) {
+            let path = entry.path();
+            let _ = if path.is_dir() {
+                std::fs::remove_dir_all(path)
+            } else {
+                std::fs::remove_file(path)
+            };
+        }
+    }
+    Ok(())
+}
+
+/// The container's `volumeMounts` as CRI mounts.
+pub fn mounts(container: &Container, volumes: &HashMap<String, PathBuf>) -> Result<Vec<cri::Mount>, String> {
+    let mut out = Vec::new();
+    for m in container.volume_mounts.iter().flatten() {
+        let Some(source) = volumes.get(&m.name) else {
+            return Err(format!(
+                "cannot find volume {:?} to mount into container {:?}",
+                m.name, container.name
+            ));
+        };
+        let mut host_path = source.clone();
+        if let Some(sub) = m.sub_path.as_deref().filter(|s| !s.is_empty()) {
+            if Path::new(sub).is_absolute() || sub.split('/').any(|p| p == "..") {
+                return Err(format!("subPath {sub:?} must be a relative path without '..'"));
+            }
+            host_path = host_path.join(sub);
+            if !host_path.exists() {
+                std::fs::create_dir_all(&host_path).map_err(|e| e.to_string())?;
+            }
+        }
+        out.push(cri::Mount {
+            container_path: m.mount_path.clone(),
+            host_path: host_path.to_string_lossy().into_owned(),
+            readonly: m.read_only.unwrap_or(false),
+            ..Default::default()
+        });
+    }
+    Ok(out)
+}

@@ -1,0 +1,263 @@
+//! The node agent as a user meets it: a control plane and one real node (`styrman kubelet`
+//! with its own containerd and runc, in a network namespace of its own), driven with the real
+//! kubectl. Pods run to completion and their logs read back; a crash-looping container backs
+//! off; an image no registry has fails to pull without harming other pods; a pod whose
+//! ConfigMap is missing waits with FailedMount until it appears; a Deployment's pods serve,
+//! survive the agent's kill -9 without a container duplicated, and go on delete.
+
+use std::time::Duration;
+
+use styrman_testkit::{Cluster, Node, build_images, eventually, json};
+
+const START: Duration = Duration::from_secs(60);
+
+fn node_cluster() -> (Cluster, Node, tempfile::TempDir) {
+    let styrman = env!("CARGO_BIN_EXE_styrman").as_ref();
+    let images = tempfile::tempdir().unwrap();
+    build_images(styrman, images.path());
+    let cluster = Cluster::start_for_nodes(styrman).unwrap();
+    let node = Node::start(&cluster, styrman, "node-1", images.path()).unwrap();
+    eventually("the node is Ready", START, || {
+        let out = cluster.kubectl(&["get", "node", "node-1", "--no-headers"]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        if text.split_whitespace().nth(1) == Some("Ready") {
+            Ok(())
+        } else {
+            Err(format!("{text}{}", tail(&node.log())))
+        }
+    });
+    (cluster, node, images)
+}
+
+fn tail(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+/// kubectl's STATUS column for pod `name`.
+fn status(cluster: &Cluster, name: &str) -> String {
+    let out = cluster.kubectl(&["get", "pod", name, "--no-headers"]);
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .nth(2)
+        .unwrap_or("")
+        .to_string()
+}
+
+fn wait_status(cluster: &Cluster, node: &Node, name: &str, want: &str) {
+    eventually(&format!("pod {name} is {want}"), START, || {
+        let seen = status(cluster, name);
+        if seen == want {
+            Ok(())
+        } else {
+            Err(format!("{seen}\n{}", tail(&node.log())))
+        }
+    });
+}
+
+fn reasons(cluster: &Cluster, pod: &str) -> Vec<String> {
+    let events = json(&cluster.kubectl_ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        &format!("involvedObject.name={pod}"),
+        "-o",
+        "json",
+    ]));
+    events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["reason"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn pods_run_their_logs_read_back_and_failures_show_as_upstream_shows_them() {
+    let (c, node, _images) = node_cluster();
+
+    // The acceptance line: a pod that prints and ends.
+    c.kubectl_ok(&["run", "t", "--image=busybox", "--restart=Never", "--", "echo", "hi"]);
+    wait_status(&c, &node, "t", "Completed");
+    assert_eq!(c.kubectl_ok(&["logs", "t"]), "hi\n");
+    let pod = json(&c.kubectl_ok(&["get", "pod", "t", "-o", "json"]));
+    assert_eq!(pod["status"]["phase"], "Succeeded");
+    let terminated = &pod["status"]["containerStatuses"][0]["state"]["terminated"];
+    assert_eq!(
+        (terminated["exitCode"].as_i64(), terminated["reason"].as_str()),
+        (Some(0), Some("Completed"))
+    );
+    assert!(pod["status"]["podIP"].as_str().unwrap().starts_with("10.244."), "{pod}");
+    assert_eq!(pod["status"]["hostIP"], node.ip.as_str());
+    let seen = reasons(&c, "t");
+    for reason in ["Scheduled", "Pulling", "PulledLocalCopy", "Created", "Started"] {
+        assert!(seen.iter().any(|r| r == reason), "{reason} not in {seen:?}");
+    }
+
+    // Environment from the pod's fields and a ConfigMap that appears later, as a volume.
+    c.apply(
+        "apiVersion: v1
+kind: Pod
+metadata: {name: reader, labels: {app: reader}}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: main
+    image: busybox
+    imagePullPolicy: IfNotPresent
+    command: [sh, -c, 'echo \"$POD_NAME on $NODE: $(cat /config/greeting)\"']
+    env:
+    - {name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+    - {name: NODE, valueFrom: {fieldRef: {fieldPath: spec.nodeName}}}
+    volumeMounts: [{name: config, mountPath: /config}]
+  volumes:
+  - {name: config, configMap: {name: greetings}}
+",
+    );
+    eventually("FailedMount for the missing ConfigMap", START, || {
+        let seen = reasons(&c, "reader");
+        if seen.iter().any(|r| r == "FailedMount") {
+            Ok(())
+        } else {
+            Err(format!("{seen:?}"))
+        }
+    });
+    assert_eq!(status(&c, "reader"), "ContainerCreating");
+    c.kubectl_ok(&["create", "configmap", "greetings", "--from-literal=greeting=hello"]);
+    wait_status(&c, &node, "reader", "Completed");
+    assert_eq!(c.kubectl_ok(&["logs", "reader"]), "reader on node-1: hello\n");
+
+    // A container that keeps failing backs off, and says how it ended.
+    c.kubectl_ok(&[
+        "run",
+        "crash",
+        "--image=busybox",
+        "--",
+        "sh",
+        "-c",
+        "echo dying; exit 3",
+    ]);
+    wait_status(&c, &node, "crash", "CrashLoopBackOff");
+    let pod = json(&c.kubectl_ok(&["get", "pod", "crash", "-o", "json"]));
+    let container = &pod["status"]["containerStatuses"][0];
+    assert!(container["restartCount"].as_i64().unwrap() >= 1, "{container}");
+    assert_eq!(container["lastState"]["terminated"]["exitCode"], 3, "{container}");
+    assert!(
+        container["state"]["waiting"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("back-off 10s restarting failed container=crash"),
+        "{container}"
+    );
+    assert_eq!(c.kubectl_ok(&["logs", "crash"]), "dying\n");
+
+    // An image no registry can give: ErrImagePull, then ImagePullBackOff, others unharmed.
+    c.kubectl_ok(&["run", "missing", "--image=docker.io/library/not-there:1.0"]);
+    eventually("the pull fails", START, || {
+        let seen = status(&c, "missing");
+        if seen == "ErrImagePull" || seen == "ImagePullBackOff" {
+            Ok(())
+        } else {
+            Err(seen)
+        }
+    });
+    wait_status(&c, &node, "missing", "ImagePullBackOff");
+    let logs = c.kubectl(&["logs", "missing"]);
+    // The reason alternates between the two as pulls are retried.
+    assert!(
+        String::from_utf8_lossy(&logs.stderr).contains("is waiting to start: ImagePullBackOff")
+            || String::from_utf8_lossy(&logs.stderr).contains("is waiting to start: ErrImagePull"),
+        "{}",
+        String::from_utf8_lossy(&logs.stderr)
+    );
+    c.kubectl_ok(&["run", "after", "--image=busybox", "--restart=Never", "--", "true"]);
+    wait_status(&c, &node, "after", "Completed");
+}
+
+#[test]
+fn a_deployment_serves_survives_an_agent_kill_and_goes_on_delete() {
+    let (c, mut node, _images) = node_cluster();
+    c.kubectl_ok(&["create", "deployment", "web", "--image=nginx", "--replicas=2"]);
+    let running = |c: &Cluster| -> Vec<(String, String, String)> {
+        let pods = json(&c.kubectl_ok(&["get", "pods", "-l", "app=web", "-o", "json"]));
+        pods["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["status"]["containerStatuses"][0]["ready"] == true)
+            .map(|p| {
+                (
+                    p["metadata"]["name"].as_str().unwrap().to_string(),
+                    p["status"]["podIP"].as_str().unwrap_or("").to_string(),
+                    p["status"]["containerStatuses"][0]["containerID"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string(),
+                )
+            })
+            .collect()
+    };
+    let mut pods = Vec::new();
+    eventually("two nginx pods are ready", START, || {
+        pods = running(&c);
+        if pods.len() == 2 {
+            Ok(())
+        } else {
+            Err(format!("{pods:?}\n{}", tail(&node.log())))
+        }
+    });
+    pods.sort();
+    // Another pod reaches nginx over the node's pod network.
+    c.kubectl_ok(&[
+        "run",
+        "probe",
+        "--image=busybox",
+        "--restart=Never",
+        "--",
+        "wget",
+        "-qO-",
+        &format!("http://{}/", pods[0].1),
+    ]);
+    wait_status(&c, &node, "probe", "Completed");
+    assert!(c.kubectl_ok(&["logs", "probe"]).contains("Welcome to nginx!"));
+
+    // The agent dies and comes back: the same containers, nothing started twice.
+    let tasks_before = {
+        let mut t = node.tasks();
+        t.sort();
+        t
+    };
+    node.kill_kubelet();
+    node.start_kubelet().unwrap();
+    eventually("the agent is back and posts status", START, || {
+        let log = node.log();
+        if log.matches("node registered").count() >= 2 {
+            Ok(())
+        } else {
+            Err(tail(&log))
+        }
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let mut after = running(&c);
+    after.sort();
+    assert_eq!(after, pods, "the pods' containers changed across the agent's restart");
+    let mut tasks_after = node.tasks();
+    tasks_after.sort();
+    assert_eq!(tasks_after, tasks_before);
+
+    // Deleting the deployment stops and removes its pods' containers.
+    c.kubectl_ok(&["delete", "deployment", "web"]);
+    c.kubectl_ok(&["delete", "pod", "probe"]);
+    eventually("the pods are gone", START, || {
+        let left = c.kubectl_ok(&["get", "pods", "-o", "name"]);
+        if left.trim().is_empty() { Ok(()) } else { Err(left) }
+    });
+    eventually("nothing runs on the node", START, || {
+        let tasks = node.tasks();
+        if tasks.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{tasks:?}"))
+        }
+    });
+}
