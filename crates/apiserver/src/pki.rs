@@ -130,7 +130,7 @@ fn read(dir: &Path, name: &str) -> anyhow::Result<Option<String>> {
 }
 
 /// Writes atomically (temp file + rename); private keys are readable by the owner only.
-pub(crate) fn write(dir: &Path, name: &str, contents: &str, private: bool) -> anyhow::Result<()> {
+pub fn write(dir: &Path, name: &str, contents: &str, private: bool) -> anyhow::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let path = dir.join(name);

@@ -114,24 +114,10 @@ async fn issue(
         &format!("system:node:{}", node.name),
         &credentials.client,
     );
+    let write = styrman_apiserver::pki::write;
     write(&dir, "kubelet.kubeconfig", &kubeconfig, true)?;
     write(&dir, "kubelet.crt", &credentials.serving.cert_pem, false)?;
     write(&dir, "kubelet.key", &credentials.serving.key_pem, true)?;
     write(&dir, "ca.crt", &credentials.ca_pem, false)?;
     Ok(dir)
-}
-
-fn write(dir: &Path, name: &str, text: &str, private: bool) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let path = dir.join(name);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(if private { 0o600 } else { 0o644 })
-        .open(&path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    file.write_all(text.as_bytes())?;
-    Ok(())
 }

@@ -42,10 +42,19 @@ fn version_prints_both_versions() {
 
 #[test]
 fn a_component_not_built_yet_says_so_and_fails() {
-    let out = styrman(&["kubelet"]);
+    let out = styrman(&["proxy"]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("not in this build"), "{err}");
+}
+
+#[test]
+fn a_kubelet_without_credentials_says_which_flags_it_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = styrman(&["kubelet", &format!("--data-dir={}", dir.path().display())]);
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("--kubeconfig (or --server-data-dir)"), "{err}");
 }
 
 #[test]

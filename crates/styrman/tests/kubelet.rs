@@ -243,7 +243,13 @@ fn a_deployment_serves_survives_an_agent_kill_and_goes_on_delete() {
     assert_eq!(after, pods, "the pods' containers changed across the agent's restart");
     let mut tasks_after = node.tasks();
     tasks_after.sort();
-    assert_eq!(tasks_after, tasks_before);
+    assert_eq!(
+        tasks_after,
+        tasks_before,
+        "{}\n{}",
+        tail(&node.log()),
+        tail(&node.containerd_log())
+    );
 
     // Deleting the deployment stops and removes its pods' containers.
     c.kubectl_ok(&["delete", "deployment", "web"]);

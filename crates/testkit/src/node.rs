@@ -93,6 +93,11 @@ impl Node {
         std::fs::read_to_string(self.dir.path().join("kubelet.log")).unwrap_or_default()
     }
 
+    /// The node's containerd's log.
+    pub fn containerd_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("agent/containerd/containerd.log")).unwrap_or_default()
+    }
+
     /// `ctr` against the node's containerd, in CRI's namespace.
     pub fn ctr(&self, args: &[&str]) -> std::process::Output {
         Command::new("ctr")

@@ -207,8 +207,16 @@ async fn run(
         .map(|s| s.id.clone());
     let sandbox_id = match ready {
         Some(id) => id,
+        None if containers.iter().any(Observed::running) => {
+            // Containers still run in it: the runtime has not caught up with the sandbox yet
+            // (a containerd just restarted reports sandboxes it is still reconnecting to as
+            // not ready). Look again rather than kill a live pod.
+            shared.queue.add_after(uid.to_string(), Duration::from_secs(1));
+            return Ok(());
+        }
         None => {
             if !sandboxes.is_empty() {
+                tracing::info!(pod = %pod.name_any(), states = ?sandboxes.iter().map(|s| s.state).collect::<Vec<_>>(), "the pod's sandbox is not ready; starting a new one");
                 kill(shared, Some(pod), &sandboxes, &containers, MIN_GRACE).await?;
             }
             let attempt = sandboxes.len() as u32;

@@ -141,16 +141,7 @@ async fn files(
             &name,
         )?;
     } else if let Some(d) = &volume.downward_api {
-        for item in d.items.iter().flatten() {
-            if let Some(f) = &item.field_ref {
-                let value = super::env::field_value(pod, &f.field_path, pod_ip, node_ip)?;
-                out.push((
-                    item.path.clone(),
-                    value.into_bytes(),
-                    item.mode.or(d.default_mode).unwrap_or(0o644),
-                ));
-            }
-        }
+        downward(&mut out, pod, d.items.as_deref(), d.default_mode, pod_ip, node_ip)?;
     } else if let Some(p) = &volume.projected {
         for source in p.sources.iter().flatten() {
             if let Some(c) = &source.config_map {
@@ -178,20 +169,33 @@ async fn files(
                 )?;
             }
             if let Some(d) = &source.downward_api {
-                for item in d.items.iter().flatten() {
-                    if let Some(f) = &item.field_ref {
-                        let value = super::env::field_value(pod, &f.field_path, pod_ip, node_ip)?;
-                        out.push((
-                            item.path.clone(),
-                            value.into_bytes(),
-                            item.mode.or(p.default_mode).unwrap_or(0o644),
-                        ));
-                    }
-                }
+                downward(&mut out, pod, d.items.as_deref(), p.default_mode, pod_ip, node_ip)?;
             }
         }
     }
     Ok(out)
+}
+
+/// The files of downward API items: each a field of the pod.
+fn downward(
+    out: &mut Vec<File>,
+    pod: &Pod,
+    items: Option<&[k8s_openapi::api::core::v1::DownwardAPIVolumeFile]>,
+    default_mode: Option<i32>,
+    pod_ip: &str,
+    node_ip: &str,
+) -> Result<(), String> {
+    for item in items.into_iter().flatten() {
+        if let Some(f) = &item.field_ref {
+            let value = super::env::field_value(pod, &f.field_path, pod_ip, node_ip)?;
+            out.push((
+                item.path.clone(),
+                value.into_bytes(),
+                item.mode.or(default_mode).unwrap_or(0o644),
+            ));
+        }
+    }
+    Ok(())
 }
 
 async fn config_map(
