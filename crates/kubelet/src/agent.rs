@@ -92,11 +92,12 @@ pub async fn run(config: Config) -> Result<()> {
 
     let node_ip = registration.internal_ip();
     let heartbeat = tokio::spawn(heartbeat(client.clone(), Arc::clone(&registration), runtime.clone()));
-    if let Some(containerd) = containerd.as_ref().map(|_| layout.containerd()) {
+    // The pod network is ours to configure only in our own containerd.
+    if containerd.is_some() {
         tokio::spawn(install_pod_network(
             client.clone(),
             registration.name().to_string(),
-            containerd.cni_conf_dir(),
+            layout.containerd().cni_conf_dir(),
             layout.cni_ipam(),
         ));
     }

@@ -62,10 +62,7 @@ impl Runtime {
             .images
             .clone()
             .image_status(k8s_cri::v1::ImageStatusRequest {
-                image: Some(k8s_cri::v1::ImageSpec {
-                    image: image.to_string(),
-                    ..Default::default()
-                }),
+                image: Some(image_spec(image)),
                 verbose: false,
             })
             .await?
@@ -79,15 +76,19 @@ impl Runtime {
             .images
             .clone()
             .pull_image(k8s_cri::v1::PullImageRequest {
-                image: Some(k8s_cri::v1::ImageSpec {
-                    image: image.to_string(),
-                    ..Default::default()
-                }),
+                image: Some(image_spec(image)),
                 ..Default::default()
             })
             .await?
             .into_inner();
         Ok(pulled.image_ref)
+    }
+}
+
+fn image_spec(image: &str) -> k8s_cri::v1::ImageSpec {
+    k8s_cri::v1::ImageSpec {
+        image: image.to_string(),
+        ..Default::default()
     }
 }
 

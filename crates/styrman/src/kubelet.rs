@@ -3,7 +3,6 @@
 //! issued from the cluster CA there at every start (a kubeconfig for `system:node:<name>` and
 //! a serving certificate for its name and address) and kept under `DATA_DIR/agent/pki`.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -24,16 +23,7 @@ pub async fn run(args: KubeletArgs) -> anyhow::Result<()> {
         !name.is_empty(),
         "this machine has no host name: give --hostname-override"
     );
-    let labels: BTreeMap<String, String> = args
-        .node_labels
-        .iter()
-        .filter(|l| !l.is_empty())
-        .map(|l| {
-            l.split_once('=')
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .ok_or_else(|| anyhow::anyhow!("--node-labels: {l:?} is not k=v"))
-        })
-        .collect::<anyhow::Result<_>>()?;
+    let labels = crate::parse_labels("--node-labels", &args.node_labels)?;
     let node = styrman_kubelet::machine::NodeConfig {
         name: name.clone(),
         node_ip: args.node_ip,

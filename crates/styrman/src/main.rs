@@ -199,6 +199,19 @@ struct ControllerManagerArgs {
     node_monitor_period: std::time::Duration,
 }
 
+/// `k=v` flags (`--labels`, `--node-labels`) as a map; empty items are skipped.
+fn parse_labels(flag: &str, items: &[String]) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+    items
+        .iter()
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            l.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .ok_or_else(|| anyhow::anyhow!("{flag}: {l:?} is not k=v"))
+        })
+        .collect()
+}
+
 /// A duration as Go's time.ParseDuration reads it (kube-controller-manager's duration flags):
 /// a sequence of decimal numbers with units, `1m30s`, `1.5h`, `500ms`, or `0`. Negative
 /// durations mean nothing for these flags and are refused.
@@ -304,16 +317,7 @@ struct HollowNodesArgs {
 
 impl HollowNodesArgs {
     fn config(self) -> anyhow::Result<styrman_hollow::Config> {
-        let labels = self
-            .labels
-            .iter()
-            .filter(|l| !l.is_empty())
-            .map(|l| {
-                l.split_once('=')
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .ok_or_else(|| anyhow::anyhow!("--labels: {l:?} is not k=v"))
-            })
-            .collect::<anyhow::Result<_>>()?;
+        let labels = parse_labels("--labels", &self.labels)?;
         Ok(styrman_hollow::Config {
             kubeconfig: self.kubeconfig,
             count: self.count,

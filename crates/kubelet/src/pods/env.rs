@@ -45,7 +45,7 @@ async fn source(
     }
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 enum Source {
     ConfigMap,
     Secret,
@@ -69,6 +69,11 @@ pub async fn environment(
     node_ip: &str,
 ) -> Result<Vec<(String, String)>, String> {
     let namespace = pod.namespace().unwrap_or_default();
+    let mut sources = Sources {
+        client,
+        namespace: &namespace,
+        read: Default::default(),
+    };
     let mut env: Vec<(String, String)> = Vec::new();
     let set = |env: &mut Vec<(String, String)>, key: String, value: String| {
         if let Some(slot) = env.iter_mut().find(|(k, _)| *k == key) {
@@ -86,10 +91,10 @@ pub async fn environment(
         } else {
             continue;
         };
-        match source(client, &namespace, kind, &name).await? {
+        match sources.get(kind, &name).await? {
             Some(data) => {
                 for (k, v) in data {
-                    set(&mut env, format!("{prefix}{k}"), v);
+                    set(&mut env, format!("{prefix}{k}"), v.clone());
                 }
             }
             None if optional => {}
@@ -105,7 +110,7 @@ pub async fn environment(
             } else if let Some(resource) = &from.resource_field_ref {
                 resource_value(pod, container, resource)?
             } else if let Some(key) = &from.config_map_key_ref {
-                match key_value(client, &namespace, Source::ConfigMap, &key.name, &key.key).await? {
+                match sources.key(Source::ConfigMap, &key.name, &key.key).await? {
                     Some(v) => v,
                     None if key.optional.unwrap_or(false) => continue,
                     None => {
@@ -116,7 +121,7 @@ pub async fn environment(
                     }
                 }
             } else if let Some(key) = &from.secret_key_ref {
-                match key_value(client, &namespace, Source::Secret, &key.name, &key.key).await? {
+                match sources.key(Source::Secret, &key.name, &key.key).await? {
                     Some(v) => v,
                     None if key.optional.unwrap_or(false) => continue,
                     None => {
@@ -137,16 +142,25 @@ pub async fn environment(
     Ok(env)
 }
 
-async fn key_value(
-    client: &kube::Client,
-    namespace: &str,
-    kind: Source,
-    name: &str,
-    key: &str,
-) -> Result<Option<String>, String> {
-    match source(client, namespace, kind, name).await? {
-        Some(mut data) => Ok(data.remove(key)),
-        None => Ok(None),
+/// The ConfigMaps and Secrets one container's environment reads, each read once.
+struct Sources<'a> {
+    client: &'a kube::Client,
+    namespace: &'a str,
+    read: std::collections::HashMap<(Source, String), Option<BTreeMap<String, String>>>,
+}
+
+impl Sources<'_> {
+    async fn get(&mut self, kind: Source, name: &str) -> Result<Option<&BTreeMap<String, String>>, String> {
+        let key = (kind, name.to_string());
+        if !self.read.contains_key(&key) {
+            let data = source(self.client, self.namespace, kind, name).await?;
+            self.read.insert(key.clone(), data);
+        }
+        Ok(self.read[&key].as_ref())
+    }
+
+    async fn key(&mut self, kind: Source, name: &str, key: &str) -> Result<Option<String>, String> {
+        Ok(self.get(kind, name).await?.and_then(|d| d.get(key).cloned()))
     }
 }
 

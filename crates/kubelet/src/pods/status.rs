@@ -71,7 +71,6 @@ pub fn container_status(
     latest: Option<&Observed>,
     previous: Option<&Observed>,
     waiting: Option<&(String, String)>,
-    ready_when_running: bool,
 ) -> Value {
     let waiting_state = |reason: &str, message: &str| {
         let mut w = json!({"reason": reason});
@@ -99,7 +98,8 @@ pub fn container_status(
         "name": spec.name,
         "state": state,
         "lastState": last_state.unwrap_or_else(|| json!({})),
-        "ready": running && ready_when_running,
+        // Without probes (not yet run by this node) a running container is ready.
+        "ready": running,
         "restartCount": latest.map(|c| c.attempt).unwrap_or(0),
         "image": latest
             .map(|c| c.status.image.as_ref().map(|i| i.image.clone()).unwrap_or_default())

@@ -199,7 +199,9 @@ async fn run(
         }
     };
 
-    // A ready sandbox, or a new one (its containers die with the old).
+    // A ready sandbox, or a new one (its containers die with the old); its attempt counts the
+    // sandboxes before it.
+    let sandbox_config = spec::sandbox_config(pod, &settings.layout.pod_logs(), sandboxes.len() as u32);
     let ready = sandboxes
         .iter()
         .filter(|s| s.state == cri::PodSandboxState::SandboxReady as i32)
@@ -219,15 +221,13 @@ async fn run(
                 tracing::info!(pod = %pod.name_any(), states = ?sandboxes.iter().map(|s| s.state).collect::<Vec<_>>(), "the pod's sandbox is not ready; starting a new one");
                 kill(shared, Some(pod), &sandboxes, &containers, MIN_GRACE).await?;
             }
-            let attempt = sandboxes.len() as u32;
-            let config = spec::sandbox_config(pod, &settings.layout.pod_logs(), attempt);
-            std::fs::create_dir_all(&config.log_directory).ok();
+            std::fs::create_dir_all(&sandbox_config.log_directory).ok();
             match settings
                 .runtime
                 .runtime
                 .clone()
                 .run_pod_sandbox(cri::RunPodSandboxRequest {
-                    config: Some(config),
+                    config: Some(sandbox_config.clone()),
                     runtime_handler: String::new(),
                 })
                 .await
@@ -270,13 +270,7 @@ async fn run(
             .map(|n| n.ip.clone())
             .unwrap_or_default()
     };
-    let current: Vec<Observed> = containers
-        .iter()
-        .filter(|c| c.status.metadata.is_some())
-        .cloned()
-        .collect();
-    let names = by_name(&current);
-    let sandbox_config = spec::sandbox_config(pod, &settings.layout.pod_logs(), 0);
+    let names = by_name(&containers);
     let ctx = StartContext {
         shared,
         pod,
@@ -357,14 +351,13 @@ async fn run(
 
     // The status, from the runtime as it is now.
     let (_, containers) = observe(shared, uid).await?;
-    let in_sandbox: Vec<Observed> = containers.into_iter().collect();
     let phase = post_status(
         shared,
         pod,
         uid,
         Some(Progress {
             pod_ip: &pod_ip,
-            containers: &in_sandbox,
+            containers: &containers,
             initialized,
             init_failed,
             restart_policy: &restart_policy,
@@ -379,7 +372,7 @@ async fn run(
         let (sandboxes, containers) = observe(shared, uid).await?;
         stop(shared, Some(pod), &sandboxes, &containers, MIN_GRACE).await?;
     }
-    gc_old_containers(shared, &in_sandbox).await;
+    gc_old_containers(shared, &containers).await;
     if let Some(wait) = requeue {
         shared.queue.add_after(uid.to_string(), wait);
     }
@@ -628,13 +621,11 @@ impl StartContext<'_> {
 /// Always for `:latest` or no tag, IfNotPresent otherwise (the API server's defaulting, for
 /// pods that reached us without it).
 fn default_pull_policy(image: &str) -> &'static str {
-    let name = image.rsplit('/').next().unwrap_or(image);
-    if image.contains('@') {
-        return "IfNotPresent";
-    }
-    match name.split_once(':') {
-        Some((_, "latest")) | None => "Always",
-        Some(_) => "IfNotPresent",
+    let canonical = styrman_runtime::canonical_image_name(image);
+    if !canonical.contains('@') && canonical.ends_with(":latest") {
+        "Always"
+    } else {
+        "IfNotPresent"
     }
 }
 
@@ -703,7 +694,7 @@ async fn post_status(
                 if reason.is_none() && latest.is_none() && !init && progress.as_ref().is_some_and(|p| !p.initialized) {
                     reason = Some(&pod_initializing);
                 }
-                status::container_status(c, latest, previous, reason, true)
+                status::container_status(c, latest, previous, reason)
             })
             .collect()
     };
