@@ -123,6 +123,7 @@ async fn watch(shared: Arc<Shared>) -> anyhow::Result<()> {
             }
             Ok(Event::InitDone) => {
                 let seen = listing.take().unwrap_or_default();
+                tracing::info!(pods = seen.len(), "pods of this node listed");
                 let gone: Vec<String> = {
                     let mut pods = shared.pods.lock().expect("pods lock");
                     let gone = pods.keys().filter(|u| !seen.contains(*u)).cloned().collect();

@@ -44,12 +44,13 @@ const BACKOFF_RESET: Duration = Duration::from_secs(600);
 const MIN_GRACE: i64 = 2;
 
 pub async fn sync(shared: &Shared, uid: &str) -> anyhow::Result<()> {
+    // Until the watch's first list is in, a pod missing from the cache may still exist: its
+    // containers are adopted, not judged. Read before the cache, which is full once it is set.
+    let synced = shared.synced.load(std::sync::atomic::Ordering::SeqCst);
     let pod = shared.pods.lock().expect("pods lock").get(uid).cloned();
     let (sandboxes, containers) = observe(shared, uid).await?;
     let Some(pod) = pod else {
-        // Until the watch's first list is in, a pod missing from the cache may still exist:
-        // its containers are adopted, not judged.
-        if !shared.synced.load(std::sync::atomic::Ordering::SeqCst) {
+        if !synced {
             return Ok(());
         }
         if !sandboxes.is_empty() || !containers.is_empty() {
@@ -209,13 +210,6 @@ async fn run(
         .map(|s| s.id.clone());
     let sandbox_id = match ready {
         Some(id) => id,
-        None if containers.iter().any(Observed::running) => {
-            // Containers still run in it: the runtime has not caught up with the sandbox yet
-            // (a containerd just restarted reports sandboxes it is still reconnecting to as
-            // not ready). Look again rather than kill a live pod.
-            shared.queue.add_after(uid.to_string(), Duration::from_secs(1));
-            return Ok(());
-        }
         None => {
             if !sandboxes.is_empty() {
                 tracing::info!(pod = %pod.name_any(), states = ?sandboxes.iter().map(|s| s.state).collect::<Vec<_>>(), "the pod's sandbox is not ready; starting a new one");
