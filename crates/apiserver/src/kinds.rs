@@ -231,6 +231,29 @@ pub static KINDS: &[Kind] = &[
                 kind: "Pod",
                 verbs: &["get"],
             },
+            // Connections upgraded and proxied to the pod's node (`node_proxy`): GET for
+            // WebSocket clients, POST for SPDY ones.
+            Subresource {
+                name: "attach",
+                group: "",
+                version: "v1",
+                kind: "PodAttachOptions",
+                verbs: &["create", "get"],
+            },
+            Subresource {
+                name: "exec",
+                group: "",
+                version: "v1",
+                kind: "PodExecOptions",
+                verbs: &["create", "get"],
+            },
+            Subresource {
+                name: "portforward",
+                group: "",
+                version: "v1",
+                kind: "PodPortForwardOptions",
+                verbs: &["create", "get"],
+            },
         ]),
     kind("", "v1", "PodTemplate", "podtemplates", "podtemplate", true),
     // Computed on each read from the components' health; deprecated upstream, still served.

@@ -267,6 +267,22 @@ impl Server {
                 .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
             return Ok(response);
         }
+        if kind.plural == "pods"
+            && kind.group.is_empty()
+            && let Some(connect @ ("exec" | "attach" | "portforward")) = resource.subresource.as_deref()
+        {
+            let (Some(namespace), Some(name)) = (resource.namespace.as_deref(), resource.name.as_deref()) else {
+                return Err(ApiError::route_not_found());
+            };
+            if !matches!(resource.verb, Verb::Get | Verb::Create) {
+                return Err(ApiError::method_not_allowed());
+            }
+            let mut request = request;
+            let answer =
+                crate::node_proxy::pod_connect(&self.registry, &self.kubelets, namespace, name, connect, &mut request)
+                    .await?;
+            return Ok(answer.map(|body| Full::new(body).boxed_unsync()));
+        }
         let shape = negotiate(accept, query)?;
         let manager = query
             .get("fieldManager")

@@ -52,6 +52,10 @@ state = "{r}/state"
   address = "{r}/debug.sock"
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "{sandbox_image}"
+  # exec, attach and port-forward: the kubelet proxies to this stream server, on loopback
+  # in the node's network namespace, plain HTTP, any free port.
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
   # Lowering oom_score_adj needs CAP_SYS_RESOURCE, which these machines do not grant.
   restrict_oom_score_adj = true
   # Pod network namespaces under the state directory, not /run/netns (which `ip netns`

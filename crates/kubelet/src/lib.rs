@@ -1,5 +1,5 @@
 //! The node agent (kubelet): registers the node, runs the pods bound to it on containerd
-//! through CRI, and serves their logs to the API server. [`agent`] starts everything;
+//! through CRI, and serves their logs and streams (exec, attach, port-forward) to the API server. [`agent`] starts everything;
 //! [`pods`] runs pods; [`node_status`] is shared with the hollow nodes.
 
 pub mod agent;
@@ -11,3 +11,4 @@ pub mod machine;
 pub mod node_status;
 pub mod pods;
 pub mod server;
+pub mod streaming;

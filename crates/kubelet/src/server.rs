@@ -1,5 +1,6 @@
 //! The kubelet's HTTPS port (10250), where the API server comes for what only the node has:
-//! `/containerLogs/<namespace>/<pod>/<container>` (what `pods/log` proxies to) and `/healthz`.
+//! `/containerLogs/<namespace>/<pod>/<container>` (what `pods/log` proxies to), the streams of
+//! `pods/exec|attach|portforward` ([`crate::streaming`]) and `/healthz`.
 //! Only callers with a client certificate from the cluster CA get in, and of those only the API
 //! server's own identity (`kube-apiserver-kubelet-client`) or `system:masters` may read logs,
 //! the part of upstream's webhook authorization that matters here: nodes and other clients
@@ -64,7 +65,7 @@ pub async fn serve(config: ServerConfig, runtime: Runtime) -> anyhow::Result<()>
                 async move { Ok::<_, Infallible>(handle(request, allowed, runtime).await) }
             });
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            if let Err(e) = builder.serve_connection(TokioIo::new(tls), service).await {
+            if let Err(e) = builder.serve_connection_with_upgrades(TokioIo::new(tls), service).await {
                 tracing::debug!(%peer, error = %e, "kubelet connection ended with an error");
             }
         });
@@ -135,7 +136,14 @@ async fn handle(request: Request<Incoming>, allowed: Option<bool>, runtime: Runt
         ["containerLogs", namespace, pod, container] if request.method() == http::Method::GET => {
             container_logs(runtime, namespace, pod, container, &query).await
         }
-        _ => text(StatusCode::NOT_FOUND, "404 page not found"),
+        parts => match crate::streaming::Target::from_path(parts) {
+            Some(target) if matches!(*request.method(), http::Method::GET | http::Method::POST) => {
+                crate::streaming::serve(target, request, &runtime)
+                    .await
+                    .map(|body| Full::new(body).boxed_unsync())
+            }
+            _ => text(StatusCode::NOT_FOUND, "404 page not found"),
+        },
     }
 }
 

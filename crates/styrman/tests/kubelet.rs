@@ -267,3 +267,136 @@ fn a_deployment_serves_survives_an_agent_kill_and_goes_on_delete() {
         }
     });
 }
+
+/// The text kubectl printed before `needle` appeared on its stdout, read line by line from a
+/// child that keeps running (`port-forward`, `attach`); panics after `START`.
+fn read_until(child: &mut std::process::Child, needle: &str) -> String {
+    use std::io::BufRead;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut seen = String::new();
+    let deadline = std::time::Instant::now() + START;
+    while std::time::Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+            seen.push_str(&line);
+            seen.push('\n');
+            if line.contains(needle) {
+                return seen;
+            }
+        }
+    }
+    panic!("{needle:?} never came; kubectl printed:\n{seen}");
+}
+
+#[test]
+fn exec_cp_attach_and_port_forward_reach_the_containers() {
+    let (c, node, _images) = node_cluster();
+    c.kubectl_ok(&["run", "shell", "--image=busybox", "--", "sleep", "3600"]);
+    c.kubectl_ok(&["run", "web", "--image=nginx"]);
+    c.kubectl_ok(&[
+        "run",
+        "ticker",
+        "--image=busybox",
+        "--",
+        "sh",
+        "-c",
+        "i=0; while true; do echo tick $i; i=$((i+1)); sleep 1; done",
+    ]);
+    for pod in ["shell", "web", "ticker"] {
+        wait_status(&c, &node, pod, "Running");
+    }
+
+    // exec: output, exit codes, stdin to its end.
+    assert_eq!(c.kubectl_ok(&["exec", "shell", "--", "echo", "inside"]), "inside\n");
+    let failed = c.kubectl(&["exec", "shell", "--", "sh", "-c", "echo bye; exit 3"]);
+    assert_eq!(failed.status.code(), Some(3), "{failed:?}");
+    assert_eq!(String::from_utf8_lossy(&failed.stdout), "bye\n");
+    let counted = c.kubectl_stdin(&["exec", "-i", "shell", "--", "wc", "-c"], "twelve bytes");
+    assert_eq!(String::from_utf8_lossy(&counted.stdout).trim(), "12", "{counted:?}");
+
+    // cp both ways (tar through exec with stdin).
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("note.txt");
+    std::fs::write(&local, "copied in and out\n").unwrap();
+    c.kubectl_ok(&["cp", local.to_str().unwrap(), "shell:/tmp/note.txt"]);
+    assert_eq!(
+        c.kubectl_ok(&["exec", "shell", "--", "cat", "/tmp/note.txt"]),
+        "copied in and out\n"
+    );
+    let back = dir.path().join("back.txt");
+    c.kubectl_ok(&["cp", "shell:/tmp/note.txt", back.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(&back).unwrap(), "copied in and out\n");
+
+    // Bad input: a container the pod does not have is a 400 with upstream's message.
+    let missing = c.kubectl_err(&["exec", "shell", "-c", "nope", "--", "true"]);
+    assert!(
+        missing.contains("container nope is not valid for pod shell"),
+        "{missing}"
+    );
+
+    // attach: the running container's output as it comes.
+    let mut attach = c
+        .kubectl_command(&["attach", "ticker"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let seen = read_until(&mut attach, "tick");
+    attach.kill().unwrap();
+    attach.wait().unwrap();
+    assert!(seen.contains("tick "), "{seen}");
+
+    // port-forward: a local port reaches nginx's port 80 inside the pod's network.
+    let mut forward = c
+        .kubectl_command(&["port-forward", "pod/web", ":80"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let printed = read_until(&mut forward, "Forwarding from 127.0.0.1:");
+    let port: u16 = printed
+        .lines()
+        .find_map(|l| l.strip_prefix("Forwarding from 127.0.0.1:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {printed:?}"));
+    let page = {
+        use std::io::{Read, Write};
+        let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        tcp.write_all(b"GET / HTTP/1.0\r\nHost: web\r\n\r\n").unwrap();
+        let mut page = String::new();
+        tcp.read_to_string(&mut page).unwrap();
+        page
+    };
+    forward.kill().unwrap();
+    forward.wait().unwrap();
+    assert!(page.contains("Welcome to nginx!"), "{page}");
+
+    // The Python client: WebSocket exec (exit code, stdin) and port-forward.
+    let script = format!("{}/tests/python/streams.py", env!("CARGO_MANIFEST_DIR"));
+    let out = std::process::Command::new("python3")
+        .args([
+            script.as_str(),
+            c.kubeconfig().to_str().unwrap(),
+            "default",
+            "shell",
+            "web",
+        ])
+        .output()
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        tail(&node.log())
+    );
+    for check in ["exec ok", "stdin-exit ok", "portforward ok"] {
+        assert!(stdout.lines().any(|l| l == check), "{check} missing:\n{stdout}");
+    }
+}
