@@ -10,6 +10,8 @@ use serde_json::json;
 
 /// The bridge every pod of the node is attached to.
 pub const BRIDGE: &str = "styrman0";
+/// The CNI network's name, which the plugins write into their iptables rules' comments.
+pub const NETWORK: &str = "styrman-pod-network";
 /// The file name of the configuration (the runtime reads the first in name order).
 pub const CONFLIST: &str = "10-styrman.conflist";
 
@@ -18,7 +20,7 @@ pub const CONFLIST: &str = "10-styrman.conflist";
 pub fn conflist(pod_cidr: &str, ipam_dir: &Path) -> String {
     let config = json!({
         "cniVersion": "1.0.0",
-        "name": "styrman-pod-network",
+        "name": NETWORK,
         "plugins": [
             {
                 "type": "bridge",

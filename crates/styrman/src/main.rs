@@ -48,8 +48,18 @@ enum Command {
     HollowNodes(HollowNodesArgs),
     /// Images without a registry: pack a directory into an image archive, write the pause image
     Images(images::ImagesArgs),
+    /// Stop a node's containers and remove its mounts, pod network and runtime state (as
+    /// k3s-killall.sh does); images and the cluster's data stay
+    Cleanup(CleanupArgs),
     /// Print styrman's version and the Kubernetes API version it serves
     Version,
+}
+
+#[derive(clap::Args)]
+struct CleanupArgs {
+    /// The data directory of the server or agent to clean up after
+    #[arg(long, default_value = "/var/lib/styrman")]
+    data_dir: std::path::PathBuf,
 }
 
 /// Where the control plane keeps its state and where it listens.
@@ -374,7 +384,7 @@ impl Command {
             Command::Scheduler(_) => None,
             Command::HollowNodes(_) | Command::Images(_) => None,
             Command::ControllerManager(_) => None,
-            Command::Kubelet(_) => None,
+            Command::Kubelet(_) | Command::Cleanup(_) => None,
             Command::Proxy => Some(("proxy", 0)),
             Command::Version => None,
         }
@@ -427,6 +437,7 @@ fn main() -> ExitCode {
             }))
         }
         Command::Kubelet(args) => run_async(kubelet::run(args)),
+        Command::Cleanup(args) => styrman_kubelet::cleanup::cleanup(&args.data_dir).map(|report| print!("{report}")),
         Command::Server(args) => run_async(supervisor::run(args.components())),
         _ => unreachable!("every other command is pending"),
     };

@@ -3,7 +3,9 @@
 //! kubectl. Pods run to completion and their logs read back; a crash-looping container backs
 //! off; an image no registry has fails to pull without harming other pods; a pod whose
 //! ConfigMap is missing waits with FailedMount until it appears; a Deployment's pods serve,
-//! survive the agent's kill -9 without a container duplicated, and go on delete.
+//! survive the agent's kill -9 without a container duplicated, and go on delete; exec, cp,
+//! attach and port-forward reach containers (kubectl and the Python client); `styrman cleanup`
+//! leaves nothing of a killed node behind.
 
 use std::time::Duration;
 
@@ -296,10 +298,19 @@ fn read_until(child: &mut std::process::Child, needle: &str) -> String {
 }
 
 #[test]
-fn exec_cp_attach_and_port_forward_reach_the_containers() {
-    let (c, node, _images) = node_cluster();
+fn exec_cp_attach_port_forward_then_a_cleanup_that_leaves_nothing() {
+    let (c, mut node, _images) = node_cluster();
     c.kubectl_ok(&["run", "shell", "--image=busybox", "--", "sleep", "3600"]);
-    c.kubectl_ok(&["run", "web", "--image=nginx"]);
+    // A host port, so the CNI portmap plugin has NAT rules for the clean-up to remove.
+    c.apply(
+        "apiVersion: v1
+kind: Pod
+metadata: {name: web}
+spec:
+  containers:
+  - {name: web, image: nginx, ports: [{containerPort: 80, hostPort: 8080}]}
+",
+    );
     c.kubectl_ok(&[
         "run",
         "ticker",
@@ -399,4 +410,53 @@ fn exec_cp_attach_and_port_forward_reach_the_containers() {
     for check in ["exec ok", "stdin-exit ok", "portforward ok"] {
         assert!(stdout.lines().any(|l| l == check), "{check} missing:\n{stdout}");
     }
+
+    // `styrman cleanup` after the agent's kill -9: no process, mount, bridge, NAT rule or
+    // runtime state of the node is left, and the node, restarted, runs its pods again.
+    let nat =
+        |node: &Node| String::from_utf8_lossy(&node.run_inside("iptables-save", &["-t", "nat"]).stdout).to_string();
+    let rules = nat(&node);
+    assert!(rules.contains("styrman-pod-network"), "no host-port rules:\n{rules}");
+    node.kill_kubelet();
+    let styrman = env!("CARGO_BIN_EXE_styrman");
+    let dir = node.dir().to_str().unwrap().to_string();
+    let cleaned = node.run_inside(styrman, &["cleanup", "--data-dir", &dir]);
+    let report = String::from_utf8_lossy(&cleaned.stdout).to_string();
+    assert!(
+        cleaned.status.success(),
+        "{report}{}",
+        String::from_utf8_lossy(&cleaned.stderr)
+    );
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mountinfo.contains(&dir), "mounts left:\n{report}");
+    let left: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(&dir))
+        .collect();
+    assert!(left.is_empty(), "processes left: {left:?}\n{report}");
+    let rules = nat(&node);
+    assert!(!rules.contains("styrman-pod-network"), "{rules}\n{report}");
+    assert!(
+        !node.run_inside("ip", &["link", "show", "styrman0"]).status.success(),
+        "{report}"
+    );
+    assert!(!node.dir().join("agent/containerd/state").exists(), "{report}");
+    assert!(report.contains("bridge styrman0: removed"), "{report}");
+
+    node.start_kubelet().unwrap();
+    eventually("the cleaned node runs its pod again", START, || {
+        let out = c.kubectl(&["exec", "shell", "--", "echo", "back"]);
+        if String::from_utf8_lossy(&out.stdout) == "back\n" {
+            Ok(())
+        } else {
+            Err(format!(
+                "{}\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                tail(&node.log())
+            ))
+        }
+    });
 }

@@ -23,10 +23,20 @@ pub fn die_with_parent(command: &mut std::process::Command) {
 /// Asks the process `pid` to stop (SIGTERM), so it can clean up (a leader releases its lease)
 /// before its supervisor would have to kill it.
 pub fn terminate(pid: u32) -> std::io::Result<()> {
+    signal(pid, libc::SIGTERM)
+}
+
+/// Kills the process `pid` (SIGKILL): for what must not run on, such as a stopped node's
+/// containers.
+pub fn kill(pid: u32) -> std::io::Result<()> {
+    signal(pid, libc::SIGKILL)
+}
+
+fn signal(pid: u32, signal: libc::c_int) -> std::io::Result<()> {
     let pid = libc::pid_t::try_from(pid).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
     // SAFETY: kill(2) takes plain integers and touches no memory of ours.
     #[allow(unsafe_code)]
-    let result = unsafe { libc::kill(pid, libc::SIGTERM) };
+    let result = unsafe { libc::kill(pid, signal) };
     if result != 0 {
         return Err(std::io::Error::last_os_error());
     }

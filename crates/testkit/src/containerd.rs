@@ -183,8 +183,8 @@ impl Drop for Containerd {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
-        kill_processes_naming(self.dir.path());
-        unmount_below(self.dir.path());
+        styrman_kubelet::cleanup::kill_processes_naming(self.dir.path());
+        styrman_kubelet::cleanup::unmount_below(self.dir.path());
         // runc keeps a namespace's state here whatever containerd's own directories are.
         let _ = std::fs::remove_dir(format!("/run/containerd/runc/{}", self.namespace));
         if let Some(netns) = &self.netns {
@@ -200,37 +200,6 @@ pub(crate) fn run(command: &mut Command) -> anyhow::Result<()> {
         bail!("{command:?}: {}", String::from_utf8_lossy(&out.stderr));
     }
     Ok(())
-}
-
-/// SIGKILLs every process whose command line names `dir` (shims started with its socket).
-pub(crate) fn kill_processes_naming(dir: &Path) {
-    let needle = dir.to_string_lossy().into_owned();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        if String::from_utf8_lossy(&cmdline).contains(&needle) {
-            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
-        }
-    }
-}
-
-/// Unmounts (lazily, deepest first) every mount point below `dir`.
-pub(crate) fn unmount_below(dir: &Path) {
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut points: Vec<&str> = mountinfo
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|p| Path::new(p).starts_with(dir))
-        .collect();
-    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-    for point in points {
-        let _ = Command::new("umount").args(["-l", point]).status();
-    }
 }
 
 /// Runs `scripts/images OUT` with the given styrman binary: busybox, nginx and pause archives.

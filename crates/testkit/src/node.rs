@@ -12,7 +12,8 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::Cluster;
-use crate::containerd::{kill_processes_naming, run, unmount_below};
+use crate::containerd::run;
+use styrman_kubelet::cleanup::{kill_processes_naming, unmount_below};
 
 pub struct Node {
     pub name: String,
@@ -107,6 +108,21 @@ impl Node {
             .args(args)
             .output()
             .expect("ctr runs")
+    }
+
+    /// The node's data directory (`--data-dir`).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Runs `program` with `args` in the node's network namespace.
+    pub fn run_inside(&self, program: &str, args: &[&str]) -> std::process::Output {
+        Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", self.netns))
+            .arg(program)
+            .args(args)
+            .output()
+            .expect("nsenter runs")
     }
 
     /// The ids of the tasks (running containers and sandboxes) on the node.
