@@ -5,7 +5,8 @@
 //! ConfigMap is missing waits with FailedMount until it appears; a Deployment's pods serve,
 //! survive the agent's kill -9 without a container duplicated, and go on delete; exec, cp,
 //! attach and port-forward reach containers (kubectl and the Python client); `styrman cleanup`
-//! leaves nothing of a killed node behind.
+//! leaves nothing of a killed node behind; probes gate readiness (and so a Service's
+//! endpoints) and restart unhealthy containers.
 
 use std::time::Duration;
 
@@ -459,4 +460,141 @@ spec:
             ))
         }
     });
+}
+
+#[test]
+fn probes_gate_readiness_and_restart_unhealthy_containers() {
+    let (c, node, _images) = node_cluster();
+    c.apply(
+        "apiVersion: v1
+kind: Service
+metadata: {name: probed}
+spec:
+  selector: {app: probed}
+  ports: [{port: 80}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: good, labels: {app: probed}}
+spec:
+  containers:
+  - name: web
+    image: nginx
+    ports: [{name: http, containerPort: 80}]
+    startupProbe: {tcpSocket: {port: 80}, periodSeconds: 1}
+    readinessProbe: {httpGet: {path: /, port: http}, periodSeconds: 1}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: bad, labels: {app: probed}}
+spec:
+  containers:
+  - name: web
+    image: nginx
+    readinessProbe: {httpGet: {path: /missing, port: 80}, periodSeconds: 1}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: live}
+spec:
+  terminationGracePeriodSeconds: 2
+  containers:
+  - name: main
+    image: busybox
+    command: [sh, -c, 'touch /tmp/alive; exec sleep 3600']
+    livenessProbe: {exec: {command: [cat, /tmp/alive]}, periodSeconds: 1, failureThreshold: 2}
+",
+    );
+    let ip = |name: &str| -> String {
+        json(&c.kubectl_ok(&["get", "pod", name, "-o", "json"]))["status"]["podIP"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    let ready_column = |name: &str| -> String {
+        let out = c.kubectl_ok(&["get", "pod", name, "--no-headers"]);
+        out.split_whitespace().nth(1).unwrap_or("").to_string()
+    };
+    eventually("good is ready, bad runs unready", START, || {
+        let (good, bad) = (ready_column("good"), ready_column("bad"));
+        if good == "1/1" && bad == "0/1" && status(&c, "bad") == "Running" {
+            Ok(())
+        } else {
+            Err(format!("good {good}, bad {bad}\n{}", tail(&node.log())))
+        }
+    });
+    // Still unready a while later: the probe keeps failing, it did not just start late.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(ready_column("bad"), "0/1");
+    let pod = json(&c.kubectl_ok(&["get", "pod", "good", "-o", "json"]));
+    assert_eq!(pod["status"]["containerStatuses"][0]["started"], true, "{pod}");
+    let events = c.kubectl_ok(&["get", "events", "--field-selector", "involvedObject.name=bad"]);
+    assert!(
+        events.contains("Readiness probe failed: HTTP probe failed with statuscode: 404"),
+        "{events}"
+    );
+
+    // The Service's endpoints: the ready pod serves, the unready one waits aside.
+    let (good_ip, bad_ip) = (ip("good"), ip("bad"));
+    eventually("endpoints split by readiness", START, || {
+        let endpoints = json(&c.kubectl_ok(&["get", "endpoints", "probed", "-o", "json"]));
+        let subset = &endpoints["subsets"][0];
+        let ips = |field: &str| -> Vec<String> {
+            subset[field]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|a| a["ip"].as_str().map(str::to_string))
+                .collect()
+        };
+        if ips("addresses") == [good_ip.clone()] && ips("notReadyAddresses") == [bad_ip.clone()] {
+            Ok(())
+        } else {
+            Err(endpoints.to_string())
+        }
+    });
+    let slices = json(&c.kubectl_ok(&[
+        "get",
+        "endpointslices",
+        "-l",
+        "kubernetes.io/service-name=probed",
+        "-o",
+        "json",
+    ]));
+    let ready_of = |address: &str| -> Option<bool> {
+        slices["items"]
+            .as_array()?
+            .iter()
+            .flat_map(|s| s["endpoints"].as_array().cloned().unwrap_or_default())
+            .find(|e| e["addresses"][0] == address)
+            .and_then(|e| e["conditions"]["ready"].as_bool())
+    };
+    assert_eq!(
+        (ready_of(&good_ip), ready_of(&bad_ip)),
+        (Some(true), Some(false)),
+        "{slices}"
+    );
+
+    // Liveness: once its file is gone the container is killed and started again.
+    wait_status(&c, &node, "live", "Running");
+    c.kubectl_ok(&["exec", "live", "--", "rm", "/tmp/alive"]);
+    eventually("the unhealthy container restarted", START, || {
+        let pod = json(&c.kubectl_ok(&["get", "pod", "live", "-o", "json"]));
+        let s = &pod["status"]["containerStatuses"][0];
+        if s["restartCount"].as_i64() >= Some(1) && s["state"]["running"].is_object() {
+            Ok(())
+        } else {
+            Err(format!("{s}\n{}", tail(&node.log())))
+        }
+    });
+    let events = c.kubectl_ok(&["get", "events", "--field-selector", "involvedObject.name=live"]);
+    assert!(events.contains("Liveness probe failed"), "{events}");
+    assert!(
+        events.contains("Container main failed liveness probe, will be restarted"),
+        "{events}"
+    );
+    // Back to health: the restarted container made its file again and stays up.
+    std::thread::sleep(Duration::from_secs(4));
+    let pod = json(&c.kubectl_ok(&["get", "pod", "live", "-o", "json"]));
+    assert_eq!(pod["status"]["containerStatuses"][0]["restartCount"], 1, "{pod}");
 }

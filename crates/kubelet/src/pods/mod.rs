@@ -10,6 +10,7 @@
 //! from the API are stopped and removed.
 
 mod env;
+mod probes;
 mod qos;
 mod spec;
 mod status;
@@ -70,6 +71,7 @@ struct Shared {
     queue: Arc<WorkQueue<String>>,
     /// The cache holds every pod of the node (the watch's first list is in).
     synced: AtomicBool,
+    prober: probes::Prober,
 }
 
 impl Manager {
@@ -83,6 +85,7 @@ impl Manager {
                 recorder,
                 queue: WorkQueue::new(),
                 synced: AtomicBool::new(false),
+                prober: probes::Prober::default(),
             }),
         }
     }

@@ -71,6 +71,7 @@ pub fn container_status(
     latest: Option<&Observed>,
     previous: Option<&Observed>,
     waiting: Option<&(String, String)>,
+    health: Option<&super::probes::Health>,
 ) -> Value {
     let waiting_state = |reason: &str, message: &str| {
         let mut w = json!({"reason": reason});
@@ -94,19 +95,22 @@ pub fn container_status(
         _ => (waiting_state("ContainerCreating", ""), None),
     };
     let running = latest.is_some_and(Observed::running);
+    // Started once its startup probe passed, ready once its readiness probe did (at once
+    // without them).
+    let started = running && health.is_none_or(|h| h.started);
+    let ready = running && health.is_none_or(|h| h.ready);
     let mut status = json!({
         "name": spec.name,
         "state": state,
         "lastState": last_state.unwrap_or_else(|| json!({})),
-        // Without probes (not yet run by this node) a running container is ready.
-        "ready": running,
+        "ready": ready,
         "restartCount": latest.map(|c| c.attempt).unwrap_or(0),
         "image": latest
             .map(|c| c.status.image.as_ref().map(|i| i.image.clone()).unwrap_or_default())
             .filter(|i| !i.is_empty())
             .unwrap_or_else(|| spec.image.clone().unwrap_or_default()),
         "imageID": latest.map(|c| c.status.image_ref.clone()).unwrap_or_default(),
-        "started": running,
+        "started": started,
     });
     if let Some(c) = latest {
         status["containerID"] = Value::String(format!("containerd://{}", c.id));

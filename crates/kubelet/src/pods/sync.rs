@@ -8,6 +8,7 @@
 //! API is stopped and removed at once.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
@@ -18,7 +19,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use serde_json::{Value, json};
 
 use super::status::{self, Observed};
-use super::{Shared, spec, volumes};
+use super::{Shared, probes, spec, volumes};
 
 /// What a worker remembers about one pod between syncs.
 #[derive(Default)]
@@ -43,7 +44,7 @@ const BACKOFF_RESET: Duration = Duration::from_secs(600);
 /// The least time containers get to stop (the kubelet's minimum grace period).
 const MIN_GRACE: i64 = 2;
 
-pub async fn sync(shared: &Shared, uid: &str) -> anyhow::Result<()> {
+pub async fn sync(shared: &Arc<Shared>, uid: &str) -> anyhow::Result<()> {
     // Until the watch's first list is in, a pod missing from the cache may still exist: its
     // containers are adopted, not judged. Read before the cache, which is full once it is set.
     let synced = shared.synced.load(std::sync::atomic::Ordering::SeqCst);
@@ -162,13 +163,13 @@ fn by_name(containers: &[Observed]) -> HashMap<&str, (Option<&Observed>, Option<
     out
 }
 
-fn reference(pod: &Pod, field: Option<String>) -> ObjectReference {
+pub(super) fn reference(pod: &Pod, field: Option<String>) -> ObjectReference {
     let mut r = styrman_runtime::reference_to(pod);
     r.field_path = field;
     r
 }
 
-fn field_path(init: bool, name: &str) -> Option<String> {
+pub(super) fn field_path(init: bool, name: &str) -> Option<String> {
     Some(format!(
         "spec.{}{{{name}}}",
         if init { "initContainers" } else { "containers" }
@@ -176,7 +177,7 @@ fn field_path(init: bool, name: &str) -> Option<String> {
 }
 
 async fn run(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     pod: &Pod,
     uid: &str,
     mut sandboxes: Vec<cri::PodSandbox>,
@@ -319,6 +320,57 @@ async fn run(
             }
         }
     }
+    // Containers whose liveness or startup probe failed are killed; they restart by the
+    // pod's restartPolicy on the next sync.
+    let sidecars = spec_
+        .init_containers
+        .iter()
+        .flatten()
+        .filter(|c| c.restart_policy.as_deref() == Some("Always"));
+    for c in spec_.containers.iter().chain(sidecars) {
+        let Some(running) = names
+            .get(c.name.as_str())
+            .and_then(|(latest, _)| *latest)
+            .filter(|l| l.running())
+        else {
+            continue;
+        };
+        let Some(kind) = shared.prober.health(c, &running.id).kill_for else {
+            continue;
+        };
+        let init = !spec_.containers.iter().any(|a| a.name == c.name);
+        let probe = if kind == probes::Kind::Startup {
+            "startup"
+        } else {
+            "liveness"
+        };
+        shared.recorder.normal(
+            reference(pod, field_path(init, &c.name)),
+            "Killing",
+            format!("Container {} failed {probe} probe, will be restarted", c.name),
+        );
+        let grace = c
+            .liveness_probe
+            .as_ref()
+            .filter(|_| kind == probes::Kind::Liveness)
+            .or(c.startup_probe.as_ref())
+            .and_then(|p| p.termination_grace_period_seconds)
+            .or(spec_.termination_grace_period_seconds)
+            .unwrap_or(30)
+            .max(MIN_GRACE);
+        settings
+            .runtime
+            .runtime
+            .clone()
+            .stop_container(cri::StopContainerRequest {
+                container_id: running.id.clone(),
+                timeout: grace,
+            })
+            .await
+            .context("stopping a container that failed its probe")?;
+        shared.prober.forget(&running.id);
+        later(Duration::ZERO);
+    }
     if initialized {
         for c in &spec_.containers {
             let (latest, _) = names.get(c.name.as_str()).copied().unwrap_or_default();
@@ -343,8 +395,9 @@ async fn run(
         }
     }
 
-    // The status, from the runtime as it is now.
+    // The status, from the runtime as it is now; probes for what runs.
     let (_, containers) = observe(shared, uid).await?;
+    probes::ensure_workers(shared, pod, &containers, &pod_ip);
     let phase = post_status(
         shared,
         pod,
@@ -688,7 +741,8 @@ async fn post_status(
                 if reason.is_none() && latest.is_none() && !init && progress.as_ref().is_some_and(|p| !p.initialized) {
                     reason = Some(&pod_initializing);
                 }
-                status::container_status(c, latest, previous, reason)
+                let health = latest.map(|l| shared.prober.health(c, &l.id));
+                status::container_status(c, latest, previous, reason, health.as_ref())
             })
             .collect()
     };
