@@ -3,6 +3,7 @@
 
 mod api;
 mod controllers;
+mod pods;
 mod robustness;
 mod scheduler;
 mod store;
@@ -32,6 +33,8 @@ enum Command {
     Scheduler(scheduler::Options),
     /// The controller manager with hollow nodes: a large Deployment created, rolled, deleted
     Controllers(controllers::Options),
+    /// One real node: pods created at once until Running, beside `ctr run` of the same image
+    Pods(pods::Options),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -50,6 +53,10 @@ fn main() -> anyhow::Result<()> {
         Command::Controllers(options) => {
             let _ = rustls::crypto::ring::default_provider().install_default();
             runtime.block_on(controllers::run(options))
+        }
+        Command::Pods(options) => {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            runtime.block_on(pods::run(options))
         }
         Command::Robustness(options) => {
             let _ = rustls::crypto::ring::default_provider().install_default();

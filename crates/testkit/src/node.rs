@@ -30,6 +30,17 @@ impl Node {
     /// Starts node `name` of `cluster` (started with [`Cluster::start_for_nodes`]), with the
     /// archives in `images` to import.
     pub fn start(cluster: &Cluster, styrman: &Path, name: &str, images: &Path) -> anyhow::Result<Node> {
+        Node::start_with(cluster, styrman, name, images, &[])
+    }
+
+    /// [`Node::start`] with more `styrman kubelet` flags (`--max-pods=300`).
+    pub fn start_with(
+        cluster: &Cluster,
+        styrman: &Path,
+        name: &str,
+        images: &Path,
+        extra: &[&str],
+    ) -> anyhow::Result<Node> {
         let dir = tempfile::Builder::new().prefix("styrman-node-").tempdir()?;
         let agent_images = dir.path().join("agent").join("images");
         std::fs::create_dir_all(&agent_images)?;
@@ -49,6 +60,7 @@ impl Node {
             format!("--node-ip={ip}"),
             "--airgap".to_string(),
         ];
+        let args = args.into_iter().chain(extra.iter().map(|a| a.to_string())).collect();
         let mut node = Node {
             name: name.to_string(),
             ip,
@@ -80,6 +92,11 @@ impl Node {
         crate::die_with_parent(&mut command);
         self.kubelet = Some(command.spawn().context("cannot run the kubelet")?);
         Ok(())
+    }
+
+    /// The agent's process id (`nsenter` executes the agent in its own place).
+    pub fn kubelet_pid(&self) -> Option<u32> {
+        self.kubelet.as_ref().map(Child::id)
     }
 
     /// SIGKILLs the agent (its containerd dies with it; the pods' shims do not).
