@@ -6,7 +6,7 @@
 //! survive the agent's kill -9 without a container duplicated, and go on delete; exec, cp,
 //! attach and port-forward reach containers (kubectl and the Python client); `styrman cleanup`
 //! leaves nothing of a killed node behind; probes gate readiness (and so a Service's
-//! endpoints) and restart unhealthy containers.
+//! endpoints) and restart unhealthy containers; lifecycle hooks run; active deadlines fail pods.
 
 use std::time::Duration;
 
@@ -463,7 +463,7 @@ spec:
 }
 
 #[test]
-fn probes_gate_readiness_and_restart_unhealthy_containers() {
+fn probes_gate_readiness_hooks_run_and_deadlines_fail_pods() {
     let (c, node, _images) = node_cluster();
     c.apply(
         "apiVersion: v1
@@ -597,4 +597,88 @@ spec:
     std::thread::sleep(Duration::from_secs(4));
     let pod = json(&c.kubectl_ok(&["get", "pod", "live", "-o", "json"]));
     assert_eq!(pod["status"]["containerStatuses"][0]["restartCount"], 1, "{pod}");
+
+    // Lifecycle hooks: postStart runs in the container before it counts as started, preStop
+    // before it stops (seen in a host directory after the pod is gone); a failing postStart
+    // kills the container. And activeDeadlineSeconds fails a pod that runs too long.
+    let host_dir = tempfile::tempdir().unwrap();
+    c.apply(&format!(
+        "apiVersion: v1
+kind: Pod
+metadata: {{name: hooked}}
+spec:
+  terminationGracePeriodSeconds: 5
+  volumes: [{{name: out, hostPath: {{path: {dir}}}}}]
+  containers:
+  - name: main
+    image: busybox
+    command: [sleep, '3600']
+    volumeMounts: [{{name: out, mountPath: /out}}]
+    lifecycle:
+      postStart: {{exec: {{command: [sh, -c, 'echo started > /tmp/poststart']}}}}
+      preStop: {{exec: {{command: [sh, -c, 'echo stopping > /out/prestop']}}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: badhook}}
+spec:
+  terminationGracePeriodSeconds: 2
+  containers:
+  - name: main
+    image: busybox
+    command: [sleep, '3600']
+    lifecycle:
+      postStart: {{exec: {{command: ['false']}}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: deadline}}
+spec:
+  activeDeadlineSeconds: 5
+  terminationGracePeriodSeconds: 2
+  containers:
+  - {{name: main, image: busybox, command: [sleep, '3600']}}
+",
+        dir = host_dir.path().display()
+    ));
+    wait_status(&c, &node, "hooked", "Running");
+    assert_eq!(
+        c.kubectl_ok(&["exec", "hooked", "--", "cat", "/tmp/poststart"]),
+        "started\n"
+    );
+    c.kubectl_ok(&["delete", "pod", "hooked"]);
+    assert_eq!(
+        std::fs::read_to_string(host_dir.path().join("prestop")).unwrap_or_default(),
+        "stopping\n"
+    );
+    eventually("a failing postStart hook kills its container", START, || {
+        let seen = reasons(&c, "badhook");
+        let pod = json(&c.kubectl_ok(&["get", "pod", "badhook", "-o", "json"]));
+        let restarts = pod["status"]["containerStatuses"][0]["restartCount"]
+            .as_i64()
+            .unwrap_or(0);
+        if seen.iter().any(|r| r == "FailedPostStartHook") && restarts >= 1 {
+            Ok(())
+        } else {
+            Err(format!("{seen:?} restarts {restarts}"))
+        }
+    });
+    eventually("the pod past its deadline failed", START, || {
+        let pod = json(&c.kubectl_ok(&["get", "pod", "deadline", "-o", "json"]));
+        let status = &pod["status"];
+        if status["phase"] == "Failed" && status["reason"] == "DeadlineExceeded" {
+            Ok(())
+        } else {
+            Err(status.to_string())
+        }
+    });
+    let pod = json(&c.kubectl_ok(&["get", "pod", "deadline", "-o", "json"]));
+    assert_eq!(
+        pod["status"]["message"],
+        "Pod was active on the node longer than the specified deadline"
+    );
+    assert!(
+        pod["status"]["containerStatuses"][0]["state"]["terminated"].is_object(),
+        "{pod}"
+    );
 }

@@ -10,6 +10,7 @@
 //! from the API are stopped and removed.
 
 mod env;
+mod handlers;
 mod probes;
 mod qos;
 mod spec;

@@ -8,6 +8,8 @@
 //! API is stopped and removed at once.
 
 use std::collections::HashMap;
+
+use futures::FutureExt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -19,7 +21,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use serde_json::{Value, json};
 
 use super::status::{self, Observed};
-use super::{Shared, probes, spec, volumes};
+use super::{Shared, handlers, probes, spec, volumes};
 
 /// What a worker remembers about one pod between syncs.
 #[derive(Default)]
@@ -35,6 +37,8 @@ pub struct PodMemory {
     /// The pod reached Succeeded or Failed: nothing restarts any more.
     terminal: bool,
     start_time: Option<String>,
+    /// Why the kubelet failed the pod itself (activeDeadlineSeconds): reason and message.
+    failed: Option<(String, String)>,
 }
 
 const FIRST_BACKOFF: Duration = Duration::from_secs(10);
@@ -188,6 +192,49 @@ async fn run(
     let restart_policy = spec_.restart_policy.clone().unwrap_or_else(|| "Always".into());
     let mut requeue: Option<Duration> = None;
     let mut later = |d: Duration| requeue = Some(requeue.map_or(d, |r: Duration| r.min(d)));
+
+    // activeDeadlineSeconds, counted from the pod's start on this node: past it the pod fails
+    // and its containers stop, as the kubelet's active deadline handler does.
+    if let Some(deadline) = spec_.active_deadline_seconds {
+        let started = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.start_time.as_ref())
+            .map(|t| t.0)
+            .unwrap_or_else(jiff::Timestamp::now);
+        let left = started + jiff::SignedDuration::from_secs(deadline) - jiff::Timestamp::now();
+        if left.is_positive() {
+            later(Duration::try_from(left).unwrap_or_default());
+        } else {
+            let message = "Pod was active on the node longer than the specified deadline";
+            shared
+                .recorder
+                .normal(reference(pod, None), "DeadlineExceeded", message.to_string());
+            stop(shared, Some(pod), &sandboxes, &containers, grace_period(pod)).await?;
+            {
+                let mut memory = shared.memory.lock().expect("memory lock");
+                let m = memory.entry(uid.to_string()).or_default();
+                m.failed = Some(("DeadlineExceeded".into(), message.into()));
+                m.terminal = true;
+            }
+            let (_, containers) = observe(shared, uid).await?;
+            post_status(
+                shared,
+                pod,
+                uid,
+                Some(Progress {
+                    pod_ip: pod.status.as_ref().and_then(|s| s.pod_ip.as_deref()).unwrap_or(""),
+                    containers: &containers,
+                    initialized: true,
+                    init_failed: false,
+                    restart_policy: &restart_policy,
+                }),
+                false,
+            )
+            .await?;
+            return Ok(());
+        }
+    }
 
     // Volumes first: containers start only with every volume in place.
     let pod_dir = settings.layout.pods().join(uid);
@@ -355,17 +402,9 @@ async fn run(
             .filter(|_| kind == probes::Kind::Liveness)
             .or(c.startup_probe.as_ref())
             .and_then(|p| p.termination_grace_period_seconds)
-            .or(spec_.termination_grace_period_seconds)
-            .unwrap_or(30)
+            .unwrap_or_else(|| grace_period(pod))
             .max(MIN_GRACE);
-        settings
-            .runtime
-            .runtime
-            .clone()
-            .stop_container(cri::StopContainerRequest {
-                container_id: running.id.clone(),
-                timeout: grace,
-            })
+        stop_container(shared, pod, Some(c), init, &running.id, grace, &pod_ip)
             .await
             .context("stopping a container that failed its probe")?;
         shared.prober.forget(&running.id);
@@ -552,7 +591,9 @@ impl StartContext<'_> {
             .recorder
             .normal(at(), "Created", format!("Created container: {}", c.name));
         match runtime
-            .start_container(cri::StartContainerRequest { container_id: id })
+            .start_container(cri::StartContainerRequest {
+                container_id: id.clone(),
+            })
             .await
         {
             Ok(_) => {
@@ -562,6 +603,25 @@ impl StartContext<'_> {
                 self.remember(|m| {
                     m.waiting.remove(&c.name);
                 });
+                // postStart runs before the pod's status moves on, as the kubelet's sync
+                // waits for it; a failure kills the container, which restarts by policy.
+                let post_start = c.lifecycle.as_ref().and_then(|l| l.post_start.as_ref());
+                if let Some(handler) = post_start
+                    && let Err(message) = handlers::hook(shared, self.pod, c, &id, handler, self.pod_ip).await
+                {
+                    shared.recorder.warning(at(), "FailedPostStartHook", message);
+                    let grace = grace_period(self.pod);
+                    if let Err(e) = runtime
+                        .stop_container(cri::StopContainerRequest {
+                            container_id: id,
+                            timeout: grace,
+                        })
+                        .await
+                    {
+                        tracing::warn!(error = %e.message(), "stopping a container whose postStart hook failed");
+                    }
+                    return Some(Duration::ZERO);
+                }
                 None
             }
             Err(e) => {
@@ -714,7 +774,7 @@ async fn post_status(
 ) -> anyhow::Result<Option<String>> {
     let spec_ = pod.spec.clone().unwrap_or_default();
     let settings = &shared.settings;
-    let (waiting, start_time) = {
+    let (waiting, start_time, failed) = {
         let mut memory = shared.memory.lock().expect("memory lock");
         let m = memory.entry(uid.to_string()).or_default();
         let start_time = m
@@ -727,7 +787,7 @@ async fn post_status(
                     .unwrap_or_else(status::now)
             })
             .clone();
-        (m.waiting.clone(), start_time)
+        (m.waiting.clone(), start_time, m.failed.clone())
     };
     let empty = Vec::new();
     let observed = progress.as_ref().map_or(&empty[..], |p| p.containers);
@@ -753,12 +813,15 @@ async fn post_status(
         (spec_.init_containers.as_ref().is_none_or(|i| i.is_empty()), false),
         |p| (p.initialized, p.init_failed),
     );
-    let phase = status::phase(
-        progress.as_ref().map_or(restart_policy.as_str(), |p| p.restart_policy),
-        initialized,
-        init_failed,
-        &app_statuses,
-    );
+    let phase = match &failed {
+        Some(_) => "Failed",
+        None => status::phase(
+            progress.as_ref().map_or(restart_policy.as_str(), |p| p.restart_policy),
+            initialized,
+            init_failed,
+            &app_statuses,
+        ),
+    };
     let terminal = matches!(phase, "Succeeded" | "Failed");
     let unready: Vec<&str> = app_statuses
         .iter()
@@ -827,6 +890,10 @@ async fn post_status(
         "containerStatuses": app_statuses,
         "qosClass": super::qos_class(&spec_),
     });
+    if let Some((reason, message)) = failed {
+        body["reason"] = json!(reason);
+        body["message"] = json!(message);
+    }
     if !pod_ip.is_empty() {
         body["podIP"] = json!(pod_ip);
         body["podIPs"] = json!([{"ip": pod_ip}]);
@@ -890,28 +957,44 @@ async fn stop(
 ) -> anyhow::Result<()> {
     let mut runtime = shared.settings.runtime.runtime.clone();
     let running: Vec<&Observed> = containers.iter().filter(|c| c.running()).collect();
+    let pod_ip = pod
+        .and_then(|p| p.status.as_ref())
+        .and_then(|s| s.pod_ip.clone())
+        .unwrap_or_default();
     let stops = running.iter().map(|c| {
-        let mut runtime = runtime.clone();
+        let spec_ = pod.and_then(|p| p.spec.as_ref());
+        let init = spec_
+            .and_then(|s| s.init_containers.as_ref())
+            .is_some_and(|i| i.iter().any(|ic| ic.name == c.name));
+        let container = spec_.and_then(|s| {
+            s.containers
+                .iter()
+                .chain(s.init_containers.iter().flatten())
+                .find(|sc| sc.name == c.name)
+        });
         if let Some(pod) = pod {
-            let init = pod
-                .spec
-                .as_ref()
-                .and_then(|s| s.init_containers.as_ref())
-                .is_some_and(|i| i.iter().any(|ic| ic.name == c.name));
             shared.recorder.normal(
                 reference(pod, field_path(init, &c.name)),
                 "Killing",
                 format!("Stopping container {}", c.name),
             );
         }
-        let id = c.id.clone();
-        async move {
-            runtime
-                .stop_container(cri::StopContainerRequest {
-                    container_id: id,
-                    timeout: grace,
-                })
-                .await
+        match pod {
+            Some(pod) => stop_container(shared, pod, container, init, &c.id, grace, &pod_ip).boxed(),
+            None => {
+                let mut runtime = runtime.clone();
+                let id = c.id.clone();
+                async move {
+                    runtime
+                        .stop_container(cri::StopContainerRequest {
+                            container_id: id,
+                            timeout: grace,
+                        })
+                        .await
+                        .map(drop)
+                }
+                .boxed()
+            }
         }
     });
     for result in futures::future::join_all(stops).await {
@@ -932,6 +1015,64 @@ async fn stop(
         }
     }
     Ok(())
+}
+
+/// The pod's termination grace period (30 s unless it says otherwise).
+fn grace_period(pod: &Pod) -> i64 {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.termination_grace_period_seconds)
+        .unwrap_or(30)
+        .max(MIN_GRACE)
+}
+
+/// Stops one container within `grace` seconds, its preStop hook first (which the grace
+/// period also bounds, as upstream's kill does: the runtime gets what is left, at least the
+/// minimum).
+async fn stop_container(
+    shared: &Shared,
+    pod: &Pod,
+    container: Option<&Container>,
+    init: bool,
+    id: &str,
+    grace: i64,
+    pod_ip: &str,
+) -> Result<(), tonic::Status> {
+    let mut grace = grace;
+    let pre_stop = container.and_then(|c| c.lifecycle.as_ref()?.pre_stop.as_ref().map(|h| (c, h)));
+    if let Some((c, handler)) = pre_stop {
+        let started = std::time::Instant::now();
+        let ran = tokio::time::timeout(
+            Duration::from_secs(grace.max(0) as u64),
+            handlers::hook(shared, pod, c, id, handler, pod_ip),
+        )
+        .await;
+        let failure = match ran {
+            Ok(Ok(())) => None,
+            Ok(Err(message)) => Some(message),
+            Err(_) => Some(format!(
+                "PreStopHook for container {} did not finish within {grace}s",
+                c.name
+            )),
+        };
+        if let Some(message) = failure {
+            shared
+                .recorder
+                .warning(reference(pod, field_path(init, &c.name)), "FailedPreStopHook", message);
+        }
+        grace = (grace - started.elapsed().as_secs() as i64).max(MIN_GRACE);
+    }
+    shared
+        .settings
+        .runtime
+        .runtime
+        .clone()
+        .stop_container(cri::StopContainerRequest {
+            container_id: id.to_string(),
+            timeout: grace,
+        })
+        .await
+        .map(drop)
 }
 
 /// Stops everything of the pod and removes it from the runtime.
