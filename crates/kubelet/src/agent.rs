@@ -28,6 +28,8 @@ pub struct Config {
     pub runtime_endpoint: Option<String>,
     /// Run the local copy of an image when a pull fails for want of a registry.
     pub airgap: bool,
+    /// Where the pods' cgroups go: `<cgroup_root>/kubepods/...` (upstream's `--cgroup-root`).
+    pub cgroup_root: String,
     /// The kubelet's HTTPS address and its serving certificate (from the cluster CA) and the CA
     /// its callers' client certificates must come from.
     pub address: std::net::SocketAddr,
@@ -67,6 +69,10 @@ impl Layout {
     pub fn cni_ipam(&self) -> PathBuf {
         self.root.join("cni").join("ipam")
     }
+    /// The `--cgroup-root` the agent last ran with, for `styrman cleanup`.
+    pub fn cgroup_root_file(&self) -> PathBuf {
+        self.root.join("cgroup-root")
+    }
 }
 
 pub async fn run(config: Config) -> Result<()> {
@@ -74,6 +80,7 @@ pub async fn run(config: Config) -> Result<()> {
         root: config.node.root_dir.clone(),
     };
     std::fs::create_dir_all(&layout.root).with_context(|| format!("cannot create {}", layout.root.display()))?;
+    std::fs::write(layout.cgroup_root_file(), &config.cgroup_root)?;
     let (runtime, socket, containerd) = match &config.runtime_endpoint {
         Some(endpoint) => (Runtime::connect(endpoint).await?, PathBuf::from(endpoint), None),
         None => {
@@ -108,6 +115,7 @@ pub async fn run(config: Config) -> Result<()> {
         node_ip,
         layout: layout.clone(),
         airgap: config.airgap,
+        cgroup_root: config.cgroup_root.clone(),
     });
     let server = tokio::spawn(crate::server::serve(
         crate::server::ServerConfig {

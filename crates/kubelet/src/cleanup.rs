@@ -2,7 +2,8 @@
 //! state is under `D`. Every process naming `D` (the server or agent, their containerd, the
 //! pods' shims) is killed with everything it started (the containers: a shim is their
 //! reaper); then every mount below `D` goes (pod volumes, container root filesystems, pod
-//! network namespaces, all under `D/agent`), then the pod network's host side (the
+//! network namespaces, all under `D/agent`), then the pods' cgroups (the `kubepods` tree
+//! under the agent's `--cgroup-root`), then the pod network's host side (the
 //! `styrman0` bridge and the CNI plugins' NAT chains of this network), then the runtime's
 //! state (containerd's state directory, runc's, the IPAM leases). Images, container
 //! metadata, the control plane's data and credentials stay: a restarted node starts again
@@ -24,6 +25,7 @@ pub struct Report {
     pub mounts: usize,
     pub bridge: bool,
     pub nat_rules: usize,
+    pub cgroups: usize,
     pub state_dirs: Vec<PathBuf>,
 }
 
@@ -34,6 +36,7 @@ impl std::fmt::Display for Report {
         let bridge = if self.bridge { "removed" } else { "absent" };
         writeln!(f, "bridge {}: {bridge}", crate::cni::BRIDGE)?;
         writeln!(f, "NAT rules of the pod network removed: {}", self.nat_rules)?;
+        writeln!(f, "pod cgroups removed: {}", self.cgroups)?;
         for dir in &self.state_dirs {
             writeln!(f, "removed {}", dir.display())?;
         }
@@ -54,6 +57,8 @@ pub fn cleanup(data_dir: &Path) -> Result<Report> {
     let layout = Layout {
         root: data_dir.join("agent"),
     };
+    let cgroup_root = std::fs::read_to_string(layout.cgroup_root_file()).unwrap_or_else(|_| "/".into());
+    report.cgroups = crate::cgroups::remove_tree(&crate::cgroups::kubepods(cgroup_root.trim()));
     let containerd = layout.containerd();
     for dir in [containerd.dir.join("state"), containerd.runc_root(), layout.cni_ipam()] {
         if dir.exists() {

@@ -3,6 +3,7 @@
 //! [`pods`] runs pods; [`node_status`] is shared with the hollow nodes.
 
 pub mod agent;
+pub mod cgroups;
 pub mod cleanup;
 pub mod cni;
 pub mod containerd;

@@ -72,6 +72,7 @@ pub async fn run(args: KubeletArgs) -> anyhow::Result<()> {
         node,
         runtime_endpoint: args.container_runtime_endpoint.clone(),
         airgap: args.airgap,
+        cgroup_root: args.cgroup_root.clone(),
         address: std::net::SocketAddr::new(args.address, args.port),
     };
     styrman_kubelet::agent::run(config).await

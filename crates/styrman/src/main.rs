@@ -151,6 +151,9 @@ struct KubeletArgs {
     /// The port the kubelet serves HTTPS on
     #[arg(long, default_value_t = 10250)]
     port: u16,
+    /// The cgroup under which the pods' cgroups go (`<root>/kubepods/...`)
+    #[arg(long, default_value = "/")]
+    cgroup_root: String,
     /// The serving certificate [default: issued with --server-data-dir]
     #[arg(long)]
     tls_cert_file: Option<std::path::PathBuf>,

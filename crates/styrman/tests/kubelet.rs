@@ -6,7 +6,8 @@
 //! survive the agent's kill -9 without a container duplicated, and go on delete; exec, cp,
 //! attach and port-forward reach containers (kubectl and the Python client); `styrman cleanup`
 //! leaves nothing of a killed node behind; probes gate readiness (and so a Service's
-//! endpoints) and restart unhealthy containers; lifecycle hooks run; active deadlines fail pods.
+//! endpoints) and restart unhealthy containers; lifecycle hooks run; active deadlines fail pods;
+//! pods get QoS cgroups with their limits, and a container over its memory limit is OOMKilled.
 
 use std::time::Duration;
 
@@ -217,9 +218,13 @@ fn a_deployment_serves_survives_an_agent_kill_and_goes_on_delete() {
         "--image=busybox",
         "--restart=Never",
         "--",
-        "wget",
-        "-qO-",
-        &format!("http://{}/", pods[0].1),
+        "sh",
+        "-c",
+        // nginx may still be starting on a busy machine: a few tries.
+        &format!(
+            "for i in 1 2 3 4 5 6 7 8 9 10; do wget -qO- http://{}/ && exit 0; sleep 1; done; exit 1",
+            pods[0].1
+        ),
     ]);
     wait_status(&c, &node, "probe", "Completed");
     assert!(c.kubectl_ok(&["logs", "probe"]).contains("Welcome to nginx!"));
@@ -309,7 +314,10 @@ kind: Pod
 metadata: {name: web}
 spec:
   containers:
-  - {name: web, image: nginx, ports: [{containerPort: 80, hostPort: 8080}]}
+  - name: web
+    image: nginx
+    ports: [{containerPort: 80, hostPort: 8080}]
+    readinessProbe: {httpGet: {port: 80}, periodSeconds: 1}
 ",
     );
     c.kubectl_ok(&[
@@ -324,6 +332,8 @@ spec:
     for pod in ["shell", "web", "ticker"] {
         wait_status(&c, &node, pod, "Running");
     }
+    // nginx answers (a BestEffort pod may start slowly on a busy machine).
+    c.kubectl_ok(&["wait", "--for=condition=Ready", "pod/web", "--timeout=60s"]);
 
     // exec: output, exit codes, stdin to its end.
     assert_eq!(c.kubectl_ok(&["exec", "shell", "--", "echo", "inside"]), "inside\n");
@@ -446,6 +456,12 @@ spec:
     );
     assert!(!node.dir().join("agent/containerd/state").exists(), "{report}");
     assert!(report.contains("bridge styrman0: removed"), "{report}");
+    let cgroups_removed: usize = report
+        .lines()
+        .find_map(|l| l.strip_prefix("pod cgroups removed: "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(cgroups_removed > 0, "{report}");
 
     node.start_kubelet().unwrap();
     eventually("the cleaned node runs its pod again", START, || {
@@ -463,7 +479,7 @@ spec:
 }
 
 #[test]
-fn probes_gate_readiness_hooks_run_and_deadlines_fail_pods() {
+fn probes_hooks_deadlines_and_resources_act_on_containers() {
     let (c, node, _images) = node_cluster();
     c.apply(
         "apiVersion: v1
@@ -681,4 +697,75 @@ spec:
         pod["status"]["containerStatuses"][0]["state"]["terminated"].is_object(),
         "{pod}"
     );
+
+    // Resources: a pod's containers sit in its cgroup under its QoS class, with the pod's
+    // limits; one over its memory limit is OOMKilled; the cgroup goes with the pod.
+    c.apply(
+        "apiVersion: v1
+kind: Pod
+metadata: {name: burst}
+spec:
+  terminationGracePeriodSeconds: 2
+  containers:
+  - name: main
+    image: busybox
+    command: [sleep, '3600']
+    resources: {requests: {cpu: 100m}, limits: {memory: 64Mi}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: hog}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: main
+    image: busybox
+    command: [sh, -c, 'x=0123456789; while :; do x=\"$x$x\"; done']
+    resources: {limits: {memory: 32Mi, cpu: 500m}}
+",
+    );
+    wait_status(&c, &node, "burst", "Running");
+    let uid = json(&c.kubectl_ok(&["get", "pod", "burst", "-o", "json"]))["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let cgroups = c.kubectl_ok(&["exec", "burst", "--", "cat", "/proc/self/cgroup"]);
+    let memory_path = cgroups
+        .lines()
+        .find_map(|l| l.split_once(":memory:").map(|(_, p)| p.to_string()))
+        .unwrap_or_else(|| panic!("no memory cgroup in {cgroups}"));
+    let marker = format!("/kubepods/burstable/pod{uid}/");
+    let pod_dir = memory_path
+        .find(&marker)
+        .map(|at| format!("/sys/fs/cgroup/memory{}", &memory_path[..at + marker.len() - 1]))
+        .unwrap_or_else(|| panic!("{memory_path} is not under {marker}"));
+    assert_eq!(
+        std::fs::read_to_string(format!("{pod_dir}/memory.limit_in_bytes"))
+            .unwrap()
+            .trim(),
+        (64 * 1024 * 1024).to_string()
+    );
+    let cpu_dir = pod_dir.replace("/sys/fs/cgroup/memory", "/sys/fs/cgroup/cpu");
+    assert_eq!(
+        std::fs::read_to_string(format!("{cpu_dir}/cpu.shares")).unwrap().trim(),
+        "102"
+    );
+    eventually("the hog is OOMKilled", START, || {
+        let pod = json(&c.kubectl_ok(&["get", "pod", "hog", "-o", "json"]));
+        let terminated = &pod["status"]["containerStatuses"][0]["state"]["terminated"];
+        if terminated["reason"] == "OOMKilled" && terminated["exitCode"] == 137 {
+            Ok(())
+        } else {
+            Err(format!("{}\n{}", pod["status"], tail(&node.log())))
+        }
+    });
+    assert_eq!(status(&c, "hog"), "OOMKilled");
+    c.kubectl_ok(&["delete", "pod", "burst"]);
+    eventually("the pod's cgroup is gone with it", START, || {
+        if std::path::Path::new(&pod_dir).exists() || std::path::Path::new(&cpu_dir).exists() {
+            Err(format!("{pod_dir} or {cpu_dir} remains"))
+        } else {
+            Ok(())
+        }
+    });
 }

@@ -187,6 +187,8 @@ impl Drop for Containerd {
         styrman_kubelet::cleanup::unmount_below(self.dir.path());
         // runc keeps a namespace's state here whatever containerd's own directories are.
         let _ = std::fs::remove_dir(format!("/run/containerd/runc/{}", self.namespace));
+        // So does the cgroup of a namespace's containers, `/<namespace>/<id>`.
+        styrman_kubelet::cgroups::remove_tree(&format!("/{}", self.namespace));
         if let Some(netns) = &self.netns {
             let _ = Command::new("ip").args(["netns", "del", netns]).status();
         }

@@ -59,6 +59,8 @@ impl Node {
             format!("--hostname-override={name}"),
             format!("--node-ip={ip}"),
             "--airgap".to_string(),
+            // Its own cgroup tree: nodes of parallel tests share the machine's hierarchies.
+            format!("--cgroup-root=/{netns}"),
         ];
         let args = args.into_iter().chain(extra.iter().map(|a| a.to_string())).collect();
         let mut node = Node {
@@ -205,6 +207,7 @@ impl Drop for Node {
         self.kill_kubelet();
         kill_processes_naming(self.dir.path());
         unmount_below(self.dir.path());
+        styrman_kubelet::cgroups::remove_tree(&format!("/{}", self.netns));
         let _ = Command::new("ip").args(["netns", "del", &self.netns]).status();
     }
 }

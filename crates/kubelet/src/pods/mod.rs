@@ -51,6 +51,8 @@ pub struct Settings {
     pub layout: Layout,
     /// Run the local copy of an image when no registry can be reached.
     pub airgap: bool,
+    /// Where pod cgroups go (`--cgroup-root`).
+    pub cgroup_root: String,
 }
 
 /// Pods synced at once (each mostly waits on the runtime).

@@ -250,7 +250,12 @@ async fn run(
 
     // A ready sandbox, or a new one (its containers die with the old); its attempt counts the
     // sandboxes before it.
-    let sandbox_config = spec::sandbox_config(pod, &settings.layout.pod_logs(), sandboxes.len() as u32);
+    let mut sandbox_config = spec::sandbox_config(pod, &settings.layout.pod_logs(), sandboxes.len() as u32);
+    let qos = super::qos_class(&spec_);
+    let pod_cgroup = crate::cgroups::pod_cgroup(&settings.cgroup_root, qos, uid);
+    if let Some(linux) = sandbox_config.linux.as_mut() {
+        linux.cgroup_parent = pod_cgroup.clone();
+    }
     let ready = sandboxes
         .iter()
         .filter(|s| s.state == cri::PodSandboxState::SandboxReady as i32)
@@ -264,6 +269,9 @@ async fn run(
                 kill(shared, Some(pod), &sandboxes, &containers, MIN_GRACE).await?;
             }
             std::fs::create_dir_all(&sandbox_config.log_directory).ok();
+            if let Err(e) = crate::cgroups::set_up(&pod_cgroup, &crate::cgroups::pod_resources(&spec_, qos)) {
+                tracing::warn!(pod = %pod.name_any(), cgroup = %pod_cgroup, error = %e, "cannot set the pod cgroup's limits");
+            }
             match settings
                 .runtime
                 .runtime
@@ -1096,9 +1104,13 @@ async fn kill(
     Ok(())
 }
 
+/// Removes what the node kept for the pod: its directory (volumes) and its cgroup.
 fn remove_pod_dir(shared: &Shared, uid: &str) {
     let dir = shared.settings.layout.pods().join(uid);
     let _ = std::fs::remove_dir_all(dir);
+    for qos in ["Guaranteed", "Burstable", "BestEffort"] {
+        crate::cgroups::remove_tree(&crate::cgroups::pod_cgroup(&shared.settings.cgroup_root, qos, uid));
+    }
 }
 
 /// Removes exited containers older than the two latest of each name (the kubelet keeps the
