@@ -190,7 +190,17 @@ pub static KINDS: &[Kind] = &[
     kind("", "v1", "Node", "nodes", "node", false)
         .short(&["no"])
         .stored_as("minions")
-        .subresources(&[status("", "v1", "Node")]),
+        .subresources(&[
+            status("", "v1", "Node"),
+            // Requests passed on to the node's kubelet (`node_proxy`).
+            Subresource {
+                name: "proxy",
+                group: "",
+                version: "v1",
+                kind: "NodeProxyOptions",
+                verbs: &["create", "delete", "get", "patch", "update"],
+            },
+        ]),
     kind(
         "",
         "v1",

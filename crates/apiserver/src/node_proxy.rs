@@ -152,6 +152,45 @@ pub async fn pod_log(
     Ok(rx)
 }
 
+/// `nodes/<name>/proxy/<path>`: the request passed on to the node's kubelet as it came
+/// (method, path, query; no body), its answer returned whole.
+pub async fn node_request(
+    registry: &Registry,
+    kubelet: &KubeletClient,
+    node_name: &str,
+    method: http::Method,
+    path: &str,
+    query: Option<&str>,
+) -> ApiResult<http::Response<Bytes>> {
+    let node = NodeKubelet::of(registry, node_name).await?;
+    let query = query.map(|q| format!("?{q}")).unwrap_or_default();
+    let uri = format!("https://{}:{}{path}{query}", node.host(), node.port);
+    let request = http::Request::builder()
+        .method(method)
+        .uri(&uri)
+        .body(Empty::new())
+        .map_err(ApiError::internal)?;
+    let response = kubelet
+        .client
+        .request(request)
+        .await
+        .map_err(|e| ApiError::unavailable(format!("error trying to reach service: {e}")))?;
+    let (parts, body) = response.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map_err(|e| ApiError::internal(format!("reading {uri}: {e}")))?
+        .to_bytes();
+    let mut answer = http::Response::new(body);
+    *answer.status_mut() = parts.status;
+    if let Some(content_type) = parts.headers.get(http::header::CONTENT_TYPE) {
+        answer
+            .headers_mut()
+            .insert(http::header::CONTENT_TYPE, content_type.clone());
+    }
+    Ok(answer)
+}
+
 /// Where a node's kubelet listens.
 struct NodeKubelet {
     address: String,

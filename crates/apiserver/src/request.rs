@@ -96,6 +96,8 @@ fn resource_route(group: &str, version: &str, rest: &[&str], method: &http::Meth
         [resource] => (*resource, None, None),
         [resource, name] => (*resource, Some(*name), None),
         [resource, name, sub] => (*resource, Some(*name), Some(*sub)),
+        // `nodes/<name>/proxy/<path on the node>`: the path is the proxy's to read.
+        [resource, name, "proxy", ..] => (*resource, Some(*name), Some("proxy")),
         _ => return Route::NotFound,
     };
     let verb = match (method, name) {

@@ -283,6 +283,25 @@ impl Server {
                     .await?;
             return Ok(answer.map(|body| Full::new(body).boxed_unsync()));
         }
+        if kind.plural == "nodes" && kind.group.is_empty() && resource.subresource.as_deref() == Some("proxy") {
+            let name = resource.name.as_deref().unwrap_or("");
+            let prefix = format!("/api/v1/nodes/{name}/proxy");
+            let path = request.uri().path().strip_prefix(&prefix).unwrap_or("");
+            let path = if path.is_empty() { "/" } else { path };
+            if !request.body().is_empty() {
+                return Err(ApiError::bad_request("request bodies are not passed on to nodes"));
+            }
+            let answer = crate::node_proxy::node_request(
+                &self.registry,
+                &self.kubelets,
+                name,
+                request.method().clone(),
+                path,
+                request.uri().query(),
+            )
+            .await?;
+            return Ok(answer.map(|body| Full::new(body).boxed_unsync()));
+        }
         let shape = negotiate(accept, query)?;
         let manager = query
             .get("fieldManager")

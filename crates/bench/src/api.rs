@@ -358,6 +358,17 @@ pub(crate) async fn request_body(client: &HttpsClient, method: &str, uri: &str) 
 }
 
 /// Creates `count` pods named from `first` on, over `workers` concurrent clients.
+/// Creates the namespace `bench` the benchmarks' objects live in.
+pub(crate) async fn create_bench_namespace(client: &HttpsClient, base: &str) -> anyhow::Result<()> {
+    request(
+        client,
+        "POST",
+        &format!("{base}/api/v1/namespaces"),
+        Some(r#"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"bench"}}"#.into()),
+    )
+    .await
+}
+
 /// Waits until `count` nodes have registered, failing once `timeout` has passed since
 /// `started`, and says how long they took.
 pub(crate) async fn wait_for_nodes(

@@ -73,13 +73,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
             .env("RUST_LOG", "warn"),
     )?;
     api::wait_for_nodes(&client, &base, options.nodes, started, Duration::from_secs(300)).await?;
-    api::request(
-        &client,
-        "POST",
-        &format!("{base}/api/v1/namespaces"),
-        Some(r#"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"bench"}}"#.into()),
-    )
-    .await?;
+    api::create_bench_namespace(&client, &base).await?;
     let seen = watch_pods(&client, &base).await?;
     let manager = cluster
         .component_pid("controller-manager")

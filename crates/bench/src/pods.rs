@@ -58,7 +58,8 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     // On this thread: the server and the node die with the thread that started them.
     let (cluster, node) = tokio::task::block_in_place(|| -> anyhow::Result<(Cluster, Node)> {
         styrman_testkit::build_images(&styrman, images.path());
-        let cluster = Cluster::start_for_nodes(&styrman)?;
+        // A /22 per node: the default /24 holds 253 pod addresses, fewer than the largest round.
+        let cluster = Cluster::start_for_nodes_with(&styrman, &["--node-cidr-mask-size=22"])?;
         let max_pods = format!("--max-pods={}", most + 10);
         let node = Node::start_with(&cluster, &styrman, "bench-node", images.path(), &[&max_pods])?;
         Ok((cluster, node))
@@ -66,13 +67,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let client = api::client(cluster.data_dir())?;
     let base = format!("https://127.0.0.1:{}", cluster.port());
     wait_ready(&client, &base).await?;
-    api::request(
-        &client,
-        "POST",
-        &format!("{base}/api/v1/namespaces"),
-        Some(r#"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"bench"}}"#.into()),
-    )
-    .await?;
+    api::create_bench_namespace(&client, &base).await?;
     let round: Arc<Mutex<Round>> = Default::default();
     watch_pods(&client, &base, Arc::clone(&round)).await?;
     let kubelet = node.kubelet_pid().context("the agent is not running")?;

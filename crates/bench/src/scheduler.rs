@@ -220,13 +220,7 @@ async fn run_workload(workload: &Workload, options: &Options) -> anyhow::Result<
         )
         .await?;
     }
-    api::request(
-        &client,
-        "POST",
-        &format!("{base}/api/v1/namespaces"),
-        Some(r#"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"bench"}}"#.into()),
-    )
-    .await?;
+    api::create_bench_namespace(&client, &base).await?;
 
     let scheduler = cluster.component_pid("scheduler").context("no scheduler process")?;
     // Initial pods, scheduled before measuring.

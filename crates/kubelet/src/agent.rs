@@ -125,6 +125,12 @@ pub async fn run(config: Config) -> Result<()> {
             client_ca: config.client_ca_file.clone(),
         },
         runtime.clone(),
+        std::sync::Arc::new(crate::stats::Source::new(
+            runtime.clone(),
+            registration.name().to_string(),
+            layout.root.clone(),
+            config.cgroup_root.clone(),
+        )),
     ));
     let result = tokio::select! {
         r = pods.run() => r,

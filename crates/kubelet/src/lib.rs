@@ -13,4 +13,5 @@ pub mod machine;
 pub mod node_status;
 pub mod pods;
 pub mod server;
+pub mod stats;
 pub mod streaming;

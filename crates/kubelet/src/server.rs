@@ -1,6 +1,7 @@
 //! The kubelet's HTTPS port (10250), where the API server comes for what only the node has:
 //! `/containerLogs/<namespace>/<pod>/<container>` (what `pods/log` proxies to), the streams of
-//! `pods/exec|attach|portforward` ([`crate::streaming`]) and `/healthz`.
+//! `pods/exec|attach|portforward` ([`crate::streaming`]), `/stats/summary` and
+//! `/metrics/resource` ([`crate::stats`]) and `/healthz`.
 //! Only callers with a client certificate from the cluster CA get in, and of those only the API
 //! server's own identity (`kube-apiserver-kubelet-client`) or `system:masters` may read logs,
 //! the part of upstream's webhook authorization that matters here: nodes and other clients
@@ -38,7 +39,7 @@ type Body = UnsyncBoxBody<Bytes, Infallible>;
 /// The identity the API server calls kubelets with.
 pub const APISERVER_CLIENT: &str = "kube-apiserver-kubelet-client";
 
-pub async fn serve(config: ServerConfig, runtime: Runtime) -> anyhow::Result<()> {
+pub async fn serve(config: ServerConfig, runtime: Runtime, stats: Arc<crate::stats::Source>) -> anyhow::Result<()> {
     let tls = tls_config(&config)?;
     let listener = TcpListener::bind(config.address)
         .await
@@ -55,14 +56,15 @@ pub async fn serve(config: ServerConfig, runtime: Runtime) -> anyhow::Result<()>
         };
         let acceptor = acceptor.clone();
         let runtime = runtime.clone();
+        let stats = Arc::clone(&stats);
         tokio::spawn(async move {
             let Ok(tls) = acceptor.accept(tcp).await else {
                 return;
             };
             let allowed = allowed(tls.get_ref().1.peer_certificates());
             let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                let runtime = runtime.clone();
-                async move { Ok::<_, Infallible>(handle(request, allowed, runtime).await) }
+                let (runtime, stats) = (runtime.clone(), Arc::clone(&stats));
+                async move { Ok::<_, Infallible>(handle(request, allowed, runtime, &stats).await) }
             });
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             if let Err(e) = builder.serve_connection_with_upgrades(TokioIo::new(tls), service).await {
@@ -118,7 +120,12 @@ fn text(code: StatusCode, message: impl Into<String>) -> Response<Body> {
     response
 }
 
-async fn handle(request: Request<Incoming>, allowed: Option<bool>, runtime: Runtime) -> Response<Body> {
+async fn handle(
+    request: Request<Incoming>,
+    allowed: Option<bool>,
+    runtime: Runtime,
+    stats: &crate::stats::Source,
+) -> Response<Body> {
     let path = request.uri().path().to_string();
     if path == "/healthz" {
         return text(StatusCode::OK, "ok");
@@ -136,6 +143,30 @@ async fn handle(request: Request<Incoming>, allowed: Option<bool>, runtime: Runt
         ["containerLogs", namespace, pod, container] if request.method() == http::Method::GET => {
             container_logs(runtime, namespace, pod, container, &query).await
         }
+        ["stats", "summary"] if matches!(*request.method(), http::Method::GET | http::Method::POST) => {
+            match stats.summary().await {
+                Ok(summary) => {
+                    let mut response = text(StatusCode::OK, summary.to_string());
+                    response.headers_mut().insert(
+                        http::header::CONTENT_TYPE,
+                        http::HeaderValue::from_static("application/json"),
+                    );
+                    response
+                }
+                Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("failed to get stats: {e}")),
+            }
+        }
+        ["metrics", "resource"] if request.method() == http::Method::GET => match stats.summary().await {
+            Ok(summary) => {
+                let mut response = text(StatusCode::OK, crate::stats::resource_metrics(&summary));
+                response.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                );
+                response
+            }
+            Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("failed to get stats: {e}")),
+        },
         parts => match crate::streaming::Target::from_path(parts) {
             Some(target) if matches!(*request.method(), http::Method::GET | http::Method::POST) => {
                 crate::streaming::serve(target, request, &runtime)

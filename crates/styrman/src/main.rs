@@ -92,6 +92,9 @@ struct ServerArgs {
     /// The pods' address ranges, for the controller manager's node IPAM
     #[arg(long)]
     cluster_cidr: Option<String>,
+    /// The size of each node's pod range within --cluster-cidr (24: 253 pod addresses per node)
+    #[arg(long)]
+    node_cidr_mask_size: Option<u8>,
     /// How long a node may go unheard before it is marked unhealthy (Go duration: 40s, 1m30s)
     #[arg(long, value_parser = parse_go_duration)]
     node_monitor_grace_period: Option<std::time::Duration>,
@@ -176,6 +179,9 @@ impl ServerArgs {
         )];
         if let Some(cidr) = &self.cluster_cidr {
             args.push(format!("--cluster-cidr={cidr}"));
+        }
+        if let Some(size) = self.node_cidr_mask_size {
+            args.push(format!("--node-cidr-mask-size={size}"));
         }
         if let Some(grace) = self.node_monitor_grace_period {
             args.push(format!("--node-monitor-grace-period={}ms", grace.as_millis()));

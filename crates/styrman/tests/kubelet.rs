@@ -5,7 +5,7 @@
 //! ConfigMap is missing waits with FailedMount until it appears; a Deployment's pods serve,
 //! survive the agent's kill -9 without a container duplicated, and go on delete; exec, cp,
 //! attach and port-forward reach containers (kubectl and the Python client); `styrman cleanup`
-//! leaves nothing of a killed node behind; probes gate readiness (and so a Service's
+//! leaves nothing of a killed node behind; stats and resource metrics read through nodes/proxy; probes gate readiness (and so a Service's
 //! endpoints) and restart unhealthy containers; lifecycle hooks run; active deadlines fail pods;
 //! pods get QoS cgroups with their limits, and a container over its memory limit is OOMKilled.
 
@@ -283,10 +283,10 @@ fn read_until(child: &mut std::process::Child, needle: &str) -> String {
     let stdout = child.stdout.take().expect("stdout is piped");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
+        // Read to the end even once nobody listens: a closed pipe would kill kubectl with
+        // SIGPIPE at its next line ("Handling connection for ...").
         for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
+            let _ = tx.send(line);
         }
     });
     let mut seen = String::new();
@@ -420,6 +420,48 @@ spec:
     );
     for check in ["exec ok", "stdin-exit ok", "portforward ok"] {
         assert!(stdout.lines().any(|l| l == check), "{check} missing:\n{stdout}");
+    }
+
+    // Stats through the API server's nodes/proxy: the summary and the resource metrics
+    // metrics-server reads.
+    let summary = json(&c.kubectl_ok(&["get", "--raw", "/api/v1/nodes/node-1/proxy/stats/summary"]));
+    assert_eq!(summary["node"]["nodeName"], "node-1");
+    assert!(
+        summary["node"]["cpu"]["usageCoreNanoSeconds"].as_u64() > Some(0),
+        "{summary}"
+    );
+    assert!(summary["node"]["fs"]["capacityBytes"].as_u64() > Some(0), "{summary}");
+    let shell = summary["pods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["podRef"]["name"] == "shell")
+        .unwrap_or_else(|| panic!("no shell pod in {summary}"))
+        .clone();
+    assert_eq!(shell["containers"][0]["name"], "shell", "{shell}");
+    assert!(
+        shell["containers"][0]["memory"]["workingSetBytes"].as_u64() > Some(0),
+        "{shell}"
+    );
+    assert!(
+        shell["containers"][0]["cpu"]["usageCoreNanoSeconds"].as_u64() > Some(0),
+        "{shell}"
+    );
+    assert!(
+        shell["memory"]["workingSetBytes"].as_u64() > Some(0),
+        "the pod cgroup: {shell}"
+    );
+    let metrics = c.kubectl_ok(&["get", "--raw", "/api/v1/nodes/node-1/proxy/metrics/resource"]);
+    for family in [
+        "container_cpu_usage_seconds_total{container=\"shell\",namespace=\"default\",pod=\"shell\"}",
+        "container_memory_working_set_bytes{container=\"shell\",namespace=\"default\",pod=\"shell\"}",
+        "node_cpu_usage_seconds_total ",
+        "node_memory_working_set_bytes ",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l.starts_with(family)),
+            "{family} missing:\n{metrics}"
+        );
     }
 
     // `styrman cleanup` after the agent's kill -9: no process, mount, bridge, NAT rule or

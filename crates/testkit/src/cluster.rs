@@ -37,6 +37,11 @@ impl Cluster {
         Self::start_on("0.0.0.0", styrman, &[])
     }
 
+    /// [`Cluster::start_for_nodes`] with more `styrman server` flags.
+    pub fn start_for_nodes_with(styrman: &Path, extra: &[&str]) -> anyhow::Result<Cluster> {
+        Self::start_on("0.0.0.0", styrman, extra)
+    }
+
     /// The control plane alone (`--disable-agent`): tests start nodes of their own.
     fn start_on(bind: &str, styrman: &Path, extra: &[&str]) -> anyhow::Result<Cluster> {
         let data = tempfile::Builder::new().prefix("styrman-cluster-").tempdir()?;

@@ -287,16 +287,11 @@ impl Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::{ContainerPort, ExecAction};
+    use k8s_openapi::api::core::v1::ExecAction;
 
     fn container() -> Container {
         Container {
             name: "app".into(),
-            ports: Some(vec![ContainerPort {
-                name: Some("http".into()),
-                container_port: 8080,
-                ..Default::default()
-            }]),
             ..Default::default()
         }
     }
