@@ -103,8 +103,6 @@ pub async fn pod_log(
         )));
     }
     let node = NodeKubelet::of(registry, node_name).await?;
-    let host = node.host();
-    let port = node.port;
     let passed = {
         let mut passed = form_urlencoded::Serializer::new(String::new());
         for option in LOG_OPTIONS {
@@ -114,7 +112,7 @@ pub async fn pod_log(
         }
         passed.finish()
     };
-    let uri = format!("https://{host}:{port}/containerLogs/{namespace}/{name}/{container}?{passed}");
+    let uri = node.url(&format!("/containerLogs/{namespace}/{name}/{container}?{passed}"));
     let request = http::Request::get(&uri)
         .body(Empty::new())
         .map_err(ApiError::internal)?;
@@ -164,7 +162,7 @@ pub async fn node_request(
 ) -> ApiResult<http::Response<Bytes>> {
     let node = NodeKubelet::of(registry, node_name).await?;
     let query = query.map(|q| format!("?{q}")).unwrap_or_default();
-    let uri = format!("https://{}:{}{path}{query}", node.host(), node.port);
+    let uri = node.url(&format!("{path}{query}"));
     let request = http::Request::builder()
         .method(method)
         .uri(&uri)
@@ -218,13 +216,14 @@ impl NodeKubelet {
         })
     }
 
-    /// The address as a URL's host: IPv6 in brackets.
-    fn host(&self) -> String {
-        if self.address.contains(':') {
+    /// The kubelet's HTTPS URL for `path_and_query` (IPv6 addresses in brackets).
+    fn url(&self, path_and_query: &str) -> String {
+        let host = if self.address.contains(':') {
             format!("[{}]", self.address)
         } else {
             self.address.clone()
-        }
+        };
+        format!("https://{host}:{}{path_and_query}", self.port)
     }
 }
 
@@ -315,9 +314,7 @@ pub async fn pod_connect<B>(
         format!("/{subresource}/{namespace}/{name}/{container}?{}", passed.finish())
     };
     let node = NodeKubelet::of(registry, node_name).await?;
-    let target: http::Uri = format!("https://{}:{}{path}", node.host(), node.port)
-        .parse()
-        .map_err(ApiError::internal)?;
+    let target: http::Uri = node.url(&path).parse().map_err(ApiError::internal)?;
     let dial_error = |e: &dyn std::fmt::Display| ApiError::internal(format!("error dialing backend: {e}"));
     let tcp = tokio::net::TcpStream::connect((node.address.as_str(), node.port))
         .await

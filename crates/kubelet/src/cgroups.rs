@@ -11,8 +11,14 @@ use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{Container, PodSpec};
 
-/// The cgroup v1 and v2 hierarchies mounted on this machine: their mount points.
-pub fn hierarchies() -> Vec<PathBuf> {
+/// The cgroup v1 and v2 hierarchies mounted on this machine: their mount points, read once
+/// (stats and every pod's set-up and removal ask; the mounts do not move while a node runs).
+pub fn hierarchies() -> &'static [PathBuf] {
+    static HIERARCHIES: std::sync::OnceLock<Vec<PathBuf>> = std::sync::OnceLock::new();
+    HIERARCHIES.get_or_init(read_hierarchies)
+}
+
+fn read_hierarchies() -> Vec<PathBuf> {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let mut mounts: Vec<PathBuf> = mountinfo
         .lines()
@@ -31,11 +37,14 @@ pub fn hierarchies() -> Vec<PathBuf> {
 
 /// The hierarchy of one controller (`cpu`, `memory`): the v1 mount that lists it.
 fn controller(name: &str) -> Option<PathBuf> {
-    hierarchies().into_iter().find(|m| {
-        m.file_name()
-            .and_then(|f| f.to_str())
-            .is_some_and(|f| f.split(',').any(|c| c == name))
-    })
+    hierarchies()
+        .iter()
+        .find(|m| {
+            m.file_name()
+                .and_then(|f| f.to_str())
+                .is_some_and(|f| f.split(',').any(|c| c == name))
+        })
+        .cloned()
 }
 
 /// The cgroup path (relative to a hierarchy's root) of the pod `uid` of QoS class `qos`.
@@ -137,7 +146,7 @@ pub fn set_up(path: &str, resources: &PodResources) -> std::io::Result<()> {
 pub fn remove_tree(path: &str) -> usize {
     let relative = path.trim_start_matches('/');
     let mut removed = 0;
-    for hierarchy in hierarchies() {
+    for hierarchy in hierarchies().iter() {
         let top = hierarchy.join(relative);
         if relative.is_empty() || !top.is_dir() {
             continue;

@@ -2,10 +2,12 @@
 //! over the runtime's Unix socket, as the kubelet's remote runtime does it. The runtime is
 //! containerd with runc; nothing here depends on which.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use hyper_util::rt::TokioIo;
+use k8s_cri::v1 as cri;
 use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_openapi::api::core::v1::ContainerImage;
@@ -82,6 +84,48 @@ impl Runtime {
             .await?
             .into_inner();
         Ok(pulled.image_ref)
+    }
+}
+
+impl Runtime {
+    /// The running containers whose labels include `selector` (all of them when it is empty).
+    pub async fn running_containers(
+        &self,
+        selector: HashMap<String, String>,
+    ) -> std::result::Result<Vec<cri::Container>, tonic::Status> {
+        let filter = cri::ContainerFilter {
+            state: Some(cri::ContainerStateValue {
+                state: cri::ContainerState::ContainerRunning as i32,
+            }),
+            label_selector: selector,
+            ..Default::default()
+        };
+        let listed = self
+            .runtime
+            .clone()
+            .list_containers(cri::ListContainersRequest { filter: Some(filter) })
+            .await?;
+        Ok(listed.into_inner().containers)
+    }
+
+    /// The ready pod sandboxes whose labels include `selector` (all when it is empty).
+    pub async fn ready_sandboxes(
+        &self,
+        selector: HashMap<String, String>,
+    ) -> std::result::Result<Vec<cri::PodSandbox>, tonic::Status> {
+        let filter = cri::PodSandboxFilter {
+            state: Some(cri::PodSandboxStateValue {
+                state: cri::PodSandboxState::SandboxReady as i32,
+            }),
+            label_selector: selector,
+            ..Default::default()
+        };
+        let listed = self
+            .runtime
+            .clone()
+            .list_pod_sandbox(cri::ListPodSandboxRequest { filter: Some(filter) })
+            .await?;
+        Ok(listed.into_inner().items)
     }
 }
 

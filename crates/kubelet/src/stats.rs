@@ -73,20 +73,11 @@ impl Source {
     pub async fn summary(&self) -> anyhow::Result<Value> {
         let node = node_usage();
         let fs = filesystem(&self.root_dir);
-        let mut runtime = self.runtime.runtime.clone();
-        let running = runtime
-            .list_containers(cri::ListContainersRequest {
-                filter: Some(cri::ContainerFilter {
-                    state: Some(cri::ContainerStateValue {
-                        state: cri::ContainerState::ContainerRunning as i32,
-                    }),
-                    ..Default::default()
-                }),
-            })
-            .await?
-            .into_inner()
-            .containers;
-        let stats = runtime
+        let running = self.runtime.running_containers(HashMap::new()).await?;
+        let stats = self
+            .runtime
+            .runtime
+            .clone()
             .list_container_stats(cri::ListContainerStatsRequest { filter: None })
             .await?
             .into_inner()
@@ -95,18 +86,7 @@ impl Source {
             .iter()
             .filter_map(|s| Some((s.attributes.as_ref()?.id.as_str(), s)))
             .collect();
-        let sandboxes = runtime
-            .list_pod_sandbox(cri::ListPodSandboxRequest {
-                filter: Some(cri::PodSandboxFilter {
-                    state: Some(cri::PodSandboxStateValue {
-                        state: cri::PodSandboxState::SandboxReady as i32,
-                    }),
-                    ..Default::default()
-                }),
-            })
-            .await?
-            .into_inner()
-            .items;
+        let sandboxes = self.runtime.ready_sandboxes(HashMap::new()).await?;
         let mut pods = Vec::new();
         for sandbox in &sandboxes {
             let label = |k: &str| sandbox.labels.get(k).cloned().unwrap_or_default();

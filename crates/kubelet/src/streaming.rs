@@ -213,21 +213,10 @@ fn pod_labels(namespace: &str, pod: &str) -> HashMap<String, String> {
 async fn running_container(runtime: &Runtime, namespace: &str, pod: &str, container: &str) -> Result<String, Refusal> {
     let mut selector = pod_labels(namespace, pod);
     selector.insert(labels::CONTAINER_NAME.to_string(), container.to_string());
-    let filter = cri::ContainerFilter {
-        state: Some(cri::ContainerStateValue {
-            state: cri::ContainerState::ContainerRunning as i32,
-        }),
-        label_selector: selector,
-        ..Default::default()
-    };
     let listed = runtime
-        .runtime
-        .clone()
-        .list_containers(cri::ListContainersRequest { filter: Some(filter) })
+        .running_containers(selector)
         .await
-        .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.message().to_string()))?
-        .into_inner()
-        .containers;
+        .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.message().to_string()))?;
     listed
         .into_iter()
         .max_by_key(|c| c.created_at)
@@ -242,21 +231,10 @@ async fn running_container(runtime: &Runtime, namespace: &str, pod: &str, contai
 
 /// The id of the pod's ready sandbox, whose network namespace a port-forward dials in.
 async fn ready_sandbox(runtime: &Runtime, namespace: &str, pod: &str) -> Result<String, Refusal> {
-    let filter = cri::PodSandboxFilter {
-        state: Some(cri::PodSandboxStateValue {
-            state: cri::PodSandboxState::SandboxReady as i32,
-        }),
-        label_selector: pod_labels(namespace, pod),
-        ..Default::default()
-    };
     let listed = runtime
-        .runtime
-        .clone()
-        .list_pod_sandbox(cri::ListPodSandboxRequest { filter: Some(filter) })
+        .ready_sandboxes(pod_labels(namespace, pod))
         .await
-        .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.message().to_string()))?
-        .into_inner()
-        .items;
+        .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.message().to_string()))?;
     listed
         .into_iter()
         .max_by_key(|s| s.created_at)
