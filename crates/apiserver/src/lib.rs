@@ -16,6 +16,7 @@ mod decoded;
 mod defaults;
 mod discovery;
 mod health;
+pub mod join;
 pub mod kinds;
 pub mod kubeconfig;
 mod managed;
@@ -62,6 +63,8 @@ pub struct Config {
     /// How often history older than one interval is compacted away (kube-apiserver's
     /// `--etcd-compaction-interval`); zero turns compaction off.
     pub compaction_interval: std::time::Duration,
+    /// More names and addresses the serving certificate covers (k3s's `--tls-san`).
+    pub tls_san: Vec<String>,
 }
 
 /// Runs the API server until it fails.
@@ -100,6 +103,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if let Ok(name) = std::fs::read_to_string("/etc/hostname") {
         hosts.push(name.trim().to_string());
     }
+    hosts.extend(config.tls_san.iter().cloned());
     hosts.retain(|h| !h.is_empty());
     let pki = pki::Pki::ensure(&config.data_dir, &hosts)?;
     let address = format!("{client_host}:{port}");
@@ -114,7 +118,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tokio::spawn(compact_periodically(store.clone(), config.compaction_interval));
     }
     let kubelets = node_proxy::KubeletClient::new(&pki)?;
-    let server = Arc::new(server::Server::new(registry::Registry::new(store), address, kubelets));
+    let join = join::Join::ensure(&config.data_dir, &pki.ca_pem)?;
+    let server = Arc::new(server::Server::new(
+        registry::Registry::new(store),
+        address,
+        kubelets,
+        join,
+    ));
     server.serve(listener, server::tls_config(&pki)?).await
 }
 

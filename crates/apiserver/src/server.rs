@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use http::{HeaderValue, Request, Response, StatusCode, header};
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, StreamBody, combinators::UnsyncBoxBody};
 use hyper::body::{Frame, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -48,7 +48,7 @@ impl User {
         }
     }
 
-    fn is_anonymous(&self) -> bool {
+    pub fn is_anonymous(&self) -> bool {
         self.name == "system:anonymous"
     }
 }
@@ -56,6 +56,7 @@ impl User {
 pub struct Server {
     registry: Registry,
     kubelets: crate::node_proxy::KubeletClient,
+    join: crate::join::Join,
     openapi: crate::openapi::OpenApi,
     /// `host:port` clients reach us at, for legacy discovery.
     address: String,
@@ -106,10 +107,16 @@ fn user_from_certificates(certs: Option<&[CertificateDer<'_>]>) -> User {
 }
 
 impl Server {
-    pub fn new(registry: Registry, address: String, kubelets: crate::node_proxy::KubeletClient) -> Server {
+    pub fn new(
+        registry: Registry,
+        address: String,
+        kubelets: crate::node_proxy::KubeletClient,
+        join: crate::join::Join,
+    ) -> Server {
         Server {
             registry,
             kubelets,
+            join,
             openapi: crate::openapi::OpenApi::build(),
             address,
         }
@@ -167,6 +174,9 @@ impl Server {
         let (parts, body) = request.into_parts();
         let body = read_body(body).await?;
         let request = Request::from_parts(parts, body);
+        if crate::join::Join::serves(request.uri().path()) {
+            return self.join(&request, user);
+        }
         let query = Query::parse(request.uri().query());
         let route = request::route(request.method(), request.uri().path(), &query);
         let public = matches!(route, Route::Version | Route::Health(..));
@@ -200,6 +210,26 @@ impl Server {
             Route::MethodNotAllowed => Err(ApiError::method_not_allowed()),
             Route::NotFound => Err(ApiError::route_not_found()),
             Route::Resource(resource) => self.resource(request, resource, &query, &accept, user).await,
+        }
+    }
+
+    /// A joining node's requests (`join.rs`): the CA bundle, its credentials.
+    fn join(&self, request: &Request<Bytes>, user: &User) -> ApiResult<Response<Body>> {
+        match (request.method(), request.uri().path()) {
+            (&Method::GET, crate::join::CA_PATH) => Ok(bytes_response(
+                200,
+                "text/plain; charset=utf-8",
+                self.join.ca_pem().as_bytes().to_vec(),
+            )),
+            (&Method::POST, crate::join::CREDENTIALS_PATH) => {
+                let bearer = header_str(request, header::AUTHORIZATION)
+                    .strip_prefix("Bearer ")
+                    .map(str::trim);
+                let issued = self.join.credentials(request.body(), bearer, user)?;
+                let issued = serde_json::to_value(issued).map_err(ApiError::internal)?;
+                Ok(json_response(200, &issued))
+            }
+            _ => Err(ApiError::method_not_allowed()),
         }
     }
 

@@ -14,29 +14,7 @@ const CA_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 pub async fn run(args: KubeletArgs) -> anyhow::Result<()> {
     let root = args.data_dir.join("agent");
-    let name = args
-        .hostname_override
-        .clone()
-        .unwrap_or_else(styrman_runtime::hostname)
-        .to_lowercase();
-    anyhow::ensure!(
-        !name.is_empty(),
-        "this machine has no host name: give --hostname-override"
-    );
-    let labels = crate::parse_labels("--node-labels", &args.node_labels)?;
-    let node = styrman_kubelet::machine::NodeConfig {
-        name: name.clone(),
-        node_ip: args.node_ip,
-        labels,
-        taints: args
-            .register_with_taints
-            .iter()
-            .filter(|t| !t.is_empty())
-            .cloned()
-            .collect(),
-        max_pods: args.max_pods,
-        root_dir: root.clone(),
-    };
+    let node = node_config(&args)?;
     std::fs::create_dir_all(&root).with_context(|| format!("cannot create {}", root.display()))?;
     let issued = match &args.server_data_dir {
         Some(server_dir) => Some(issue(&args, server_dir, &root, &node).await?),
@@ -78,6 +56,33 @@ pub async fn run(args: KubeletArgs) -> anyhow::Result<()> {
     styrman_kubelet::agent::run(config).await
 }
 
+/// The node the flags describe.
+pub fn node_config(args: &KubeletArgs) -> anyhow::Result<styrman_kubelet::machine::NodeConfig> {
+    let name = args
+        .hostname_override
+        .clone()
+        .unwrap_or_else(styrman_runtime::hostname)
+        .to_lowercase();
+    anyhow::ensure!(
+        !name.is_empty(),
+        "this machine has no host name: give --hostname-override"
+    );
+    let labels = crate::parse_labels("--node-labels", &args.node_labels)?;
+    Ok(styrman_kubelet::machine::NodeConfig {
+        name,
+        node_ip: args.node_ip,
+        labels,
+        taints: args
+            .register_with_taints
+            .iter()
+            .filter(|t| !t.is_empty())
+            .cloned()
+            .collect(),
+        max_pods: args.max_pods,
+        root_dir: args.data_dir.join("agent"),
+    })
+}
+
 /// Issues the node's credentials from the CA in `server_dir`; the directory holding them.
 async fn issue(
     args: &KubeletArgs,
@@ -96,17 +101,30 @@ async fn issue(
     }
     let ip = styrman_kubelet::machine::resolve_node_ip(node)?;
     let credentials = styrman_apiserver::pki::node_credentials(server_dir, &node.name, &[ip])?;
+    write_credentials(args, root, &node.name, &credentials)
+}
+
+/// Keeps a node's credentials under `root/pki` (the serving certificate and key, the CA and,
+/// unless `--kubeconfig` names another, a kubeconfig for `args.server`); the directory.
+pub fn write_credentials(
+    args: &KubeletArgs,
+    root: &Path,
+    node: &str,
+    credentials: &styrman_apiserver::pki::NodeCredentials,
+) -> anyhow::Result<PathBuf> {
     let dir = root.join("pki");
     std::fs::create_dir_all(&dir)?;
-    let kubeconfig = styrman_apiserver::kubeconfig::render_with_server_name(
-        &args.server,
-        args.tls_server_name.as_deref(),
-        &credentials.ca_pem,
-        &format!("system:node:{}", node.name),
-        &credentials.client,
-    );
     let write = styrman_apiserver::pki::write;
-    write(&dir, "kubelet.kubeconfig", &kubeconfig, true)?;
+    if args.kubeconfig.is_none() {
+        let kubeconfig = styrman_apiserver::kubeconfig::render_with_server_name(
+            &args.server,
+            args.tls_server_name.as_deref(),
+            &credentials.ca_pem,
+            &format!("system:node:{node}"),
+            &credentials.client,
+        );
+        write(&dir, "kubelet.kubeconfig", &kubeconfig, true)?;
+    }
     write(&dir, "kubelet.crt", &credentials.serving.cert_pem, false)?;
     write(&dir, "kubelet.key", &credentials.serving.key_pem, true)?;
     write(&dir, "ca.crt", &credentials.ca_pem, false)?;

@@ -1,6 +1,7 @@
 //! `styrman`: the one binary. Each control-plane and node component is a subcommand, so
 //! `styrman server` can run every component as its own child process of the same executable.
 
+mod agent;
 mod images;
 mod kubelet;
 mod supervisor;
@@ -42,6 +43,8 @@ enum Command {
     ControllerManager(ControllerManagerArgs),
     /// Run the node agent: register the node and run its pods through containerd
     Kubelet(KubeletArgs),
+    /// Join this machine to a server (with its token or a kubeconfig) and run its node
+    Agent(agent::AgentArgs),
     /// Run the service proxy: program Services into nftables
     Proxy,
     /// Simulate many nodes in one process, for scale tests
@@ -81,6 +84,9 @@ struct ControlPlaneArgs {
     /// How often the store's history older than one interval is compacted (0s: never)
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     etcd_compaction_interval: std::time::Duration,
+    /// More names and addresses for the serving certificate (those agents dial), comma-separated
+    #[arg(long, value_delimiter = ',')]
+    tls_san: Vec<String>,
 }
 
 /// `styrman server`: the control plane's flags, and the few it hands on to the controller
@@ -120,7 +126,7 @@ struct KubeletArgs {
     /// serving certificate) are issued from its cluster CA
     #[arg(long)]
     server_data_dir: Option<std::path::PathBuf>,
-    /// The API server's URL, with --server-data-dir
+    /// The API server's URL, for the kubeconfig issued with --server-data-dir or by joining
     #[arg(long, default_value = "https://127.0.0.1:6443")]
     server: String,
     /// The name the API server's certificate is checked for, when --server is an address it
@@ -364,6 +370,7 @@ impl ControlPlaneArgs {
             secure_port: self.secure_port,
             store: styrman_store::StoreConfig::from_flags(&self.data_dir, self.etcd_servers.as_deref()),
             compaction_interval: self.etcd_compaction_interval,
+            tls_san: self.tls_san.iter().filter(|s| !s.is_empty()).cloned().collect(),
         }
     }
 
@@ -381,6 +388,9 @@ impl ControlPlaneArgs {
         if let Some(etcd) = &self.etcd_servers {
             args.push(format!("--etcd-servers={etcd}"));
         }
+        if !self.tls_san.is_empty() {
+            args.push(format!("--tls-san={}", self.tls_san.join(",")));
+        }
         args
     }
 }
@@ -393,7 +403,7 @@ impl Command {
             Command::Scheduler(_) => None,
             Command::HollowNodes(_) | Command::Images(_) => None,
             Command::ControllerManager(_) => None,
-            Command::Kubelet(_) | Command::Cleanup(_) => None,
+            Command::Kubelet(_) | Command::Agent(_) | Command::Cleanup(_) => None,
             Command::Proxy => Some(("proxy", 0)),
             Command::Version => None,
         }
@@ -446,6 +456,7 @@ fn main() -> ExitCode {
             }))
         }
         Command::Kubelet(args) => run_async(kubelet::run(args)),
+        Command::Agent(args) => run_async(agent::run(args)),
         Command::Cleanup(args) => styrman_kubelet::cleanup::cleanup(&args.data_dir).map(|report| print!("{report}")),
         Command::Server(args) => run_async(supervisor::run(args.components())),
         _ => unreachable!("every other command is pending"),

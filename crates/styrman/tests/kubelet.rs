@@ -3,7 +3,8 @@
 //! kubectl. Pods run to completion and their logs read back; a crash-looping container backs
 //! off; an image no registry has fails to pull without harming other pods; a pod whose
 //! ConfigMap is missing waits with FailedMount until it appears; a Deployment's pods serve,
-//! survive the agent's kill -9 without a container duplicated, and go on delete; exec, cp,
+//! survive the agent's kill -9 without a container duplicated, and go on delete (on a node that
+//! joined with the server's token; a wrong token is refused); exec, cp,
 //! attach and port-forward reach containers (kubectl and the Python client); `styrman cleanup`
 //! leaves nothing of a killed node behind; stats and resource metrics read through nodes/proxy; probes gate readiness (and so a Service's
 //! endpoints) and restart unhealthy containers; lifecycle hooks run; active deadlines fail pods;
@@ -16,11 +17,20 @@ use styrman_testkit::{Cluster, Node, build_images, eventually, json};
 const START: Duration = Duration::from_secs(60);
 
 fn node_cluster() -> (Cluster, Node, tempfile::TempDir) {
+    start_node_cluster(false)
+}
+
+/// With `join`, the node joins as users join machines: `styrman agent` with the server's token.
+fn start_node_cluster(join: bool) -> (Cluster, Node, tempfile::TempDir) {
     let styrman = env!("CARGO_BIN_EXE_styrman").as_ref();
     let images = tempfile::tempdir().unwrap();
     build_images(styrman, images.path());
     let cluster = Cluster::start_for_nodes(styrman).unwrap();
-    let node = Node::start(&cluster, styrman, "node-1", images.path()).unwrap();
+    let node = if join {
+        Node::join(&cluster, styrman, "node-1", images.path()).unwrap()
+    } else {
+        Node::start(&cluster, styrman, "node-1", images.path()).unwrap()
+    };
     eventually("the node is Ready", START, || {
         let out = cluster.kubectl(&["get", "node", "node-1", "--no-headers"]);
         let text = String::from_utf8_lossy(&out.stdout).to_string();
@@ -178,9 +188,39 @@ spec:
     wait_status(&c, &node, "after", "Completed");
 }
 
+/// `styrman agent` with a token that is not the server's, or that pins another CA: refused
+/// before the node does anything.
+fn a_join_with_a_wrong_token_is_refused(c: &Cluster) {
+    let token = std::fs::read_to_string(c.data_dir().join("node-token")).unwrap();
+    let (pinned, _secret) = token.trim().rsplit_once(':').unwrap();
+    let other_ca = format!("K10{}::node:x", "0".repeat(64));
+    for (token, expect) in [
+        (format!("{pinned}:wrong"), "refused the join token"),
+        (other_ca, "does not match the join token's hash"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_styrman"))
+            .args([
+                "agent",
+                &format!("--token={token}"),
+                "--node-ip=127.0.0.1",
+                "--hostname-override=intruder",
+            ])
+            .arg(format!("--server=https://127.0.0.1:{}", c.port()))
+            .arg(format!("--data-dir={}", dir.path().display()))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains(expect), "{stderr}");
+        assert!(!dir.path().join("agent/pki").exists(), "nothing is issued");
+    }
+}
+
 #[test]
 fn a_deployment_serves_survives_an_agent_kill_and_goes_on_delete() {
-    let (c, mut node, _images) = node_cluster();
+    // This node joined with the server's token (styrman agent), as another machine would.
+    let (c, mut node, _images) = start_node_cluster(true);
+    a_join_with_a_wrong_token_is_refused(&c);
     c.kubectl_ok(&["create", "deployment", "web", "--image=nginx", "--replicas=2"]);
     let running = |c: &Cluster| -> Vec<(String, String, String)> {
         let pods = json(&c.kubectl_ok(&["get", "pods", "-l", "app=web", "-o", "json"]));

@@ -1,7 +1,8 @@
 //! A real node for tests: `styrman kubelet` with its own containerd, in a network namespace of
 //! its own joined to the machine by a veth pair (the node is `10.200.<k>.2`, the machine
 //! `10.200.<k>.1`), so several nodes and several tests never share a bridge, a port or a pod
-//! address. Its credentials come from the cluster's CA (`--server-data-dir`), its images from
+//! address. Its credentials come from the cluster's CA (`--server-data-dir`) or, when it joins as
+//! another machine would (`styrman agent` with the join token), from the API server; its images from
 //! `scripts/images`. Dropping it kills every container it ran, then the agent, its shims and
 //! mounts, and the namespace.
 
@@ -41,6 +42,25 @@ impl Node {
         images: &Path,
         extra: &[&str],
     ) -> anyhow::Result<Node> {
+        let server_dir = format!("--server-data-dir={}", cluster.data_dir().display());
+        Node::start_as(cluster, styrman, name, images, &["kubelet", &server_dir], extra)
+    }
+
+    /// A node that joins as users join machines: `styrman agent --token-file` with the
+    /// server's join token, its credentials asked of the API server.
+    pub fn join(cluster: &Cluster, styrman: &Path, name: &str, images: &Path) -> anyhow::Result<Node> {
+        let token = format!("--token-file={}", cluster.data_dir().join("node-token").display());
+        Node::start_as(cluster, styrman, name, images, &["agent", &token], &[])
+    }
+
+    fn start_as(
+        cluster: &Cluster,
+        styrman: &Path,
+        name: &str,
+        images: &Path,
+        how: &[&str],
+        extra: &[&str],
+    ) -> anyhow::Result<Node> {
         let dir = tempfile::Builder::new().prefix("styrman-node-").tempdir()?;
         let agent_images = dir.path().join("agent").join("images");
         std::fs::create_dir_all(&agent_images)?;
@@ -49,10 +69,8 @@ impl Node {
         }
         let (netns, k) = network_namespace(dir.path())?;
         let ip = format!("10.200.{k}.2");
-        let args = vec![
-            "kubelet".to_string(),
+        let args = how.iter().map(|a| a.to_string()).chain([
             format!("--data-dir={}", dir.path().display()),
-            format!("--server-data-dir={}", cluster.data_dir().display()),
             format!("--server=https://10.200.{k}.1:{}", cluster.port()),
             // The API server's certificate names the cluster's service names, not this address.
             "--tls-server-name=kubernetes".to_string(),
@@ -61,8 +79,8 @@ impl Node {
             "--airgap".to_string(),
             // Its own cgroup tree: nodes of parallel tests share the machine's hierarchies.
             format!("--cgroup-root=/{netns}"),
-        ];
-        let args = args.into_iter().chain(extra.iter().map(|a| a.to_string())).collect();
+        ]);
+        let args = args.chain(extra.iter().map(|a| a.to_string())).collect();
         let mut node = Node {
             name: name.to_string(),
             ip,
