@@ -141,6 +141,69 @@ spec:
     wait_status(&c, &node, "reader", "Completed");
     assert_eq!(c.kubectl_ok(&["logs", "reader"]), "reader on node-1: hello\n");
 
+    // A claim bound to a hostPath volume, and an emptyDir in memory sized by its sizeLimit
+    // (a tmpfs, unmounted when the pod goes).
+    let pv_dir = node.dir().join("pv");
+    std::fs::create_dir_all(&pv_dir).unwrap();
+    std::fs::write(pv_dir.join("hello"), "from-host\n").unwrap();
+    c.apply(&format!(
+        "apiVersion: v1
+kind: PersistentVolume
+metadata: {{name: data-pv}}
+spec:
+  capacity: {{storage: 1Gi}}
+  accessModes: [ReadWriteOnce]
+  hostPath: {{path: {}}}
+  claimRef: {{namespace: default, name: data}}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {{name: data}}
+spec:
+  accessModes: [ReadWriteOnce]
+  resources: {{requests: {{storage: 1Gi}}}}
+  volumeName: data-pv
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: volumes}}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: main
+    image: busybox
+    command: [sh, -c, 'cat /data/hello; grep \" /mem \" /proc/mounts | cut -d\" \" -f3; df -k /mem | tail -1 | awk \"{{print \\$2}}\"; echo from-pod > /data/out']
+    volumeMounts: [{{name: data, mountPath: /data}}, {{name: mem, mountPath: /mem}}]
+  volumes:
+  - {{name: data, persistentVolumeClaim: {{claimName: data}}}}
+  - {{name: mem, emptyDir: {{medium: Memory, sizeLimit: 16Mi}}}}
+",
+        pv_dir.display()
+    ));
+    wait_status(&c, &node, "volumes", "Completed");
+    assert_eq!(c.kubectl_ok(&["logs", "volumes"]), "from-host\ntmpfs\n16384\n");
+    assert_eq!(std::fs::read_to_string(pv_dir.join("out")).unwrap(), "from-pod\n");
+    let pods_dir = node.dir().join("agent").join("pods");
+    let mounted_below = |dir: &std::path::Path| {
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .filter(|l| {
+                l.split(' ')
+                    .nth(4)
+                    .is_some_and(|p| p.starts_with(&*dir.to_string_lossy()))
+            })
+            .count()
+    };
+    assert_eq!(mounted_below(&pods_dir), 1, "the memory emptyDir is a mount");
+    c.kubectl_ok(&["delete", "pod", "volumes"]);
+    eventually("the tmpfs is unmounted with its pod", START, || {
+        match mounted_below(&pods_dir) {
+            0 => Ok(()),
+            n => Err(format!("{n} mounts left")),
+        }
+    });
+
     // A container that keeps failing backs off, and says how it ended.
     c.kubectl_ok(&[
         "run",

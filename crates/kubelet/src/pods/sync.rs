@@ -1107,6 +1107,8 @@ async fn kill(
 /// Removes what the node kept for the pod: its directory (volumes) and its cgroup.
 fn remove_pod_dir(shared: &Shared, uid: &str) {
     let dir = shared.settings.layout.pods().join(uid);
+    // Memory-backed emptyDirs are mounts: unmounted first, or removal stops at them.
+    crate::cleanup::unmount_below(&dir);
     let _ = std::fs::remove_dir_all(dir);
     for qos in ["Guaranteed", "Burstable", "BestEffort"] {
         crate::cgroups::remove_tree(&crate::cgroups::pod_cgroup(&shared.settings.cgroup_root, qos, uid));

@@ -2,8 +2,11 @@
 //! containers start: directories under the pod's own directory
 //! (`pods/<uid>/volumes/<plugin>/<name>`, the kubelet's layout) for `emptyDir` and for the
 //! files of `configMap`, `secret`, `downwardAPI` and `projected` volumes (written again on
-//! every sync, so a changed ConfigMap shows in running pods), the host's path for `hostPath`;
-//! then each container's `volumeMounts` (with `subPath` and `readOnly`) as CRI mounts.
+//! every sync, so a changed ConfigMap shows in running pods), a tmpfs for an `emptyDir` of
+//! medium `Memory` (sized by its `sizeLimit`, else the pod's memory limit, as upstream sizes
+//! memory-backed volumes), the host's path for `hostPath` and for a `persistentVolumeClaim`
+//! bound to a `hostPath` or `local` PersistentVolume; then each container's `volumeMounts`
+//! (with `subPath` and `readOnly`) as CRI mounts.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -34,6 +37,21 @@ pub async fn set_up(
                 host_path(&path, kind.as_deref()).map_err(failed)?;
                 PathBuf::from(path)
             }
+            Plan::Claim(claim) => {
+                let path = claimed_path(client, &namespace, &claim).await.map_err(failed)?;
+                host_path(&path, None).map_err(failed)?;
+                PathBuf::from(path)
+            }
+            Plan::Memory(size_limit) => {
+                let dir = pod_dir.join("volumes").join(EMPTY_DIR).join(&volume.name);
+                std::fs::create_dir_all(&dir).map_err(|e| failed(e.to_string()))?;
+                let size = size_limit.or_else(|| {
+                    let spec = pod.spec.as_ref()?;
+                    crate::cgroups::pod_resources(spec, super::qos::qos_class(spec)).memory_limit
+                });
+                mount_tmpfs(&dir, size).map_err(failed)?;
+                dir
+            }
             Plan::Directory(plugin) => {
                 let dir = pod_dir.join("volumes").join(plugin).join(&volume.name);
                 std::fs::create_dir_all(&dir).map_err(|e| failed(e.to_string()))?;
@@ -56,6 +74,10 @@ const EMPTY_DIR: &str = "kubernetes.io~empty-dir";
 
 enum Plan {
     HostPath(String, Option<String>),
+    /// A claim's name: the path of the volume bound to it.
+    Claim(String),
+    /// An `emptyDir` in memory, of at most this many bytes.
+    Memory(Option<u64>),
     Directory(&'static str),
     Unsupported(&'static str),
 }
@@ -63,8 +85,16 @@ enum Plan {
 fn plan(volume: &Volume) -> Plan {
     if let Some(h) = &volume.host_path {
         Plan::HostPath(h.path.clone(), h.type_.clone())
-    } else if volume.empty_dir.is_some() {
-        Plan::Directory(EMPTY_DIR)
+    } else if let Some(e) = &volume.empty_dir {
+        if e.medium.as_deref() == Some("Memory") {
+            let limit = e
+                .size_limit
+                .as_ref()
+                .and_then(|q| styrman_runtime::quantity::value(&q.0));
+            Plan::Memory(limit.and_then(|b| u64::try_from(b).ok()))
+        } else {
+            Plan::Directory(EMPTY_DIR)
+        }
     } else if volume.config_map.is_some() {
         Plan::Directory("kubernetes.io~configmap")
     } else if volume.secret.is_some() {
@@ -73,10 +103,78 @@ fn plan(volume: &Volume) -> Plan {
         Plan::Directory("kubernetes.io~downward-api")
     } else if volume.projected.is_some() {
         Plan::Directory("kubernetes.io~projected")
-    } else if volume.persistent_volume_claim.is_some() {
-        Plan::Unsupported("persistentVolumeClaim")
+    } else if let Some(claim) = &volume.persistent_volume_claim {
+        Plan::Claim(claim.claim_name.clone())
     } else {
         Plan::Unsupported("(this one)")
+    }
+}
+
+/// The host path of the volume bound to claim `name`: a `hostPath` or `local` PersistentVolume.
+/// A claim is bound when it names its volume and the volume's `claimRef` names it back (what
+/// the PV controller checks before it sets the claim's phase to Bound).
+async fn claimed_path(client: &kube::Client, namespace: &str, name: &str) -> Result<String, String> {
+    use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
+    let claim = claims
+        .get_opt(name)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("persistentvolumeclaim \"{name}\" not found"))?;
+    let unbound = || format!("PVC {namespace}/{name} is not bound");
+    let volume_name = claim
+        .spec
+        .as_ref()
+        .and_then(|s| s.volume_name.clone())
+        .filter(|v| !v.is_empty())
+        .ok_or_else(unbound)?;
+    let volume = Api::<PersistentVolume>::all(client.clone())
+        .get_opt(&volume_name)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("persistentvolume \"{volume_name}\" not found"))?;
+    let spec = volume.spec.unwrap_or_default();
+    let names_claim = spec.claim_ref.as_ref().is_some_and(|r| {
+        r.name.as_deref() == Some(name)
+            && r.namespace.as_deref() == Some(namespace)
+            && r.uid
+                .as_ref()
+                .is_none_or(|uid| Some(uid) == claim.metadata.uid.as_ref())
+    });
+    if !names_claim {
+        return Err(unbound());
+    }
+    if let Some(h) = spec.host_path {
+        Ok(h.path)
+    } else if let Some(l) = spec.local {
+        Ok(l.path)
+    } else {
+        Err(format!(
+            "persistentvolume \"{volume_name}\" is of a type this node cannot mount (hostPath and local are)"
+        ))
+    }
+}
+
+/// Mounts a tmpfs of at most `size` bytes on `dir`, unless one is there from an earlier sync.
+fn mount_tmpfs(dir: &Path, size: Option<u64>) -> Result<(), String> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| e.to_string())?;
+    let point = dir.to_string_lossy().replace(' ', "\\040");
+    if mountinfo.lines().any(|l| l.split(' ').nth(4) == Some(point.as_str())) {
+        return Ok(());
+    }
+    let options = match size {
+        Some(bytes) => format!("mode=0777,size={bytes}"),
+        None => "mode=0777".to_string(),
+    };
+    let out = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &options, "tmpfs"])
+        .arg(dir)
+        .output()
+        .map_err(|e| format!("cannot run mount: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("mount tmpfs: {}", String::from_utf8_lossy(&out.stderr).trim()))
     }
 }
 
