@@ -30,6 +30,8 @@ pub struct Config {
     pub airgap: bool,
     /// Where the pods' cgroups go: `<cgroup_root>/kubepods/...` (upstream's `--cgroup-root`).
     pub cgroup_root: String,
+    /// Static pods' manifests; None: `DATA_DIR/agent/pod-manifests`.
+    pub pod_manifest_path: Option<PathBuf>,
     /// The kubelet's HTTPS address and its serving certificate (from the cluster CA) and the CA
     /// its callers' client certificates must come from.
     pub address: std::net::SocketAddr,
@@ -68,6 +70,10 @@ impl Layout {
     }
     pub fn cni_ipam(&self) -> PathBuf {
         self.root.join("cni").join("ipam")
+    }
+    /// Static pods' manifests unless `--pod-manifest-path` says otherwise (k3s's place).
+    pub fn pod_manifests(&self) -> PathBuf {
+        self.root.join("pod-manifests")
     }
     /// The `--cgroup-root` the agent last ran with, for `styrman cleanup`.
     pub fn cgroup_root_file(&self) -> PathBuf {
@@ -116,6 +122,12 @@ pub async fn run(config: Config) -> Result<()> {
         layout: layout.clone(),
         airgap: config.airgap,
         cgroup_root: config.cgroup_root.clone(),
+        pod_manifests: Some(
+            config
+                .pod_manifest_path
+                .clone()
+                .unwrap_or_else(|| layout.pod_manifests()),
+        ),
     });
     let server = tokio::spawn(crate::server::serve(
         crate::server::ServerConfig {

@@ -51,6 +51,7 @@ pub async fn run(args: KubeletArgs) -> anyhow::Result<()> {
         runtime_endpoint: args.container_runtime_endpoint.clone(),
         airgap: args.airgap,
         cgroup_root: args.cgroup_root.clone(),
+        pod_manifest_path: args.pod_manifest_path.clone(),
         address: std::net::SocketAddr::new(args.address, args.port),
     };
     styrman_kubelet::agent::run(config).await

@@ -163,6 +163,10 @@ struct KubeletArgs {
     /// The cgroup under which the pods' cgroups go (`<root>/kubepods/...`)
     #[arg(long, default_value = "/")]
     cgroup_root: String,
+    /// A directory of static pod manifests, run without the API server and shown in it as
+    /// mirror pods [default: DATA_DIR/agent/pod-manifests]
+    #[arg(long)]
+    pod_manifest_path: Option<std::path::PathBuf>,
     /// The serving certificate [default: issued with --server-data-dir]
     #[arg(long)]
     tls_cert_file: Option<std::path::PathBuf>,

@@ -377,6 +377,71 @@ fn a_deployment_serves_survives_an_agent_kill_and_goes_on_delete() {
             Err(format!("{tasks:?}"))
         }
     });
+
+    static_pods_run_from_files_and_show_as_mirror_pods(&c, &node);
+}
+
+/// A manifest in the node's `agent/pod-manifests` runs without the API server and shows as a
+/// mirror pod; deleting the mirror pod does not touch the containers; removing the file does.
+fn static_pods_run_from_files_and_show_as_mirror_pods(c: &Cluster, node: &Node) {
+    let manifest = node.dir().join("agent").join("pod-manifests").join("static.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: v1
+kind: Pod
+metadata: {name: static}
+spec:
+  containers:
+  - {name: main, image: busybox, command: [sh, -c, 'echo static; sleep 3600']}
+",
+    )
+    .unwrap();
+    let mirror = |c: &Cluster| -> Option<serde_json::Value> {
+        let out = c.kubectl(&["get", "pod", "static-node-1", "-o", "json"]);
+        out.status
+            .success()
+            .then(|| json(&String::from_utf8_lossy(&out.stdout)))
+    };
+    let mut first = serde_json::Value::Null;
+    eventually("the mirror pod shows the static pod running", START, || {
+        first = mirror(c).unwrap_or_default();
+        match first["status"]["containerStatuses"][0]["state"]["running"].is_object() {
+            true => Ok(()),
+            false => Err(format!("{first}\n{}", tail(&node.log()))),
+        }
+    });
+    assert!(
+        first["metadata"]["annotations"]["kubernetes.io/config.mirror"].is_string(),
+        "{first}"
+    );
+    let owner = &first["metadata"]["ownerReferences"][0];
+    assert_eq!(
+        (owner["kind"].as_str(), owner["name"].as_str()),
+        (Some("Node"), Some("node-1"))
+    );
+    assert_eq!(c.kubectl_ok(&["logs", "static-node-1"]), "static\n");
+    let container_id = first["status"]["containerStatuses"][0]["containerID"].clone();
+
+    c.kubectl_ok(&["delete", "pod", "static-node-1"]);
+    eventually("the mirror pod is made again, the container untouched", START, || {
+        let again = mirror(c).unwrap_or_default();
+        let status = &again["status"]["containerStatuses"][0];
+        if again["metadata"]["uid"] != first["metadata"]["uid"] && status["containerID"] == container_id {
+            assert_eq!(status["restartCount"], 0, "{again}");
+            Ok(())
+        } else {
+            Err(format!("{again}"))
+        }
+    });
+
+    std::fs::remove_file(&manifest).unwrap();
+    eventually("the static pod stops and its mirror goes", START, || {
+        let tasks = node.tasks();
+        match (mirror(c), tasks.is_empty()) {
+            (None, true) => Ok(()),
+            (m, _) => Err(format!("{m:?} {tasks:?}")),
+        }
+    });
 }
 
 /// The text kubectl printed before `needle` appeared on its stdout, read line by line from a

@@ -14,6 +14,7 @@ mod handlers;
 mod probes;
 mod qos;
 mod spec;
+mod static_pods;
 mod status;
 mod sync;
 mod volumes;
@@ -53,6 +54,8 @@ pub struct Settings {
     pub airgap: bool,
     /// Where pod cgroups go (`--cgroup-root`).
     pub cgroup_root: String,
+    /// The static pods' manifests (`--pod-manifest-path`).
+    pub pod_manifests: Option<std::path::PathBuf>,
 }
 
 /// Pods synced at once (each mostly waits on the runtime).
@@ -66,8 +69,10 @@ pub struct Manager {
 
 struct Shared {
     settings: Settings,
-    /// The pods bound to this node, by uid, as last seen.
+    /// The pods bound to this node, by uid, as last seen; static pods among them.
     pods: Mutex<HashMap<String, Pod>>,
+    /// The static pods' mirror pods in the API, by namespace/name.
+    mirrors: Mutex<HashMap<String, Pod>>,
     /// What the workers remember about each pod between syncs, by uid.
     memory: Mutex<HashMap<String, sync::PodMemory>>,
     recorder: styrman_runtime::events::Recorder,
@@ -84,6 +89,7 @@ impl Manager {
             shared: Arc::new(Shared {
                 settings,
                 pods: Mutex::default(),
+                mirrors: Mutex::default(),
                 memory: Mutex::default(),
                 recorder,
                 queue: WorkQueue::new(),
@@ -103,9 +109,17 @@ impl Manager {
             }
         }));
         let relist = tokio::spawn(relist(Arc::clone(&shared)));
+        let static_pods = shared
+            .settings
+            .pod_manifests
+            .clone()
+            .map(|dir| tokio::spawn(static_pods::run(Arc::clone(&shared), dir)));
         let result = watch(Arc::clone(&shared)).await;
         workers.abort();
         relist.abort();
+        if let Some(task) = static_pods {
+            task.abort();
+        }
         result
     }
 }
@@ -117,8 +131,26 @@ async fn watch(shared: Arc<Shared>) -> anyhow::Result<()> {
     // The uids of a relist under way: pods missing from it were deleted while unwatched.
     let mut listing: Option<HashSet<String>> = None;
     while let Some(event) = events.next().await {
+        // Mirror pods are not run: they show static pods, whose sync keeps them.
+        if let Ok(Event::InitApply(pod) | Event::Apply(pod) | Event::Delete(pod)) = &event
+            && static_pods::is_mirror(pod)
+        {
+            let mut mirrors = shared.mirrors.lock().expect("mirrors lock");
+            if matches!(event, Ok(Event::Delete(_))) {
+                mirrors.remove(&static_pods::key(pod));
+            } else {
+                mirrors.insert(static_pods::key(pod), pod.clone());
+            }
+            if let Some(uid) = static_pods::mirrored_uid(pod) {
+                shared.queue.add(uid.clone());
+            }
+            continue;
+        }
         match event {
-            Ok(Event::Init) => listing = Some(HashSet::new()),
+            Ok(Event::Init) => {
+                listing = Some(HashSet::new());
+                shared.mirrors.lock().expect("mirrors lock").clear();
+            }
             Ok(Event::InitApply(pod)) => {
                 let uid = pod.uid().unwrap_or_default();
                 if let Some(l) = listing.as_mut() {
@@ -132,8 +164,14 @@ async fn watch(shared: Arc<Shared>) -> anyhow::Result<()> {
                 tracing::info!(pods = seen.len(), "pods of this node listed");
                 let gone: Vec<String> = {
                     let mut pods = shared.pods.lock().expect("pods lock");
-                    let gone = pods.keys().filter(|u| !seen.contains(*u)).cloned().collect();
-                    pods.retain(|u, _| seen.contains(u));
+                    // Static pods come from files, not from this list.
+                    let kept = |uid: &String, pod: &Pod| seen.contains(uid) || static_pods::is_static(pod);
+                    let gone = pods
+                        .iter()
+                        .filter(|(u, p)| !kept(u, p))
+                        .map(|(u, _)| u.clone())
+                        .collect();
+                    pods.retain(|u, p| kept(u, p));
                     gone
                 };
                 for uid in gone {

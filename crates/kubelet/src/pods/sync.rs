@@ -33,7 +33,7 @@ pub struct PodMemory {
     /// When each back-off ends (restart: from the container's finish; pulls: from the failure).
     backoff_until: HashMap<String, SystemTime>,
     /// The status last posted.
-    posted: Option<Value>,
+    pub(super) posted: Option<Value>,
     /// The pod reached Succeeded or Failed: nothing restarts any more.
     terminal: bool,
     start_time: Option<String>,
@@ -85,6 +85,9 @@ pub async fn sync(shared: &Arc<Shared>, uid: &str) -> anyhow::Result<()> {
             Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
             Err(e) => Err(e).context("deleting the stopped pod"),
         };
+    }
+    if super::static_pods::is_static(&pod) {
+        super::static_pods::ensure_mirror(shared, &pod).await;
     }
     let stored_phase = pod.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
     let terminal = matches!(stored_phase.as_str(), "Succeeded" | "Failed")
