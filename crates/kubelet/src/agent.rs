@@ -114,7 +114,9 @@ pub async fn run(config: Config) -> Result<()> {
             layout.cni_ipam(),
         ));
     }
+    let metrics = std::sync::Arc::new(crate::metrics::Metrics::new(registration.name()));
     let pods = crate::pods::Manager::new(crate::pods::Settings {
+        metrics: metrics.clone(),
         client: client.clone(),
         runtime: runtime.clone(),
         node_name: registration.name().to_string(),
@@ -143,6 +145,7 @@ pub async fn run(config: Config) -> Result<()> {
             layout.root.clone(),
             config.cgroup_root.clone(),
         )),
+        metrics,
     ));
     let result = tokio::select! {
         r = pods.run() => r,

@@ -10,6 +10,7 @@ pub mod containerd;
 pub mod cri;
 pub mod logs;
 pub mod machine;
+pub mod metrics;
 pub mod node_status;
 pub mod pods;
 pub mod server;

@@ -1,7 +1,7 @@
 //! The kubelet's HTTPS port (10250), where the API server comes for what only the node has:
 //! `/containerLogs/<namespace>/<pod>/<container>` (what `pods/log` proxies to), the streams of
 //! `pods/exec|attach|portforward` ([`crate::streaming`]), `/stats/summary` and
-//! `/metrics/resource` ([`crate::stats`]) and `/healthz`.
+//! `/metrics/resource` ([`crate::stats`]), `/metrics` ([`crate::metrics`]) and `/healthz`.
 //! Only callers with a client certificate from the cluster CA get in, and of those only the API
 //! server's own identity (`kube-apiserver-kubelet-client`) or `system:masters` may read logs,
 //! the part of upstream's webhook authorization that matters here: nodes and other clients
@@ -39,7 +39,12 @@ type Body = UnsyncBoxBody<Bytes, Infallible>;
 /// The identity the API server calls kubelets with.
 pub const APISERVER_CLIENT: &str = "kube-apiserver-kubelet-client";
 
-pub async fn serve(config: ServerConfig, runtime: Runtime, stats: Arc<crate::stats::Source>) -> anyhow::Result<()> {
+pub async fn serve(
+    config: ServerConfig,
+    runtime: Runtime,
+    stats: Arc<crate::stats::Source>,
+    metrics: Arc<crate::metrics::Metrics>,
+) -> anyhow::Result<()> {
     let tls = tls_config(&config)?;
     let listener = TcpListener::bind(config.address)
         .await
@@ -56,15 +61,15 @@ pub async fn serve(config: ServerConfig, runtime: Runtime, stats: Arc<crate::sta
         };
         let acceptor = acceptor.clone();
         let runtime = runtime.clone();
-        let stats = Arc::clone(&stats);
+        let (stats, metrics) = (Arc::clone(&stats), Arc::clone(&metrics));
         tokio::spawn(async move {
             let Ok(tls) = acceptor.accept(tcp).await else {
                 return;
             };
             let allowed = allowed(tls.get_ref().1.peer_certificates());
             let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                let (runtime, stats) = (runtime.clone(), Arc::clone(&stats));
-                async move { Ok::<_, Infallible>(handle(request, allowed, runtime, &stats).await) }
+                let (runtime, stats, metrics) = (runtime.clone(), Arc::clone(&stats), Arc::clone(&metrics));
+                async move { Ok::<_, Infallible>(handle(request, allowed, runtime, &stats, &metrics).await) }
             });
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             if let Err(e) = builder.serve_connection_with_upgrades(TokioIo::new(tls), service).await {
@@ -125,6 +130,7 @@ async fn handle(
     allowed: Option<bool>,
     runtime: Runtime,
     stats: &crate::stats::Source,
+    metrics: &crate::metrics::Metrics,
 ) -> Response<Body> {
     let path = request.uri().path().to_string();
     if path == "/healthz" {
@@ -155,6 +161,14 @@ async fn handle(
                 }
                 Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("failed to get stats: {e}")),
             }
+        }
+        ["metrics"] if request.method() == http::Method::GET => {
+            let mut response = text(StatusCode::OK, metrics.render(&runtime).await);
+            response.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            response
         }
         ["metrics", "resource"] if request.method() == http::Method::GET => match stats.summary().await {
             Ok(summary) => {

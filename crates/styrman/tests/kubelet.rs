@@ -631,6 +631,26 @@ spec:
             "{family} missing:\n{metrics}"
         );
     }
+    // The kubelet's own metrics: what ran here is counted.
+    let metrics = c.kubectl_ok(&["get", "--raw", "/api/v1/nodes/node-1/proxy/metrics"]);
+    let value = |name: &str| -> f64 {
+        let line = metrics.lines().find(|l| l.starts_with(name));
+        let line = line.unwrap_or_else(|| panic!("{name} missing:\n{metrics}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert_eq!(value("kubelet_node_name{node=\"node-1\"}"), 1.0);
+    assert!(value("kubelet_running_pods ") >= 1.0, "{metrics}");
+    assert!(
+        value("kubelet_running_containers{container_state=\"running\"}") >= 1.0,
+        "{metrics}"
+    );
+    assert!(value("kubelet_started_pods_total ") >= 1.0, "{metrics}");
+    assert!(
+        value("kubelet_started_containers_total{container_type=\"container\"}") >= 1.0,
+        "{metrics}"
+    );
+    assert!(value("kubelet_pod_start_duration_seconds_count ") >= 1.0, "{metrics}");
+    assert!(value("process_resident_memory_bytes ") > 1e6, "{metrics}");
 
     // `styrman cleanup` after the agent's kill -9: no process, mount, bridge, NAT rule or
     // runtime state of the node is left, and the node, restarted, runs its pods again.

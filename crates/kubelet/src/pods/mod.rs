@@ -56,6 +56,7 @@ pub struct Settings {
     pub cgroup_root: String,
     /// The static pods' manifests (`--pod-manifest-path`).
     pub pod_manifests: Option<std::path::PathBuf>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Pods synced at once (each mostly waits on the runtime).
@@ -105,7 +106,12 @@ impl Manager {
             let shared = Arc::clone(&shared);
             move |uid: String| {
                 let shared = Arc::clone(&shared);
-                async move { sync::sync(&shared, &uid).await }
+                async move {
+                    let started = std::time::Instant::now();
+                    let result = sync::sync(&shared, &uid).await;
+                    shared.settings.metrics.synced(started.elapsed());
+                    result
+                }
             }
         }));
         let relist = tokio::spawn(relist(Arc::clone(&shared)));

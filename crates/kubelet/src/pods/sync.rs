@@ -39,6 +39,10 @@ pub struct PodMemory {
     start_time: Option<String>,
     /// Why the kubelet failed the pod itself (activeDeadlineSeconds): reason and message.
     failed: Option<(String, String)>,
+    /// When this kubelet first synced the pod, and whether its start was measured (a pod
+    /// already running then, adopted after a restart, is not).
+    first_seen: Option<std::time::Instant>,
+    start_measured: bool,
 }
 
 const FIRST_BACKOFF: Duration = Duration::from_secs(10);
@@ -191,6 +195,14 @@ async fn run(
     mut containers: Vec<Observed>,
 ) -> anyhow::Result<()> {
     let settings = &shared.settings;
+    {
+        let mut memory = shared.memory.lock().expect("memory lock");
+        let m = memory.entry(uid.to_string()).or_default();
+        if m.first_seen.is_none() {
+            m.first_seen = Some(std::time::Instant::now());
+            m.start_measured = pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
+        }
+    }
     let spec_ = pod.spec.clone().unwrap_or_default();
     let restart_policy = spec_.restart_policy.clone().unwrap_or_else(|| "Always".into());
     let mut requeue: Option<Duration> = None;
@@ -286,11 +298,13 @@ async fn run(
                 .await
             {
                 Ok(r) => {
+                    settings.metrics.started_pods.inc();
                     sandboxes.clear();
                     containers.clear();
                     r.into_inner().pod_sandbox_id
                 }
                 Err(e) => {
+                    settings.metrics.started_pods_errors.inc();
                     shared.recorder.warning(
                         reference(pod, None),
                         "FailedCreatePodSandBox",
@@ -594,6 +608,7 @@ impl StartContext<'_> {
             Err(e) => {
                 let message = e.message().to_string();
                 shared.recorder.warning(at(), "Failed", format!("Error: {message}"));
+                settings.metrics.container_failed(init, "CreateContainerError");
                 self.set_waiting(&c.name, "CreateContainerError", message);
                 return Some(Duration::from_secs(2));
             }
@@ -608,6 +623,7 @@ impl StartContext<'_> {
             .await
         {
             Ok(_) => {
+                settings.metrics.container_started(init);
                 shared
                     .recorder
                     .normal(at(), "Started", format!("Started container {}", c.name));
@@ -638,6 +654,7 @@ impl StartContext<'_> {
             Err(e) => {
                 let message = e.message().to_string();
                 shared.recorder.warning(at(), "Failed", format!("Error: {message}"));
+                settings.metrics.container_failed(init, "RunContainerError");
                 self.set_waiting(&c.name, "RunContainerError", message);
                 self.remember(|m| {
                     m.backoff.entry(c.name.clone()).or_insert(FIRST_BACKOFF);
@@ -937,6 +954,12 @@ async fn post_status(
     }
     if let Some(m) = shared.memory.lock().expect("memory lock").get_mut(uid) {
         m.posted = Some(body);
+        if phase == "Running" && !m.start_measured {
+            m.start_measured = true;
+            if let Some(seen) = m.first_seen {
+                settings.metrics.pod_started(seen.elapsed());
+            }
+        }
     }
     Ok(Some(phase.to_string()))
 }
