@@ -259,19 +259,10 @@ async fn import_images(runtime: &Runtime, socket: &Path, images_dir: &Path) -> R
         archives.insert(0, pause.clone());
     }
     for archive in &archives {
-        let output = tokio::process::Command::new("ctr")
-            .arg("--address")
-            .arg(socket)
-            .args(["--namespace", "k8s.io", "images", "import", "--no-unpack"])
-            .arg(archive)
-            .output()
-            .await
-            .context("cannot run ctr (part of the containerd package)")?;
-        if output.status.success() {
-            tracing::info!(archive = %archive.display(), "imported images");
-        } else {
+        match crate::images::import(socket, archive).await {
+            Ok(_) => tracing::info!(archive = %archive.display(), "imported images"),
             // One bad archive does not keep the node from starting.
-            tracing::warn!(archive = %archive.display(), error = %String::from_utf8_lossy(&output.stderr).trim(), "cannot import images");
+            Err(e) => tracing::warn!(archive = %archive.display(), error = %format!("{e:#}"), "cannot import images"),
         }
     }
     let _ = std::fs::remove_file(pause);

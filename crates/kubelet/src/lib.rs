@@ -8,6 +8,7 @@ pub mod cleanup;
 pub mod cni;
 pub mod containerd;
 pub mod cri;
+pub mod images;
 pub mod logs;
 pub mod machine;
 pub mod metrics;

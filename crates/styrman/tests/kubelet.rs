@@ -88,7 +88,7 @@ fn reasons(cluster: &Cluster, pod: &str) -> Vec<String> {
 
 #[test]
 fn pods_run_their_logs_read_back_and_failures_show_as_upstream_shows_them() {
-    let (c, node, _images) = node_cluster();
+    let (c, node, images) = node_cluster();
 
     // The acceptance line: a pod that prints and ends.
     c.kubectl_ok(&["run", "t", "--image=busybox", "--restart=Never", "--", "echo", "hi"]);
@@ -249,6 +249,43 @@ spec:
     );
     c.kubectl_ok(&["run", "after", "--image=busybox", "--restart=Never", "--", "true"]);
     wait_status(&c, &node, "after", "Completed");
+
+    node_images_are_listed_removed_and_imported(&node, images.path());
+}
+
+/// `styrman images ls|rm|import` on the node's own containerd.
+fn node_images_are_listed_removed_and_imported(node: &Node, archives: &std::path::Path) {
+    let images = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_styrman"))
+            .arg("images")
+            .args(args)
+            .arg(format!("--data-dir={}", node.dir().display()))
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let listed = |text: &str, repository: &str| {
+        text.lines()
+            .any(|l| l.split_whitespace().take(2).collect::<Vec<_>>() == [repository, "latest"])
+    };
+    let (ok, ls) = images(&["ls"]);
+    assert!(ok && ls.starts_with("IMAGE "), "{ls}");
+    assert!(
+        listed(&ls, "docker.io/library/busybox") && listed(&ls, "docker.io/library/nginx"),
+        "{ls}"
+    );
+    let (ok, out) = images(&["rm", "docker.io/library/nginx:latest"]);
+    assert!(ok && out.contains("Deleted: docker.io/library/nginx:latest"), "{out}");
+    assert!(!listed(&images(&["ls"]).1, "docker.io/library/nginx"));
+    let (ok, out) = images(&["rm", "docker.io/library/nginx:latest"]);
+    assert!(!ok && out.contains("no such image"), "{out}");
+    let archive = archives.join("nginx.tar");
+    let (ok, out) = images(&["import", archive.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    assert!(listed(&images(&["ls"]).1, "docker.io/library/nginx"));
 }
 
 /// `styrman agent` with a token that is not the server's, or that pins another CA: refused
