@@ -144,7 +144,7 @@ fn pod_spec(object: &mut Value, path: &[&str]) {
     default(spec, "securityContext", json!({}));
     default(spec, "schedulerName", json!("default-scheduler"));
     default(spec, "enableServiceLinks", json!(true));
-    for list in ["initContainers", "containers"] {
+    for list in ["initContainers", "containers", "ephemeralContainers"] {
         if let Some(Value::Array(containers)) = spec.get_mut(list) {
             for container in containers.iter_mut().filter_map(Value::as_object_mut) {
                 self::container(container);

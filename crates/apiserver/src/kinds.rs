@@ -233,6 +233,14 @@ pub static KINDS: &[Kind] = &[
                 kind: "Binding",
                 verbs: &["create"],
             },
+            // Only spec.ephemeralContainers changes, by additions (`strategy`).
+            Subresource {
+                name: "ephemeralcontainers",
+                group: "",
+                version: "v1",
+                kind: "Pod",
+                verbs: STATUS_VERBS,
+            },
             // Read from the pod's node (`node_proxy`).
             Subresource {
                 name: "log",

@@ -367,9 +367,13 @@ fn container_name(pod: &Value, requested: Option<&str>) -> ApiResult<String> {
 
 /// The reason a container is waiting, when it has never run (nothing to read yet).
 fn waiting_reason(pod: &Value, container: &str) -> Option<String> {
-    let statuses = ["containerStatuses", "initContainerStatuses"]
-        .iter()
-        .flat_map(|f| pod["status"][f].as_array().cloned().unwrap_or_default());
+    let statuses = [
+        "containerStatuses",
+        "initContainerStatuses",
+        "ephemeralContainerStatuses",
+    ]
+    .iter()
+    .flat_map(|f| pod["status"][f].as_array().cloned().unwrap_or_default());
     for s in statuses {
         if s["name"] == container {
             let never_ran = s["lastState"].get("terminated").is_none();

@@ -114,6 +114,103 @@ fn drop_empty_lists_and_maps(meta: &mut serde_json::Map<String, Value>) {
 
 /// The object an update stores: `incoming` with what the server owns carried over from
 /// `current`, and only the part the (sub)resource may change.
+/// A pod's `ephemeralcontainers` write: the current pod with the incoming ephemeral
+/// containers, which may only add to those it has (upstream's ValidatePodEphemeralContainersUpdate):
+/// none changed or removed, names unique across the pod, and none of what an ephemeral
+/// container may not have (ports, probes, lifecycle, resources).
+fn add_ephemeral_containers(kind: &Kind, current: &Value, incoming: &Value) -> ApiResult<Value> {
+    let field = "spec.ephemeralContainers";
+    let list = |pod: &Value, key: &str| pod["spec"][key].as_array().cloned().unwrap_or_default();
+    let (old, new) = (
+        list(current, "ephemeralContainers"),
+        list(incoming, "ephemeralContainers"),
+    );
+    let name_of = |c: &Value| c["name"].as_str().unwrap_or("").to_string();
+    let mut causes = Vec::new();
+    let mut cause = |reason: &str, field: String, message: String| {
+        causes.push(Cause {
+            reason: reason.into(),
+            message,
+            field,
+        })
+    };
+    for before in &old {
+        match new.iter().find(|c| name_of(c) == name_of(before)) {
+            Some(after) if after == before => {}
+            Some(_) => cause(
+                "FieldValueForbidden",
+                field.into(),
+                format!(
+                    "Forbidden: existing ephemeral containers \"{}\" may not be changed",
+                    name_of(before)
+                ),
+            ),
+            None => cause(
+                "FieldValueForbidden",
+                field.into(),
+                format!(
+                    "Forbidden: existing ephemeral containers \"{}\" may not be removed",
+                    name_of(before)
+                ),
+            ),
+        }
+    }
+    let mut names: Vec<String> = ["containers", "initContainers"]
+        .iter()
+        .flat_map(|key| list(current, key))
+        .map(|c| name_of(&c))
+        .collect();
+    for (i, added) in new.iter().enumerate() {
+        let name = name_of(added);
+        if old.iter().any(|c| name_of(c) == name) {
+            continue;
+        }
+        let at = format!("{field}[{i}]");
+        if !is_dns_label(&name) {
+            cause(
+                "FieldValueInvalid",
+                format!("{at}.name"),
+                format!("Invalid value: \"{name}\": a lowercase RFC 1123 label"),
+            );
+        } else if names.contains(&name) {
+            cause(
+                "FieldValueDuplicate",
+                format!("{at}.name"),
+                format!("Duplicate value: \"{name}\""),
+            );
+        }
+        names.push(name);
+        if added["image"].as_str().is_none_or(str::is_empty) {
+            cause("FieldValueRequired", format!("{at}.image"), "Required value".into());
+        }
+        for forbidden in ["ports", "livenessProbe", "readinessProbe", "startupProbe", "lifecycle"] {
+            if added.get(forbidden).is_some_and(|v| !v.is_null()) {
+                cause(
+                    "FieldValueForbidden",
+                    format!("{at}.{forbidden}"),
+                    "Forbidden: cannot be set for an Ephemeral Container".into(),
+                );
+            }
+        }
+        if added["resources"]
+            .as_object()
+            .is_some_and(|r| r.values().any(|v| !v.is_null()))
+        {
+            cause(
+                "FieldValueForbidden",
+                format!("{at}.resources"),
+                "Forbidden: cannot be set for an Ephemeral Container".into(),
+            );
+        }
+    }
+    if !causes.is_empty() {
+        return Err(ApiError::invalid(kind, meta_str(current, "name").unwrap_or(""), causes));
+    }
+    let mut updated = current.clone();
+    updated["spec"]["ephemeralContainers"] = Value::Array(new);
+    Ok(updated)
+}
+
 pub fn prepare_for_update(
     kind: &Kind,
     subresource: Option<&str>,
@@ -131,6 +228,7 @@ pub fn prepare_for_update(
             set_namespace_finalizers(&mut updated, namespace_finalizers(&incoming));
             updated
         }
+        Some("ephemeralcontainers") => add_ephemeral_containers(kind, current, &incoming)?,
         Some(sub) if sub != "scale" => return Err(ApiError::method_not_allowed()),
         // The main resource, or `scale`, whose caller built the whole object.
         _ => {
@@ -302,4 +400,34 @@ pub fn returns_deleted_object(kind: &Kind) -> bool {
         (kind.group, kind.kind),
         ("", "Pod" | "ServiceAccount") | ("storage.k8s.io", "StorageClass")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(ephemeral: Value) -> Value {
+        json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "app", "image": "x"}], "ephemeralContainers": ephemeral}})
+    }
+
+    #[test]
+    fn ephemeral_containers_are_only_added() {
+        let pods = crate::kinds::find("", "v1", "pods").unwrap();
+        let debugger = json!({"name": "debugger", "image": "busybox"});
+        let current = pod(json!([]));
+        let added = add_ephemeral_containers(pods, &current, &pod(json!([debugger]))).unwrap();
+        assert_eq!(added["spec"]["ephemeralContainers"][0]["name"], "debugger");
+
+        let changed = json!({"name": "debugger", "image": "other"});
+        let e = add_ephemeral_containers(pods, &added, &pod(json!([changed]))).unwrap_err();
+        assert_eq!(e.code, 422);
+        let e = add_ephemeral_containers(pods, &added, &pod(json!([]))).unwrap_err();
+        assert!(e.message.contains("may not be removed"), "{}", e.message);
+        let clash = json!({"name": "app", "image": "busybox"});
+        let e = add_ephemeral_containers(pods, &current, &pod(json!([clash]))).unwrap_err();
+        assert!(e.message.contains("Duplicate value"), "{}", e.message);
+        let probed = json!({"name": "d2", "image": "busybox", "ports": [{"containerPort": 80}]});
+        let e = add_ephemeral_containers(pods, &current, &pod(json!([probed]))).unwrap_err();
+        assert!(e.message.contains("ports: Forbidden"), "{}", e.message);
+    }
 }

@@ -568,6 +568,42 @@ spec:
         "{missing}"
     );
 
+    // kubectl debug: an ephemeral container in the target container's process namespace.
+    c.kubectl_ok(&[
+        "debug",
+        "shell",
+        "--image=busybox",
+        "--target=shell",
+        "--container=debugger",
+        "--profile=general",
+        "--",
+        "sh",
+        "-c",
+        "ps -o comm | grep -x sleep && echo sees-the-target",
+    ]);
+    eventually("the ephemeral container ran", START, || {
+        let pod = json(&c.kubectl_ok(&["get", "pod", "shell", "-o", "json"]));
+        let status = &pod["status"]["ephemeralContainerStatuses"][0];
+        match status["state"]["terminated"]["exitCode"].as_i64() {
+            Some(0) => Ok(()),
+            _ => Err(format!("{status}\n{}", tail(&node.log()))),
+        }
+    });
+    assert_eq!(
+        c.kubectl_ok(&["logs", "shell", "-c", "debugger"]),
+        "sleep\nsees-the-target\n"
+    );
+    let changed = c.kubectl_err(&[
+        "patch",
+        "pod",
+        "shell",
+        "--subresource=ephemeralcontainers",
+        "--type=json",
+        "-p",
+        r#"[{"op": "replace", "path": "/spec/ephemeralContainers/0/image", "value": "nginx"}]"#,
+    ]);
+    assert!(changed.contains("may not be changed"), "{changed}");
+
     // attach: the running container's output as it comes.
     let mut attach = c
         .kubectl_command(&["attach", "ticker"])

@@ -459,6 +459,26 @@ async fn run(
         }
     }
 
+    // Ephemeral containers (kubectl debug): started once, never restarted, whatever the
+    // pod's phase while it runs.
+    for c in spec_.ephemeral_containers.iter().flatten() {
+        if names.contains_key(c.name.as_str()) {
+            continue;
+        }
+        let target = c
+            .target_container_name
+            .as_deref()
+            .and_then(|t| names.get(t).and_then(|(latest, _)| *latest))
+            .filter(|l| l.running())
+            .map(|l| l.id.clone());
+        if let Some(wait) = ctx
+            .start_sharing(&ephemeral_as_container(c), false, 0, target.as_deref())
+            .await
+        {
+            later(wait);
+        }
+    }
+
     // The status, from the runtime as it is now; probes for what runs.
     let (_, containers) = observe(shared, uid).await?;
     probes::ensure_workers(shared, pod, &containers, &pod_ip);
@@ -570,6 +590,12 @@ impl StartContext<'_> {
     /// Pulls the image as the policy says, creates and starts the container; a wait after
     /// which to try again when something failed.
     async fn start(&self, c: &Container, init: bool, attempt: u32) -> Option<Duration> {
+        self.start_sharing(c, init, attempt, None).await
+    }
+
+    /// [`Self::start`] with the process namespace of container `target` (an ephemeral
+    /// container's `targetContainerName`).
+    async fn start_sharing(&self, c: &Container, init: bool, attempt: u32, target: Option<&str>) -> Option<Duration> {
         let shared = self.shared;
         let settings = &shared.settings;
         let at = || reference(self.pod, field_path(init, &c.name));
@@ -595,6 +621,17 @@ impl StartContext<'_> {
                 return Some(Duration::from_secs(2));
             }
         };
+        let mut config = config;
+        if let Some(target) = target
+            && let Some(namespaces) = config
+                .linux
+                .as_mut()
+                .and_then(|l| l.security_context.as_mut())
+                .and_then(|s| s.namespace_options.as_mut())
+        {
+            namespaces.pid = cri::NamespaceMode::Target as i32;
+            namespaces.target_id = target.to_string();
+        }
         let mut runtime = settings.runtime.runtime.clone();
         let created = runtime
             .create_container(cri::CreateContainerRequest {
@@ -836,6 +873,13 @@ async fn post_status(
     };
     let init_statuses = statuses(spec_.init_containers.as_deref().unwrap_or_default(), true);
     let app_statuses = statuses(&spec_.containers, false);
+    let ephemeral: Vec<Container> = spec_
+        .ephemeral_containers
+        .iter()
+        .flatten()
+        .map(ephemeral_as_container)
+        .collect();
+    let ephemeral_statuses = statuses(&ephemeral, false);
     let restart_policy = spec_.restart_policy.clone().unwrap_or_else(|| "Always".into());
     let (initialized, init_failed) = progress.as_ref().map_or(
         (spec_.init_containers.as_ref().is_none_or(|i| i.is_empty()), false),
@@ -929,6 +973,9 @@ async fn post_status(
     if !init_statuses.is_empty() {
         body["initContainerStatuses"] = Value::Array(init_statuses);
     }
+    if !ephemeral_statuses.is_empty() {
+        body["ephemeralContainerStatuses"] = Value::Array(ephemeral_statuses);
+    }
     let unchanged = {
         let memory = shared.memory.lock().expect("memory lock");
         memory
@@ -962,6 +1009,29 @@ async fn post_status(
         }
     }
     Ok(Some(phase.to_string()))
+}
+
+/// An ephemeral container as the container it runs as: the same fields, less the target.
+fn ephemeral_as_container(c: &k8s_openapi::api::core::v1::EphemeralContainer) -> Container {
+    Container {
+        name: c.name.clone(),
+        image: c.image.clone(),
+        image_pull_policy: c.image_pull_policy.clone(),
+        command: c.command.clone(),
+        args: c.args.clone(),
+        working_dir: c.working_dir.clone(),
+        env: c.env.clone(),
+        env_from: c.env_from.clone(),
+        volume_mounts: c.volume_mounts.clone(),
+        volume_devices: c.volume_devices.clone(),
+        security_context: c.security_context.clone(),
+        stdin: c.stdin,
+        stdin_once: c.stdin_once,
+        tty: c.tty,
+        termination_message_path: c.termination_message_path.clone(),
+        termination_message_policy: c.termination_message_policy.clone(),
+        ..Default::default()
+    }
 }
 
 /// Equal apart from condition transition times (which are made anew when unknown).
