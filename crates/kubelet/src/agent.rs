@@ -44,6 +44,8 @@ pub struct Config {
 /// with leases; changes go at once) and its Lease renewed.
 const STATUS_EVERY: Duration = Duration::from_secs(60);
 const LEASE_EVERY: Duration = Duration::from_secs(10);
+/// How long the runtime has to answer the heartbeat's health check.
+const RUNTIME_CHECK: Duration = Duration::from_secs(3);
 
 /// The directories of one node under `root_dir` (`DATA_DIR/agent`).
 #[derive(Clone, Debug)]
@@ -165,18 +167,25 @@ async fn heartbeat(client: kube::Client, registration: Arc<NodeRegistration>, ru
     let mut lease = tokio::time::interval(LEASE_EVERY);
     let mut last_status = tokio::time::Instant::now();
     let mut was_ready = true;
+    let mut images = Vec::new();
     loop {
         lease.tick().await;
         if let Err(e) = registration.renew_lease(&client).await {
             tracing::warn!(error = %format!("{e:#}"), "cannot renew the node lease");
         }
-        let runtime_error = match runtime.version().await {
-            Ok(_) => None,
-            Err(e) => Some(format!("container runtime is down: {e:#}")),
+        // A runtime that hangs is as down as one that is gone.
+        let runtime_error = match tokio::time::timeout(RUNTIME_CHECK, runtime.version()).await {
+            Ok(Ok(_)) => None,
+            Ok(Err(e)) => Some(format!("container runtime is down: {e:#}")),
+            Err(_) => Some(format!("container runtime is down: no answer in {RUNTIME_CHECK:?}")),
         };
         let ready = runtime_error.is_none();
         if ready != was_ready || last_status.elapsed() >= STATUS_EVERY {
-            let images = runtime.node_images().await.unwrap_or_default();
+            // The images last listed while the runtime is down (a hung one would hang us).
+            if ready && let Ok(Ok(listed)) = tokio::time::timeout(RUNTIME_CHECK, runtime.node_images()).await {
+                images = listed;
+            }
+            let images = images.clone();
             match registration
                 .post_status_with(&client, images, runtime_error.as_deref())
                 .await

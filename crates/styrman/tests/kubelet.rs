@@ -4,7 +4,8 @@
 //! off; an image no registry has fails to pull without harming other pods; a pod whose
 //! ConfigMap is missing waits with FailedMount until it appears; a Deployment's pods serve,
 //! survive the agent's kill -9 without a container duplicated, and go on delete (on a node that
-//! joined with the server's token; a wrong token is refused); exec, cp,
+//! joined with the server's token; a wrong token is refused), run static pods with mirror
+//! pods, outlive a killed containerd and go NotReady while it hangs; exec, cp, debug,
 //! attach and port-forward reach containers (kubectl and the Python client); `styrman cleanup`
 //! leaves nothing of a killed node behind; stats and resource metrics read through nodes/proxy; probes gate readiness (and so a Service's
 //! endpoints) and restart unhealthy containers; lifecycle hooks run; active deadlines fail pods;
@@ -416,6 +417,81 @@ fn a_deployment_serves_survives_an_agent_kill_and_goes_on_delete() {
     });
 
     static_pods_run_from_files_and_show_as_mirror_pods(&c, &node);
+    a_dying_or_hanging_containerd_makes_the_node_not_ready_until_it_answers(&c, &node);
+}
+
+/// The node's containerd killed: the agent starts it again, and what ran keeps running;
+/// containerd hanging (stopped): the node goes NotReady, and Ready once it answers again.
+fn a_dying_or_hanging_containerd_makes_the_node_not_ready_until_it_answers(c: &Cluster, node: &Node) {
+    c.kubectl_ok(&["run", "steady", "--image=busybox", "--", "sleep", "3600"]);
+    wait_status(c, node, "steady", "Running");
+    let container_id = || {
+        let pod = json(&c.kubectl_ok(&["get", "pod", "steady", "-o", "json"]));
+        pod["status"]["containerStatuses"][0]["containerID"].clone()
+    };
+    let before = container_id();
+    let config = node.dir().join("agent").join("containerd").join("config.toml");
+    let containerd_pid = || {
+        let out = std::process::Command::new("pgrep")
+            .args(["-f", &format!("^containerd --config {}", config.display())])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().parse::<u32>().ok()
+    };
+    let first = containerd_pid().expect("the node's containerd runs");
+    std::process::Command::new("kill")
+        .args(["-9", &first.to_string()])
+        .status()
+        .unwrap();
+    eventually("the agent starts containerd again", START, || match containerd_pid() {
+        Some(pid) if pid != first => Ok(()),
+        other => Err(format!("{other:?}")),
+    });
+    c.kubectl_ok(&[
+        "run",
+        "after-restart",
+        "--image=busybox",
+        "--restart=Never",
+        "--",
+        "true",
+    ]);
+    wait_status(c, node, "after-restart", "Completed");
+    assert_eq!(container_id(), before, "the running container survived containerd");
+
+    let node_ready = || {
+        let node = json(&c.kubectl_ok(&["get", "node", "node-1", "-o", "json"]));
+        let conditions = node["status"]["conditions"].as_array().cloned().unwrap_or_default();
+        let ready = conditions
+            .into_iter()
+            .find(|c| c["type"] == "Ready")
+            .unwrap_or_default();
+        (
+            ready["status"].as_str().unwrap_or("").to_string(),
+            ready["message"].as_str().unwrap_or("").to_string(),
+        )
+    };
+    let hung = containerd_pid().unwrap().to_string();
+    std::process::Command::new("kill")
+        .args(["-STOP", &hung])
+        .status()
+        .unwrap();
+    eventually(
+        "the node is NotReady while containerd hangs",
+        START,
+        || match node_ready() {
+            (status, message) if status == "False" && message.contains("container runtime is down") => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+    std::process::Command::new("kill")
+        .args(["-CONT", &hung])
+        .status()
+        .unwrap();
+    eventually("the node is Ready again", START, || match node_ready() {
+        (status, _) if status == "True" => Ok(()),
+        other => Err(format!("{other:?}")),
+    });
+    c.kubectl_ok(&["delete", "pod", "steady", "after-restart", "--wait=false"]);
 }
 
 /// A manifest in the node's `agent/pod-manifests` runs without the API server and shows as a
