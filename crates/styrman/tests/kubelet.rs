@@ -229,6 +229,44 @@ spec:
     );
     assert_eq!(c.kubectl_ok(&["logs", "crash"]), "dying\n");
 
+    // A command the image does not have: RunContainerError with the runtime's message (a
+    // moment: the next sync finds the container in back-off), then CrashLoopBackOff.
+    c.kubectl_ok(&[
+        "run",
+        "nocommand",
+        "--image=busybox",
+        "--command",
+        "--",
+        "/no/such/binary",
+    ]);
+    wait_status(&c, &node, "nocommand", "CrashLoopBackOff");
+    let pod = json(&c.kubectl_ok(&["get", "pod", "nocommand", "-o", "json"]));
+    let last = &pod["status"]["containerStatuses"][0]["lastState"]["terminated"];
+    assert_eq!(
+        (last["exitCode"].as_i64(), last["reason"].as_str()),
+        (Some(128), Some("StartError")),
+        "{pod}"
+    );
+    let events = json(&c.kubectl_ok(&[
+        "get",
+        "events",
+        "--field-selector=involvedObject.name=nocommand,reason=Failed",
+        "-o",
+        "json",
+    ]));
+    let messages: Vec<&str> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["message"].as_str())
+        .collect();
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.starts_with("Error: ") && m.contains("/no/such/binary")),
+        "{messages:?}"
+    );
+
     // An image no registry can give: ErrImagePull, then ImagePullBackOff, others unharmed.
     c.kubectl_ok(&["run", "missing", "--image=docker.io/library/not-there:1.0"]);
     eventually("the pull fails", START, || {
@@ -399,6 +437,17 @@ fn a_deployment_serves_survives_an_agent_kill_and_goes_on_delete() {
         tail(&node.log()),
         tail(&node.containerd_log())
     );
+
+    // A rolling update: new pods replace the old, the Deployment completes.
+    c.kubectl_ok(&["set", "env", "deployment/web", "ROLLED=yes"]);
+    c.kubectl_ok(&["rollout", "status", "deployment/web", "--timeout=120s"]);
+    eventually("two new pods serve, the old ones gone", START, || {
+        let rolled = running(&c);
+        match rolled.len() == 2 && rolled.iter().all(|p| !pods.contains(p)) {
+            true => Ok(()),
+            false => Err(format!("{rolled:?} (before: {pods:?})")),
+        }
+    });
 
     // Deleting the deployment stops and removes its pods' containers.
     c.kubectl_ok(&["delete", "deployment", "web"]);
@@ -644,6 +693,19 @@ spec:
         "{missing}"
     );
 
+    // A terminal: kubectl exec -it under a pseudo-terminal of its own (script).
+    let out = std::process::Command::new("script")
+        .args(["-qec"])
+        .arg(format!(
+            "kubectl --kubeconfig {} exec -it shell -- tty",
+            c.kubeconfig().display()
+        ))
+        .arg("/dev/null")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("/dev/pts/"), "{text}");
+
     // kubectl debug: an ephemeral container in the target container's process namespace.
     c.kubectl_ok(&[
         "debug",
@@ -735,7 +797,7 @@ spec:
         String::from_utf8_lossy(&out.stderr),
         tail(&node.log())
     );
-    for check in ["exec ok", "stdin-exit ok", "portforward ok"] {
+    for check in ["exec ok", "stdin-exit ok", "tty ok", "portforward ok"] {
         assert!(stdout.lines().any(|l| l == check), "{check} missing:\n{stdout}");
     }
 

@@ -536,7 +536,12 @@ impl StartContext<'_> {
     /// ends when it is.
     async fn restart(&self, c: &Container, init: bool, last: &Observed) -> Option<Duration> {
         let finished = SystemTime::UNIX_EPOCH + Duration::from_nanos(last.status.finished_at.max(0) as u64);
-        let ran = Duration::from_nanos((last.status.finished_at - last.status.started_at).max(0) as u64);
+        // A container that failed to start never ran (startedAt 0): no time to forget its
+        // back-off over.
+        let ran = match last.status.started_at {
+            0 => Duration::ZERO,
+            started => Duration::from_nanos((last.status.finished_at - started).max(0) as u64),
+        };
         let key = c.name.clone();
         let delay = {
             let mut memory = self.shared.memory.lock().expect("memory lock");

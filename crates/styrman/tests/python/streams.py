@@ -1,5 +1,5 @@
 """The Python client's streams against a node: exec (WebSocket v4.channel.k8s.io) with
-stdout, stderr, stdin and the exit code, and port-forward to a pod's port.
+stdout, stderr, stdin, a tty and the exit code, and port-forward to a pod's port.
 Usage: streams.py KUBECONFIG NAMESPACE SHELL_POD WEB_POD"""
 import sys
 import time
@@ -31,6 +31,19 @@ assert not resp.is_open(), "the exec did not end"
 assert "got hello" in output, repr(output)
 assert resp.returncode == 7, resp.returncode
 print("stdin-exit ok")
+
+tty = stream(api.connect_get_namespaced_pod_exec, shell, namespace,
+             command=["sh", "-c", "tty; stty size"],
+             stdout=True, stderr=True, stdin=True, tty=True, _preload_content=False)
+tty.write_channel(4, '{"Width": 100, "Height": 40}')
+output = ""
+deadline = time.time() + 30
+while tty.is_open() and time.time() < deadline:
+    tty.update(timeout=1)
+    if tty.peek_stdout():
+        output += tty.read_stdout()
+assert "/dev/pts/" in output, repr(output)
+print("tty ok")
 
 pf = portforward(api.connect_get_namespaced_pod_portforward, web, namespace, ports="80")
 sock = pf.socket(80)
