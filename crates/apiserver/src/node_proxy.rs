@@ -250,7 +250,10 @@ pub async fn pod_connect<B>(
         return Err(ApiError::bad_request("Upgrade request required"));
     }
     let offered = styrman_http::upgrade::websocket_protocols(request.headers());
-    if !offered.is_empty()
+    // kubectl's port-forward: SPDY in WebSocket messages, unwrapped here for the kubelet.
+    let tunnel = subresource == "portforward" && offered.iter().any(|p| p == styrman_http::tunnel::PORT_FORWARD_TUNNEL);
+    if !tunnel
+        && !offered.is_empty()
         && !offered
             .iter()
             .any(|p| CARRIED_WEBSOCKET_PROTOCOLS.contains(&p.as_str()))
@@ -325,9 +328,19 @@ pub async fn pod_connect<B>(
         .connect(server_name, tcp)
         .await
         .map_err(|e| dial_error(&e))?;
-    styrman_http::upgrade::forward(request, tls, &target)
+    let answer = if tunnel {
+        styrman_http::tunnel::websocket_to_spdy(
+            request,
+            tls,
+            &target,
+            styrman_http::tunnel::PORT_FORWARD_TUNNEL,
+            "portforward.k8s.io",
+        )
         .await
-        .map_err(|e| dial_error(&e))
+    } else {
+        styrman_http::upgrade::forward(request, tls, &target).await
+    };
+    answer.map_err(|e| dial_error(&e))
 }
 
 /// The container a log request is for: the one named, or the pod's only one.

@@ -115,10 +115,16 @@ where
         *switched.headers_mut() = headers;
         return Ok(switched);
     }
-    let body = answer.into_body().collect().await?.to_bytes();
-    let mut relayed = Response::new(body);
-    *relayed.status_mut() = status;
-    for (name, value) in &headers {
+    relay(answer).await
+}
+
+/// A backend's answer that did not switch protocols, for the client to see why: status,
+/// headers (less the hop-by-hop ones) and the whole body.
+pub(crate) async fn relay(answer: Response<hyper::body::Incoming>) -> anyhow::Result<Response<Bytes>> {
+    let (parts, body) = answer.into_parts();
+    let mut relayed = Response::new(body.collect().await?.to_bytes());
+    *relayed.status_mut() = parts.status;
+    for (name, value) in &parts.headers {
         if !HOP_BY_HOP.contains(name) {
             relayed.headers_mut().append(name.clone(), value.clone());
         }

@@ -753,10 +753,13 @@ spec:
     attach.wait().unwrap();
     assert!(seen.contains("tick "), "{seen}");
 
-    // port-forward: a local port reaches nginx's port 80 inside the pod's network.
+    // port-forward: a local port reaches nginx's port 80 inside the pod's network, through
+    // the WebSocket tunnel kubectl tries first (-v=6 logs each request and its answer).
+    let requests = dir.path().join("port-forward.log");
     let mut forward = c
-        .kubectl_command(&["port-forward", "pod/web", ":80"])
+        .kubectl_command(&["port-forward", "-v=6", "pod/web", ":80"])
         .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&requests).unwrap())
         .spawn()
         .unwrap();
     let printed = read_until(&mut forward, "Forwarding from 127.0.0.1:");
@@ -777,6 +780,14 @@ spec:
     forward.kill().unwrap();
     forward.wait().unwrap();
     assert!(page.contains("Welcome to nginx!"), "{page}");
+    let logged = std::fs::read_to_string(&requests).unwrap();
+    let upgrades: Vec<&str> = logged.lines().filter(|l| l.contains("/portforward")).collect();
+    assert!(
+        upgrades.iter().any(|l| l.contains("verb=\"GET\"") && l.contains("101"))
+            && !upgrades.iter().any(|l| l.contains("verb=\"POST\"")),
+        "the tunnel was not used:\n{}",
+        upgrades.join("\n")
+    );
 
     // The Python client: WebSocket exec (exit code, stdin) and port-forward.
     let script = format!("{}/tests/python/streams.py", env!("CARGO_MANIFEST_DIR"));
