@@ -252,7 +252,10 @@ pub async fn pod_connect<B>(
     let offered = styrman_http::upgrade::websocket_protocols(request.headers());
     // kubectl's port-forward: SPDY in WebSocket messages, unwrapped here for the kubelet.
     let tunnel = subresource == "portforward" && offered.iter().any(|p| p == styrman_http::tunnel::PORT_FORWARD_TUNNEL);
+    // WebSocket v5 (kubectl, kube-rs) for exec and attach: translated here to SPDY.
+    let translated = subresource != "portforward" && offered.iter().any(|p| p == styrman_http::translate::V5);
     if !tunnel
+        && !translated
         && !offered.is_empty()
         && !offered
             .iter()
@@ -276,6 +279,7 @@ pub async fn pod_connect<B>(
         .into_owned()
         .collect();
     let values = |key: &'static str| pairs.iter().filter(move |(k, _)| k == key).map(|(_, v)| v.as_str());
+    let mut streams = styrman_http::translate::Streams::default();
     let path = if subresource == "portforward" {
         let ports: Vec<&str> = values("ports").collect();
         let mut path = format!("/portForward/{namespace}/{name}");
@@ -314,6 +318,12 @@ pub async fn pod_connect<B>(
                 passed.append_pair(kubelet_name, "1");
             }
         }
+        streams = styrman_http::translate::Streams {
+            stdin: set("stdin"),
+            stdout: set("stdout"),
+            stderr: set("stderr"),
+            tty: set("tty"),
+        };
         format!("/{subresource}/{namespace}/{name}/{container}?{}", passed.finish())
     };
     let node = NodeKubelet::of(registry, node_name).await?;
@@ -337,6 +347,8 @@ pub async fn pod_connect<B>(
             "portforward.k8s.io",
         )
         .await
+    } else if translated {
+        styrman_http::translate::websocket_v5_to_spdy(request, tls, &target, streams).await
     } else {
         styrman_http::upgrade::forward(request, tls, &target).await
     };

@@ -14,6 +14,8 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 /// kubectl's port-forward tunnel: SPDY/3.1 inside WebSocket messages.
 pub const PORT_FORWARD_TUNNEL: &str = "SPDY/3.1+portforward.k8s.io";
@@ -96,7 +98,7 @@ where
         while let Some(message) = from_client.next().await {
             match message {
                 Ok(Message::Binary(data)) => {
-                    if to_backend.write_all(&data).await.is_err() {
+                    if to_backend.write_all(&data).await.is_err() || to_backend.flush().await.is_err() {
                         break;
                     }
                 }
@@ -123,11 +125,20 @@ where
                 }
             }
         }
-        let _ = to_client.send(Message::Close(None)).await;
+        let _ = to_client.send(Message::Close(Some(normal_close()))).await;
     };
     // Either end finishing ends the tunnel: the other side has no one left to talk to.
     tokio::select! {
         _ = upstream => {}
         _ = downstream => {}
+    }
+}
+
+/// A close with status 1000: clients (gorilla's, client-go's) read one without a status as
+/// an error.
+fn normal_close() -> CloseFrame {
+    CloseFrame {
+        code: CloseCode::Normal,
+        reason: "".into(),
     }
 }

@@ -666,7 +666,16 @@ spec:
     c.kubectl_ok(&["wait", "--for=condition=Ready", "pod/web", "--timeout=60s"]);
 
     // exec: output, exit codes, stdin to its end.
-    assert_eq!(c.kubectl_ok(&["exec", "shell", "--", "echo", "inside"]), "inside\n");
+    // kubectl speaks WebSocket v5 first, translated to SPDY for the node: no fallback.
+    let out = c.kubectl(&["exec", "-v=6", "shell", "--", "echo", "inside"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "inside\n");
+    let logged = String::from_utf8_lossy(&out.stderr);
+    let upgrades: Vec<&str> = logged.lines().filter(|l| l.contains("/exec?")).collect();
+    assert!(
+        upgrades.iter().any(|l| l.contains("verb=\"GET\"") && l.contains("101"))
+            && !upgrades.iter().any(|l| l.contains("verb=\"POST\"")),
+        "exec fell back from WebSocket v5:\n{logged}"
+    );
     let failed = c.kubectl(&["exec", "shell", "--", "sh", "-c", "echo bye; exit 3"]);
     assert_eq!(failed.status.code(), Some(3), "{failed:?}");
     assert_eq!(String::from_utf8_lossy(&failed.stdout), "bye\n");
