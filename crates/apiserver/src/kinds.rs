@@ -301,7 +301,15 @@ pub static KINDS: &[Kind] = &[
         .short(&["quota"])
         .subresources(&[status("", "v1", "ResourceQuota")]),
     kind("", "v1", "Secret", "secrets", "secret", true),
-    kind("", "v1", "ServiceAccount", "serviceaccounts", "serviceaccount", true).short(&["sa"]),
+    kind("", "v1", "ServiceAccount", "serviceaccounts", "serviceaccount", true)
+        .short(&["sa"])
+        .subresources(&[Subresource {
+            name: "token",
+            group: "authentication.k8s.io",
+            version: "v1",
+            kind: "TokenRequest",
+            verbs: &["create"],
+        }]),
     kind("", "v1", "Service", "services", "service", true)
         .short(&["svc"])
         .all()

@@ -38,6 +38,7 @@ mod status;
 mod strategic;
 mod strategy;
 mod table;
+pub mod tokens;
 mod validation;
 mod watchcache;
 mod yaml;
@@ -120,7 +121,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let kubelets = node_proxy::KubeletClient::new(&pki)?;
     let join = join::Join::ensure(&config.data_dir, &pki.ca_pem)?;
     let server = Arc::new(server::Server::new(
-        registry::Registry::new(store),
+        registry::Registry::new(store).with_tokens(tokens::TokenIssuer::ensure(&config.data_dir)?),
         address,
         kubelets,
         join,

@@ -53,6 +53,8 @@ pub struct Registry {
     services: std::sync::Arc<crate::services::Allocator>,
     /// Objects decoded for selector watches, shared between them.
     decoded: std::sync::Arc<crate::decoded::Decoded>,
+    /// What signs service account tokens (`serviceaccounts/token`).
+    tokens: Option<std::sync::Arc<crate::tokens::TokenIssuer>>,
 }
 
 /// One request's context.
@@ -116,7 +118,14 @@ impl Registry {
             decoded: std::sync::Arc::default(),
             store,
             services: Default::default(),
+            tokens: None,
         }
+    }
+
+    /// With service account tokens issued by `issuer`.
+    pub fn with_tokens(mut self, issuer: crate::tokens::TokenIssuer) -> Registry {
+        self.tokens = Some(std::sync::Arc::new(issuer));
+        self
     }
 
     pub fn store(&self) -> &Store {
@@ -518,6 +527,7 @@ impl Registry {
         match call.request.subresource.as_deref() {
             None => {}
             Some("binding") => return self.bind(call, body).await,
+            Some("token") => return self.token_request(call, body).await,
             Some(_) => return Err(ApiError::method_not_allowed()),
         }
         let mut object = check_body(call.kind, body)?;
@@ -595,6 +605,99 @@ impl Registry {
     }
 
     /// `pods/binding`: assigns a pod to a node, once (what the scheduler does).
+    /// TokenRequest: a token for the service account, bound to a pod when the request says
+    /// so, as upstream's `serviceaccounts/<name>/token` issues it.
+    async fn token_request(&self, call: &Call<'_>, request: Value) -> ApiResult<Reply> {
+        let issuer = self.tokens.clone().ok_or_else(ApiError::method_not_allowed)?;
+        let name = call.name().to_string();
+        let namespace = call.request.namespace.clone().unwrap_or_default();
+        let account = self.object(call.kind, Some(&namespace), &name).await?;
+        let spec = &request["spec"];
+        let mut audiences: Vec<String> = spec["audiences"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a.as_str().map(str::to_string))
+            .collect();
+        if audiences.is_empty() {
+            audiences.push(crate::tokens::ISSUER.to_string());
+        }
+        let expiration = spec["expirationSeconds"].as_i64().unwrap_or(3600);
+        let invalid = |field: &str, message: String| {
+            ApiError::invalid(
+                call.kind,
+                &name,
+                vec![crate::status::Cause {
+                    reason: "FieldValueInvalid".into(),
+                    message,
+                    field: field.into(),
+                }],
+            )
+        };
+        if expiration < 600 {
+            return Err(invalid(
+                "spec.expirationSeconds",
+                "may not specify a duration less than 10 minutes".into(),
+            ));
+        }
+        if expiration > 1 << 32 {
+            return Err(invalid(
+                "spec.expirationSeconds",
+                "may not specify a duration larger than 2^32 seconds".into(),
+            ));
+        }
+        let bound = &spec["boundObjectRef"];
+        let mut pod_ref = None;
+        if bound.is_object() {
+            let kind = bound["kind"].as_str().unwrap_or("");
+            if kind != "Pod" {
+                return Err(invalid(
+                    "spec.boundObjectRef.kind",
+                    format!("Unsupported value: \"{kind}\": supported values: \"Pod\""),
+                ));
+            }
+            let pod_name = bound["name"].as_str().unwrap_or("").to_string();
+            let pods = crate::kinds::find("", "v1", "pods").expect("in the table");
+            let pod = self.object(pods, Some(&namespace), &pod_name).await?;
+            let uid = meta_str(&pod, "uid").unwrap_or("").to_string();
+            if let Some(wanted) = bound["uid"].as_str().filter(|u| !u.is_empty())
+                && wanted != uid
+            {
+                return Err(ApiError::new(
+                    409,
+                    "Conflict",
+                    format!(
+                        "the UID in the bound object reference ({wanted}) does not match the UID in record. The object might have been deleted and then recreated"
+                    ),
+                ));
+            }
+            pod_ref = Some((pod_name, uid));
+        }
+        let claims = crate::tokens::Claims {
+            namespace: &namespace,
+            service_account: (&name, meta_str(&account, "uid").unwrap_or("")),
+            pod: pod_ref.as_ref().map(|(n, u)| (n.as_str(), u.as_str())),
+            audiences: &audiences,
+            expiration_seconds: expiration,
+        };
+        let now = jiff::Timestamp::now().as_second();
+        let (token, expires) = issuer.issue(&claims, now).map_err(ApiError::internal)?;
+        let mut spec = spec.clone();
+        spec["audiences"] = json!(audiences);
+        spec["expirationSeconds"] = json!(expiration);
+        let expires = jiff::Timestamp::from_second(expires).map_err(ApiError::internal)?;
+        Ok(Reply::Json(
+            201,
+            json!({
+                "kind": "TokenRequest",
+                "apiVersion": "authentication.k8s.io/v1",
+                "metadata": {"name": name, "namespace": namespace, "creationTimestamp": null},
+                "spec": spec,
+                "status": {"token": token, "expirationTimestamp": expires.to_string()},
+            }),
+        ))
+    }
+
     async fn bind(&self, call: &Call<'_>, binding: Value) -> ApiResult<Reply> {
         let name = call.name().to_string();
         let node = binding

@@ -173,16 +173,44 @@ spec:
   containers:
   - name: main
     image: busybox
-    command: [sh, -c, 'cat /data/hello; grep \" /mem \" /proc/mounts | cut -d\" \" -f3; df -k /mem | tail -1 | awk \"{{print \\$2}}\"; echo from-pod > /data/out']
-    volumeMounts: [{{name: data, mountPath: /data}}, {{name: mem, mountPath: /mem}}]
+    command: [sh, -c, 'cat /data/hello; grep \" /mem \" /proc/mounts | cut -d\" \" -f3; df -k /mem | tail -1 | awk \"{{print \\$2}}\"; echo from-pod > /data/out; cat /tok/token; echo']
+    volumeMounts: [{{name: data, mountPath: /data}}, {{name: mem, mountPath: /mem}}, {{name: tok, mountPath: /tok}}]
   volumes:
   - {{name: data, persistentVolumeClaim: {{claimName: data}}}}
   - {{name: mem, emptyDir: {{medium: Memory, sizeLimit: 16Mi}}}}
+  - name: tok
+    projected:
+      sources: [{{serviceAccountToken: {{path: token, audience: vault, expirationSeconds: 600}}}}]
 ",
         pv_dir.display()
     ));
     wait_status(&c, &node, "volumes", "Completed");
-    assert_eq!(c.kubectl_ok(&["logs", "volumes"]), "from-host\ntmpfs\n16384\n");
+    let logs = c.kubectl_ok(&["logs", "volumes"]);
+    let lines: Vec<&str> = logs.lines().collect();
+    assert_eq!(lines[..3], ["from-host", "tmpfs", "16384"], "{logs}");
+    // The projected token: a JWT from TokenRequest, for its audience, bound to the pod.
+    let decoded = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import base64, sys; p = sys.argv[1].split('.')[1]; print(base64.urlsafe_b64decode(p + '=' * (-len(p) % 4)).decode())",
+            lines[3],
+        ])
+        .output()
+        .unwrap();
+    let claims = json(&String::from_utf8_lossy(&decoded.stdout));
+    assert_eq!(claims["sub"], "system:serviceaccount:default:default", "{claims}");
+    assert_eq!(claims["aud"][0], "vault", "{claims}");
+    assert_eq!(claims["kubernetes.io"]["pod"]["name"], "volumes", "{claims}");
+    assert_eq!(claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(), 600);
+    // TokenRequest as kubectl create token uses it, and its bad input.
+    assert_eq!(
+        c.kubectl_ok(&["create", "token", "default"]).trim().split('.').count(),
+        3
+    );
+    let short = c.kubectl_err(&["create", "token", "default", "--duration=1m"]);
+    assert!(short.contains("less than 10 minutes"), "{short}");
+    let missing = c.kubectl_err(&["create", "token", "nobody"]);
+    assert!(missing.contains("serviceaccounts \"nobody\" not found"), "{missing}");
     assert_eq!(std::fs::read_to_string(pv_dir.join("out")).unwrap(), "from-pod\n");
     let pods_dir = node.dir().join("agent").join("pods");
     let mounted_below = |dir: &std::path::Path| {

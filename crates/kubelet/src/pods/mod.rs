@@ -74,6 +74,8 @@ struct Shared {
     pods: Mutex<HashMap<String, Pod>>,
     /// The static pods' mirror pods in the API, by namespace/name.
     mirrors: Mutex<HashMap<String, Pod>>,
+    /// Service account tokens of projected volumes.
+    tokens: volumes::TokenCache,
     /// What the workers remember about each pod between syncs, by uid.
     memory: Mutex<HashMap<String, sync::PodMemory>>,
     recorder: styrman_runtime::events::Recorder,
@@ -91,6 +93,7 @@ impl Manager {
                 settings,
                 pods: Mutex::default(),
                 mirrors: Mutex::default(),
+                tokens: volumes::TokenCache::default(),
                 memory: Mutex::default(),
                 recorder,
                 queue: WorkQueue::new(),

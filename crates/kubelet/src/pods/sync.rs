@@ -253,15 +253,16 @@ async fn run(
 
     // Volumes first: containers start only with every volume in place.
     let pod_dir = settings.layout.pods().join(uid);
-    let volume_paths = match volumes::set_up(&settings.client, pod, &pod_dir, "", &settings.node_ip).await {
-        Ok(paths) => paths,
-        Err(volumes::MountError(message)) => {
-            shared.recorder.warning(reference(pod, None), "FailedMount", message);
-            post_status(shared, pod, uid, None, false).await?;
-            shared.queue.add_after(uid.to_string(), Duration::from_secs(2));
-            return Ok(());
-        }
-    };
+    let volume_paths =
+        match volumes::set_up(&settings.client, &shared.tokens, pod, &pod_dir, "", &settings.node_ip).await {
+            Ok(paths) => paths,
+            Err(volumes::MountError(message)) => {
+                shared.recorder.warning(reference(pod, None), "FailedMount", message);
+                post_status(shared, pod, uid, None, false).await?;
+                shared.queue.add_after(uid.to_string(), Duration::from_secs(2));
+                return Ok(());
+            }
+        };
 
     // A ready sandbox, or a new one (its containers die with the old); its attempt counts the
     // sandboxes before it.
@@ -1208,6 +1209,7 @@ async fn kill(
 /// Removes what the node kept for the pod: its directory (volumes) and its cgroup.
 fn remove_pod_dir(shared: &Shared, uid: &str) {
     let dir = shared.settings.layout.pods().join(uid);
+    shared.tokens.forget(uid);
     // Memory-backed emptyDirs are mounts: unmounted first, or removal stops at them.
     crate::cleanup::unmount_below(&dir);
     let _ = std::fs::remove_dir_all(dir);

@@ -23,6 +23,7 @@ pub struct MountError(pub String);
 /// Sets up every volume of `pod` under `pod_dir`; the host path of each, by volume name.
 pub async fn set_up(
     client: &kube::Client,
+    tokens: &TokenCache,
     pod: &Pod,
     pod_dir: &Path,
     pod_ip: &str,
@@ -56,7 +57,7 @@ pub async fn set_up(
                 let dir = pod_dir.join("volumes").join(plugin).join(&volume.name);
                 std::fs::create_dir_all(&dir).map_err(|e| failed(e.to_string()))?;
                 if plugin != EMPTY_DIR {
-                    let files = files(client, &namespace, pod, volume, pod_ip, node_ip)
+                    let files = files(client, tokens, &namespace, pod, volume, pod_ip, node_ip)
                         .await
                         .map_err(failed)?;
                     write_files(&dir, &files).map_err(|e| failed(e.to_string()))?;
@@ -208,6 +209,7 @@ type File = (String, Vec<u8>, i32);
 
 async fn files(
     client: &kube::Client,
+    tokens: &TokenCache,
     namespace: &str,
     pod: &Pod,
     volume: &Volume,
@@ -269,9 +271,98 @@ async fn files(
             if let Some(d) = &source.downward_api {
                 downward(&mut out, pod, d.items.as_deref(), p.default_mode, pod_ip, node_ip)?;
             }
+            if let Some(t) = &source.service_account_token {
+                let token = tokens.token(client, pod, t).await?;
+                out.push((t.path.clone(), token.into_bytes(), p.default_mode.unwrap_or(0o644)));
+            }
         }
     }
     Ok(out)
+}
+
+/// The service account tokens of projected volumes, by pod uid and projection: asked for
+/// with TokenRequest (bound to the pod) and asked for again once 80% of their life has passed
+/// or after 24 hours, as the kubelet's token manager does.
+#[derive(Default)]
+pub struct TokenCache {
+    tokens: std::sync::Mutex<HashMap<TokenKey, CachedToken>>,
+}
+
+/// A pod's uid and a projection of it: path, audience, expiration.
+type TokenKey = (String, String, Option<String>, i64);
+
+struct CachedToken {
+    token: String,
+    refresh_at: std::time::SystemTime,
+}
+
+impl TokenCache {
+    async fn token(
+        &self,
+        client: &kube::Client,
+        pod: &Pod,
+        projection: &k8s_openapi::api::core::v1::ServiceAccountTokenProjection,
+    ) -> Result<String, String> {
+        use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
+        use k8s_openapi::api::core::v1::ServiceAccount;
+        let uid = pod.uid().unwrap_or_default();
+        let expiration = projection.expiration_seconds.unwrap_or(3600);
+        let key = (
+            uid.clone(),
+            projection.path.clone(),
+            projection.audience.clone(),
+            expiration,
+        );
+        let now = std::time::SystemTime::now();
+        if let Some(cached) = self.tokens.lock().expect("tokens lock").get(&key)
+            && now < cached.refresh_at
+        {
+            return Ok(cached.token.clone());
+        }
+        let account = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.service_account_name.clone())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "default".into());
+        let request = TokenRequest {
+            spec: TokenRequestSpec {
+                audiences: projection.audience.iter().cloned().collect(),
+                expiration_seconds: Some(expiration),
+                bound_object_ref: Some(BoundObjectReference {
+                    api_version: Some("v1".into()),
+                    kind: Some("Pod".into()),
+                    name: pod.metadata.name.clone(),
+                    uid: Some(uid),
+                }),
+            },
+            ..Default::default()
+        };
+        let api: Api<ServiceAccount> = Api::namespaced(client.clone(), &pod.namespace().unwrap_or_default());
+        let issued = api
+            .create_token_request(&account, &Default::default(), &request)
+            .await
+            .map_err(|e| format!("failed to fetch token: {e}"))?;
+        let token = issued.status.map(|s| s.token).unwrap_or_default();
+        let life = std::time::Duration::from_secs(expiration.max(0) as u64);
+        let refresh_at = now + (life * 4 / 5).min(std::time::Duration::from_secs(24 * 3600));
+        self.tokens.lock().expect("tokens lock").insert(
+            key,
+            CachedToken {
+                token: token.clone(),
+                refresh_at,
+            },
+        );
+        Ok(token)
+    }
+
+    /// Forgets the tokens of a pod that is gone.
+    pub fn forget(&self, uid: &str) {
+        self.tokens
+            .lock()
+            .expect("tokens lock")
+            .retain(|(pod, ..), _| pod != uid);
+    }
 }
 
 /// The files of downward API items: each a field of the pod.
