@@ -10,15 +10,9 @@
 
 use bytes::{Bytes, BytesMut};
 use futures::{SinkExt, StreamExt};
-use http::header::{self, HeaderValue};
-use http::{Request, Response, StatusCode};
-use http_body_util::Empty;
-use hyper_util::rt::TokioIo;
+use http::{Request, Response};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::Role;
-use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::spdy;
 
@@ -52,59 +46,19 @@ pub async fn websocket_v5_to_spdy<B, IO>(
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let Some(key) = request.headers().get(header::SEC_WEBSOCKET_KEY).cloned() else {
-        let mut refused = Response::new(Bytes::from_static(b"a WebSocket upgrade needs Sec-WebSocket-Key"));
-        *refused.status_mut() = StatusCode::BAD_REQUEST;
-        return Ok(refused);
-    };
-    let client_upgrade = hyper::upgrade::on(&mut *request);
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(backend)).await?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.with_upgrades().await {
-            tracing::debug!(error = %e, "translated backend connection ended with an error");
-        }
-    });
-    let path = target.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let mut outgoing = Request::post(path).body(Empty::<Bytes>::new())?;
-    let headers = outgoing.headers_mut();
-    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-    headers.insert(header::UPGRADE, HeaderValue::from_static("SPDY/3.1"));
-    headers.insert("X-Stream-Protocol-Version", HeaderValue::from_static(BACKEND_PROTOCOL));
-    if let Some(authority) = target.authority() {
-        headers.insert(header::HOST, HeaderValue::from_str(authority.as_str())?);
-    }
-    let answer = sender.send_request(outgoing).await?;
-    if answer.status() != StatusCode::SWITCHING_PROTOCOLS {
-        return crate::upgrade::relay(answer).await;
-    }
-    let backend_upgrade = hyper::upgrade::on(answer);
-    tokio::spawn(async move {
-        let (client, backend) = match tokio::join!(client_upgrade, backend_upgrade) {
-            (Ok(client), Ok(backend)) => (client, backend),
-            (client, backend) => {
-                tracing::debug!(
-                    client = client.is_ok(),
-                    backend = backend.is_ok(),
-                    "a translation did not start"
-                );
-                return;
+    crate::tunnel::websocket_to_spdy_session(
+        request,
+        backend,
+        target,
+        V5,
+        BACKEND_PROTOCOL,
+        move |websocket, backend| async move {
+            if let Err(e) = translate(websocket, backend, streams).await {
+                tracing::debug!(error = %e, "a translated stream ended with an error");
             }
-        };
-        let websocket =
-            tokio_tungstenite::WebSocketStream::from_raw_socket(TokioIo::new(client), Role::Server, None).await;
-        if let Err(e) = translate(websocket, TokioIo::new(backend), streams).await {
-            tracing::debug!(error = %e, "a translated stream ended with an error");
-        }
-    });
-    let mut switched = Response::new(Bytes::new());
-    *switched.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    let headers = switched.headers_mut();
-    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
-    headers.insert(header::SEC_WEBSOCKET_ACCEPT, HeaderValue::from_str(&accept)?);
-    headers.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(V5));
-    Ok(switched)
+        },
+    )
+    .await
 }
 
 /// The WebSocket channel of a SPDY stream the server writes on.
@@ -216,17 +170,10 @@ where
     }
     .await;
     if client_open {
-        let _ = to_client.send(Message::Close(Some(normal_close()))).await;
+        let _ = to_client
+            .send(Message::Close(Some(crate::tunnel::normal_close())))
+            .await;
     }
     let _ = to_backend.shutdown().await;
     session
-}
-
-/// A close with status 1000: clients (gorilla's, client-go's) read one without a status as
-/// an error.
-fn normal_close() -> CloseFrame {
-    CloseFrame {
-        code: CloseCode::Normal,
-        reason: "".into(),
-    }
 }

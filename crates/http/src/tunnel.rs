@@ -28,10 +28,44 @@ pub async fn websocket_to_spdy<B, IO>(
     backend: IO,
     target: &http::Uri,
     protocol: &'static str,
-    backend_version: &str,
+    backend_version: &'static str,
 ) -> anyhow::Result<Response<Bytes>>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    websocket_to_spdy_session(
+        request,
+        backend,
+        target,
+        protocol,
+        backend_version,
+        |websocket, backend| async move {
+            carry(websocket, backend).await;
+        },
+    )
+    .await
+}
+
+/// The client's WebSocket, ended here with `protocol`.
+pub(crate) type ClientSocket = tokio_tungstenite::WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+/// The backend's connection once it switched to SPDY/3.1.
+pub(crate) type BackendStream = TokioIo<hyper::upgrade::Upgraded>;
+
+/// What a WebSocket-to-SPDY bridge shares: the backend asked for a SPDY/3.1 upgrade with
+/// `backend_version` (any answer but `101` relayed), then the client's WebSocket accepted with
+/// `protocol` and `session` run on both once they switched.
+pub(crate) async fn websocket_to_spdy_session<B, IO, F, Fut>(
+    request: &mut Request<B>,
+    backend: IO,
+    target: &http::Uri,
+    protocol: &'static str,
+    backend_version: &'static str,
+    session: F,
+) -> anyhow::Result<Response<Bytes>>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    F: FnOnce(ClientSocket, BackendStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
 {
     let Some(key) = request.headers().get(header::SEC_WEBSOCKET_KEY).cloned() else {
         let mut refused = Response::new(Bytes::from_static(b"a WebSocket upgrade needs Sec-WebSocket-Key"));
@@ -42,7 +76,7 @@ where
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(backend)).await?;
     tokio::spawn(async move {
         if let Err(e) = connection.with_upgrades().await {
-            tracing::debug!(error = %e, "tunnel backend connection ended with an error");
+            tracing::debug!(error = %e, "SPDY backend connection ended with an error");
         }
     });
     let path = target.path_and_query().map(|p| p.as_str()).unwrap_or("/");
@@ -50,7 +84,7 @@ where
     let headers = outgoing.headers_mut();
     headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
     headers.insert(header::UPGRADE, HeaderValue::from_static("SPDY/3.1"));
-    headers.insert("X-Stream-Protocol-Version", HeaderValue::from_str(backend_version)?);
+    headers.insert("X-Stream-Protocol-Version", HeaderValue::from_static(backend_version));
     if let Some(authority) = target.authority() {
         headers.insert(header::HOST, HeaderValue::from_str(authority.as_str())?);
     }
@@ -66,14 +100,14 @@ where
                 tracing::debug!(
                     client = client.is_ok(),
                     backend = backend.is_ok(),
-                    "a tunnel did not open"
+                    "a WebSocket bridge did not open"
                 );
                 return;
             }
         };
         let websocket =
             tokio_tungstenite::WebSocketStream::from_raw_socket(TokioIo::new(client), Role::Server, None).await;
-        carry(websocket, TokioIo::new(backend)).await;
+        session(websocket, TokioIo::new(backend)).await;
     });
     let mut switched = Response::new(Bytes::new());
     *switched.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -136,7 +170,7 @@ where
 
 /// A close with status 1000: clients (gorilla's, client-go's) read one without a status as
 /// an error.
-fn normal_close() -> CloseFrame {
+pub(crate) fn normal_close() -> CloseFrame {
     CloseFrame {
         code: CloseCode::Normal,
         reason: "".into(),
