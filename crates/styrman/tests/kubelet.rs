@@ -492,7 +492,13 @@ fn a_deployment_serves_survives_an_agent_kill_and_goes_on_delete() {
             Err(format!("{tasks:?}"))
         }
     });
+}
 
+/// What a node does on its own: static pods from files, and containerd dying or hanging
+/// under it.
+#[test]
+fn static_pods_run_and_the_node_outlives_its_containerd() {
+    let (c, node, _images) = node_cluster();
     static_pods_run_from_files_and_show_as_mirror_pods(&c, &node);
     a_dying_or_hanging_containerd_makes_the_node_not_ready_until_it_answers(&c, &node);
 }
