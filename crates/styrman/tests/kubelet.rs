@@ -618,7 +618,8 @@ spec:
     assert_eq!(c.kubectl_ok(&["logs", "static-node-1"]), "static\n");
     let container_id = first["status"]["containerStatuses"][0]["containerID"].clone();
 
-    c.kubectl_ok(&["delete", "pod", "static-node-1"]);
+    // Bounded: kubectl would wait forever for a mirror pod the kubelet never let go.
+    c.kubectl_ok(&["delete", "pod", "static-node-1", "--timeout=90s"]);
     eventually("the mirror pod is made again, the container untouched", START, || {
         let again = mirror(c).unwrap_or_default();
         let status = &again["status"]["containerStatuses"][0];
