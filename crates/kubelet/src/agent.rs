@@ -89,6 +89,12 @@ pub async fn run(config: Config) -> Result<()> {
     };
     std::fs::create_dir_all(&layout.root).with_context(|| format!("cannot create {}", layout.root.display()))?;
     std::fs::write(layout.cgroup_root_file(), &config.cgroup_root)?;
+    // The static pod directory is there once the node is: users put manifests in it.
+    let pod_manifests = config
+        .pod_manifest_path
+        .clone()
+        .unwrap_or_else(|| layout.pod_manifests());
+    std::fs::create_dir_all(&pod_manifests).with_context(|| format!("cannot create {}", pod_manifests.display()))?;
     let (runtime, socket, containerd) = match &config.runtime_endpoint {
         Some(endpoint) => (Runtime::connect(endpoint).await?, PathBuf::from(endpoint), None),
         None => {
@@ -126,12 +132,7 @@ pub async fn run(config: Config) -> Result<()> {
         layout: layout.clone(),
         airgap: config.airgap,
         cgroup_root: config.cgroup_root.clone(),
-        pod_manifests: Some(
-            config
-                .pod_manifest_path
-                .clone()
-                .unwrap_or_else(|| layout.pod_manifests()),
-        ),
+        pod_manifests: Some(pod_manifests),
     });
     let server = tokio::spawn(crate::server::serve(
         crate::server::ServerConfig {
